@@ -1,0 +1,1 @@
+"""Benchmarks and the evaluation-set helpers they share with the tests."""

