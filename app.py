@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from engine.base import Engine
 from engine.factory import create_engine
 from settings import Settings
-from web.health import health_router
+from web.api import include_api
+from web.sessions import StreamSlots
 from web.upload_tab import build_upload_tab
 
 log = logging.getLogger("app")
@@ -25,7 +26,7 @@ log = logging.getLogger("app")
 
 def build_app(engine: Engine, settings: Settings) -> FastAPI:
     api = FastAPI(title="Real-time Whisper")
-    api.include_router(health_router(engine))
+    include_api(api, engine, settings, StreamSlots(settings.max_streams))
     with gr.Blocks(title="Real-time Whisper") as page:
         gr.Markdown(f"## Real-time Whisper\nModel **{engine.info.model}** on {engine.info.engine} ({engine.info.device})")
         with gr.Tab("Transcribe a recording"):

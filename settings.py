@@ -57,6 +57,14 @@ class Settings:
     )
     hf_token: str = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
     remote_model: str = _field("REMOTE_MODEL", "", "Model name sent to the remote endpoint")
+    # Streaming (page and realtime WebSocket)
+    min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)", int)
+    partial_interval_s: float = _field("PARTIAL_INTERVAL_S", 0.6, "New audio between partial decodes (s); raised automatically under load", float)
+    vad_threshold: float = _field("VAD_THRESHOLD", 0.5, "Silero speech probability that starts an utterance", float)
+    max_streams: int = _field("MAX_STREAMS", 16, "Concurrent live streams (page + WebSocket); 0 = no limit", int)
+    language: str = _field("LANGUAGE", "", "Default language of live streams (empty: detect; English-only models: en)")
+    # HTTP API
+    api_key: str = _field("API_KEY", "", "If set, /v1/* routes require `Authorization: Bearer <API_KEY>`")
     # Limits
     max_audio_seconds: float = _field("MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest file accepted (seconds)", float)
     max_upload_mb: float = _field("MAX_UPLOAD_MB", 200.0, "Largest upload accepted (MiB)", float)
