@@ -60,7 +60,11 @@ def longform_files() -> list[LongForm]:
     with open(base / "longform.jsonl") as f:
         for line in f:
             d = json.loads(line)
-            out.append(LongForm(base / d["audio"], d["text"], float(d["duration"]), d["segments"]))
+            segments = d["segments"]
+            if isinstance(segments, str):  # a path to <name>.segments.json
+                with open(base / segments) as sf:
+                    segments = json.load(sf)["segments"]
+            out.append(LongForm(base / d["audio"], d["text"], float(d["duration"]), segments))
     return out
 
 
