@@ -57,6 +57,13 @@ class Settings:
     )
     hf_token: str = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
     remote_model: str = _field("REMOTE_MODEL", "", "Model name sent to the remote endpoint")
+    remote_timeout_s: float = _field("REMOTE_TIMEOUT_S", 60.0, "Seconds to wait for one remote response (connect: 10 s at most)", float)
+    remote_retries: int = _field("REMOTE_RETRIES", 3, "Retries (with backoff) on 429, 5xx, timeouts and dropped connections", int)
+    remote_response_format: str = _field(
+        "REMOTE_RESPONSE_FORMAT", "json", "`json` or `verbose_json` (segments and confidence signals, when the endpoint offers them)"
+    )
+    remote_audio_format: str = _field("REMOTE_AUDIO_FORMAT", "flac", "How audio is uploaded to the remote endpoint: `flac` or `wav` (16 kHz mono)")
+    remote_concurrency: int = _field("REMOTE_CONCURRENCY", 8, "Requests in flight to the remote endpoint at once", int)
     # Streaming (page and realtime WebSocket)
     min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)", int)
     partial_interval_s: float = _field("PARTIAL_INTERVAL_S", 0.6, "New audio between partial decodes (s); raised automatically under load", float)
