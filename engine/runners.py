@@ -59,6 +59,9 @@ class InProcessRunner:
         from vllm.v1.engine.llm_engine import LLMEngine
 
         self._engine = LLMEngine.from_engine_args(engine_args, enable_multiprocessing=False)
+        # In-process, vLLM's CPU worker replaces torch.set_num_threads with a warning that
+        # its audio preprocessing then triggers on every request: keep the log readable.
+        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._streams: dict[str, _OutputStream] = {}
         self._wake = threading.Event()

@@ -108,10 +108,18 @@ async def test_english_only_model_refuses_translate_and_other_languages(engine):
         await engine.transcribe(audio, language="de")
 
 
-async def test_prompt_conditions_spelling(engine, english_clips):
+async def test_prompt_is_sent_as_previous_text(engine, english_clips):
+    """A prompt goes in as <|startofprev|> text before the task tokens and keeps the transcript intact."""
+    decoder = engine.vocab.decoder_prompt(language="en", task="transcribe", prompt="Inaugural address, 1961.", timestamps=False)
+    assert decoder[0] == engine.vocab.sot_prev
+    assert decoder.index(engine.vocab.sot) > 3
     clip = next(c for c in english_clips if "jfk" in c.name)
-    result = await engine.transcribe(read_audio(clip.path), prompt="My fellow Americans.")
+    result = await engine.transcribe(read_audio(clip.path), prompt="Inaugural address, 1961.")
     assert normalize(result.text) == normalize(JFK)
+
+
+def lf_first_clip_text() -> str:
+    return next(f for f in longform_files()).segments[0]["text"]
 
 
 async def test_bad_arrays(engine):
@@ -121,6 +129,7 @@ async def test_bad_arrays(engine):
         await engine.transcribe(np.full(SAMPLE_RATE, np.nan, dtype=np.float32))
     silence = await engine.transcribe(np.zeros(5 * SAMPLE_RATE, dtype=np.float32))
     assert len(normalize(silence.text).split()) <= 2  # the engine alone; the streaming guards drop the rest
-    clipped = np.clip(read_audio(next(f for f in longform_files()).path)[: 10 * SAMPLE_RATE] * 50, -1, 1)
+    clipped = np.clip(read_audio(next(f for f in longform_files()).path)[: 10 * SAMPLE_RATE] * 10, -1, 1)
     result = await engine.transcribe(clipped)
-    assert re.search(r"print", result.text, re.I)  # heavily clipped speech still transcribes
+    assert re.search(r"exhibition", result.text, re.I)  # heavily clipped speech still transcribes
+    assert wer([lf_first_clip_text()], [result.text]) < 0.5
