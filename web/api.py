@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.base import Engine
+from engine.metered import metered
 from settings import Settings
+from web.errors import APIError, api_error_handler, error_body
 from web.health import health_router
+from web.metrics import metrics_router
+from web.openai_api import openai_router
+from web.realtime import realtime_router
 from web.sessions import StreamSlots
+
+_HTTP_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 404: "invalid_request_error"}
 
 
 def include_api(app: FastAPI, engine: Engine, settings: Settings, slots: StreamSlots) -> None:
-    """Mount /health, the OpenAI-compatible API, the realtime WebSocket and /metrics."""
+    """Mount /health, the OpenAI-compatible API, the realtime WebSocket and /metrics.
+
+    The API and the WebSocket decode through a metered wrapper of the engine, so /metrics
+    sees their decodes; wrap the engine with `engine.metered.metered()` before handing it
+    to the page as well to count the page's decodes too (wrapping twice is harmless).
+    """
+    engine = metered(engine)
+    app.add_exception_handler(APIError, api_error_handler)
+
+    async def http_error(request: Request, exc: Exception):
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith("/v1/"):
+            from fastapi.responses import JSONResponse
+
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+            status_type = _HTTP_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
+            return JSONResponse(
+                error_body(f"{request.method} {request.url.path}: {exc.detail}", type=status_type, code=code),
+                status_code=exc.status_code,
+                headers=getattr(exc, "headers", None),
+            )
+        return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+
+    async def validation_error(request: Request, exc: Exception):
+        assert isinstance(exc, RequestValidationError)
+        if request.url.path.startswith("/v1/"):
+            from fastapi.responses import JSONResponse
+
+            errors = exc.errors()
+            param = ".".join(str(p) for p in errors[0].get("loc", [])[1:]) if errors else None
+            message = errors[0].get("msg", "invalid request") if errors else "invalid request"
+            return JSONResponse(error_body(f"Invalid request: {message}", param=param or None, code="invalid_value"), status_code=400)
+        return await request_validation_exception_handler(request, exc)  # type: ignore[arg-type]
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(health_router(engine))
+    app.include_router(metrics_router())
+    app.include_router(openai_router(engine, settings))
+    app.include_router(realtime_router(engine, settings, slots))

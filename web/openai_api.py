@@ -1,0 +1,369 @@
+"""OpenAI-compatible HTTP API on the app's own engine.
+
+- `POST /v1/audio/transcriptions` and `POST /v1/audio/translations` (multipart, OpenAI's
+  fields: file, model, language, prompt, response_format json|text|verbose_json|srt|vtt,
+  temperature, `timestamp_granularities[]=segment`, `stream=true` as server-sent events
+  `transcript.text.delta` / `transcript.text.done`)
+- `GET /v1/models`, `GET /v1/models/{id}`
+
+Every failure is OpenAI-style error JSON (web/errors.py) with a 4xx status for what the
+caller can fix and 502/503 for engine failures; user input never gives a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from engine.audio import load_audio
+from engine.base import SAMPLE_RATE, AudioError, Engine, Transcription
+from engine.formats import to_srt, to_text, to_vtt
+from settings import Settings
+from web import metrics
+from web.auth import require_api_key
+from web.errors import APIError, error_body, from_engine_error
+
+log = logging.getLogger(__name__)
+
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+#: Room for the form's other fields and the multipart framing on top of MAX_UPLOAD_MB.
+FORM_OVERHEAD_BYTES = 1 << 20
+#: How much of an over-limit body is read (and thrown away) so the client sees the 413.
+DRAIN_LIMIT_BYTES = 64 << 20
+CREATED = int(time.time())
+
+LANGUAGE_NAMES = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
+    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
+    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
+    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
+    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
+}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def model_ids(engine: Engine) -> list[str]:
+    """The names /v1 accepts for the one model: its own id, its directory name, whisper-1."""
+    ids = [engine.info.model]
+    name = Path(engine.info.model).name
+    if name and name not in ids:
+        ids.append(name)
+    if "whisper-1" not in ids:
+        ids.append("whisper-1")
+    return ids
+
+
+def openai_router(engine: Engine, settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(settings.api_key))])
+    max_upload = int(settings.max_upload_mb * 1024 * 1024)
+
+    @router.get("/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(m) for m in model_ids(engine)]}
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        if model_id not in model_ids(engine):
+            raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        return _model_card(model_id)
+
+    @router.post("/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        return await _handle(request, "transcribe", "transcriptions")
+
+    @router.post("/audio/translations")
+    async def translations(request: Request) -> Response:
+        return await _handle(request, "translate", "translations")
+
+    def _model_card(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": CREATED, "owned_by": "rt-whisper"}
+
+    async def _handle(request: Request, task: str, route: str) -> Response:
+        try:
+            response = await _run(request, task)
+        except APIError as exc:
+            metrics.API_REQUESTS.labels(route, str(exc.status)).inc()
+            raise
+        metrics.API_REQUESTS.labels(route, str(response.status_code)).inc()
+        return response
+
+    async def _run(request: Request, task: str) -> Response:
+        form = await _read_form(request, max_upload)
+        try:
+            return await _transcribe(form, task)
+        finally:
+            await form.close()
+
+    async def _transcribe(form: Any, task: str) -> Response:
+        upload = form.get("file")
+        if upload is None:
+            raise APIError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+        if not isinstance(upload, UploadFile):
+            raise APIError(400, "'file' must be an uploaded file (multipart/form-data), not a text field.", param="file")
+        model = _text(form, "model")
+        if model is None:
+            raise APIError(
+                400, "You must provide a model parameter.", param="model", code="missing_required_parameter"
+            )
+        if model not in model_ids(engine):
+            raise APIError(
+                404,
+                f"The model '{model}' does not exist; this server offers {', '.join(model_ids(engine))}.",
+                param="model",
+                code="model_not_found",
+            )
+        response_format = _text(form, "response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise APIError(
+                400,
+                f"Invalid value for 'response_format': {response_format!r}. Use one of {', '.join(RESPONSE_FORMATS)}.",
+                param="response_format",
+                code="invalid_value",
+            )
+        temperature = _temperature(_text(form, "temperature"))
+        language = _text(form, "language") if task == "transcribe" else None
+        if language is not None:
+            language = language.strip().lower()
+            if not language.isalpha() or len(language) > 8:
+                raise APIError(400, f"Invalid language {language!r}: use an ISO 639-1 code such as 'en'.", param="language", code="invalid_value")
+        prompt = _text(form, "prompt") or None
+        granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities") if isinstance(g, str)]
+        for g in granularities:
+            if g not in ("segment", "word"):
+                raise APIError(400, f"Invalid timestamp granularity {g!r}: use 'segment'.", param="timestamp_granularities", code="invalid_value")
+            if g == "word":
+                raise APIError(400, "Word timestamps are not supported; use timestamp_granularities[]=segment.", param="timestamp_granularities", code="unsupported_value")
+        stream = _flag(_text(form, "stream"), "stream")
+        if stream and response_format not in ("json", "text"):
+            raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
+        if not engine.info.multilingual:
+            if task == "translate":
+                raise APIError(400, f"The model {engine.info.model} is English-only: it cannot translate.", param="model", code="unsupported_value")
+            if language not in (None, "", "en"):
+                raise APIError(400, f"The model {engine.info.model} is English-only: language {language!r} is not supported.", param="language", code="unsupported_value")
+        audio = await _decode_upload(upload)
+        duration = len(audio) / SAMPLE_RATE
+        if stream:
+            return await _stream(audio, language, task, prompt, temperature, duration)
+        try:
+            result = await engine.transcribe(
+                audio,
+                language=language,
+                task=task,  # type: ignore[arg-type]
+                prompt=prompt,
+                temperature=temperature,
+                timestamps=response_format in ("verbose_json", "srt", "vtt"),
+            )
+        except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
+            raise from_engine_error(exc) from exc
+        return _render(result, response_format, task, duration)
+
+    async def _decode_upload(upload: UploadFile) -> Any:
+        data = await upload.read()
+        if len(data) > max_upload:
+            raise _too_large(max_upload)
+        if not data:
+            raise APIError(400, f"The uploaded file '{upload.filename or 'file'}' is empty.", param="file", code="invalid_audio")
+        try:
+            return await asyncio.to_thread(load_audio, data, max_seconds=settings.max_audio_seconds)
+        except AudioError as exc:
+            name = upload.filename or "the file"
+            message = str(exc).replace("the audio data", f"'{name}'")
+            raise APIError(400, f"Invalid file: {message}", param="file", code="invalid_audio") from exc
+
+    async def _stream(audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float) -> Response:
+        deltas = engine.transcribe_stream(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]
+        # The first delta (or failure) is awaited before answering, so an engine that is
+        # down gets a proper error status instead of a broken event stream.
+        iterator = deltas.__aiter__()
+        try:
+            first: str | None = await iterator.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except Exception as exc:  # noqa: BLE001
+            raise from_engine_error(exc) from exc
+
+        async def events() -> AsyncIterator[bytes]:
+            parts: list[str] = []
+            try:
+                if first is not None:
+                    parts.append(first)
+                    yield _sse({"type": "transcript.text.delta", "delta": first})
+                async for delta in iterator:
+                    parts.append(delta)
+                    yield _sse({"type": "transcript.text.delta", "delta": delta})
+            except Exception as exc:  # noqa: BLE001
+                err = from_engine_error(exc)
+                yield _sse(err.body())
+                return
+            finally:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:  # noqa: BLE001
+                        pass
+            text = "".join(parts).strip()
+            yield _sse({"type": "transcript.text.done", "text": text, "usage": {"type": "duration", "seconds": math.ceil(duration)}})
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    def _render(result: Transcription, response_format: str, task: str, duration: float) -> Response:
+        text = (result.text or "").strip()
+        if response_format == "text":
+            return PlainTextResponse(text + "\n" if text else "")
+        if response_format == "srt":
+            return PlainTextResponse(to_srt(result.segments))
+        if response_format == "vtt":
+            return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
+        usage = {"type": "duration", "seconds": math.ceil(duration)}
+        if response_format == "json":
+            return JSONResponse({"text": text, "usage": usage})
+        segments = []
+        for i, s in enumerate(x for x in result.segments if x.text.strip()):
+            segments.append(
+                {
+                    "id": i,
+                    "seek": int(s.start * 100),
+                    "start": round(s.start, 3),
+                    "end": round(s.end, 3),
+                    "text": " " + s.text.strip(),
+                    "tokens": [],
+                    "temperature": 0.0,
+                    "avg_logprob": result.avg_logprob if result.avg_logprob is not None else 0.0,
+                    "compression_ratio": result.compression_ratio if result.compression_ratio is not None else 0.0,
+                    "no_speech_prob": result.no_speech_prob if result.no_speech_prob is not None else 0.0,
+                }
+            )
+        language = result.language or ("en" if not engine.info.multilingual else None)
+        return JSONResponse(
+            {
+                "task": task,
+                "language": LANGUAGE_NAMES.get(language or "", language) if language else None,
+                "duration": round(duration, 3),
+                "text": text,
+                "segments": segments,
+                "usage": usage,
+            }
+        )
+
+    return router
+
+
+# -- request parsing ---------------------------------------------------------------------
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(
+        413,
+        f"The uploaded file is too large: the limit is {limit / (1024 * 1024):g} MB (MAX_UPLOAD_MB).",
+        param="file",
+        code="file_too_large",
+    )
+
+
+async def _read_form(request: Request, max_upload: int) -> Any:
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise APIError(
+            400,
+            f"Send the audio as multipart/form-data with a 'file' field (got content type {ctype or 'none'!r}).",
+            param="file",
+            code="invalid_content_type",
+        )
+    limit = max_upload + FORM_OVERHEAD_BYTES
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        await _drain(request, DRAIN_LIMIT_BYTES)
+        raise _too_large(max_upload)
+
+    received = 0
+    receive = request.receive
+
+    async def limited_receive() -> Any:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _TooLarge()
+        return message
+
+    limited = Request(request.scope, limited_receive)
+    try:
+        return await limited.form(max_files=4, max_fields=64)
+    except _TooLarge:
+        await _drain(request, DRAIN_LIMIT_BYTES)
+        raise _too_large(max_upload) from None
+    except MultiPartException as exc:
+        raise APIError(400, f"Malformed multipart body: {exc.message}", param="file", code="invalid_multipart") from exc
+    except (ValueError, KeyError) as exc:
+        raise APIError(400, f"Malformed multipart body: {exc}", param="file", code="invalid_multipart") from exc
+
+
+async def _drain(request: Request, cap: int) -> None:
+    """Read and drop what is left of the body (up to `cap`), so the client gets to read our answer."""
+    seen = 0
+    try:
+        while seen < cap:
+            message = await asyncio.wait_for(request.receive(), timeout=5.0)
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+    except (asyncio.TimeoutError, RuntimeError, OSError):
+        return
+
+
+def _text(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise APIError(400, f"'{name}' must be a text field, not a file.", param=name, code="invalid_value")
+    return value
+
+
+def _temperature(raw: str | None) -> float:
+    if raw is None or raw.strip() == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise APIError(400, f"Invalid value for 'temperature': {raw!r} is not a number.", param="temperature", code="invalid_value") from None
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise APIError(400, f"Invalid value for 'temperature': {raw} (use 0 to 1).", param="temperature", code="invalid_value")
+    return value
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    if raw is None or raw == "":
+        return False
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise APIError(400, f"Invalid value for '{name}': {raw!r} (use true or false).", param=name, code="invalid_value")
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+__all__ = ["openai_router", "model_ids", "error_body"]
