@@ -30,6 +30,7 @@ class SplitOptions:
     min_chunk_s: float = 12.0  # search for the quietest point between min and max
     quiet_window_s: float = 0.4  # a cut wants a pause at least this long around it
     silence_dbfs: float = -55.0  # pieces quieter than this throughout are not decoded
+    trim_margin_s: float = 0.3  # quiet kept before the first and after the last sound of a piece
 
 
 def _frame_energy_db(audio: np.ndarray) -> np.ndarray:
@@ -63,18 +64,38 @@ def find_cuts(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> list
     return cuts
 
 
+def _sounding_span(piece: np.ndarray, options: SplitOptions) -> tuple[int, int]:
+    """Sample range from the first to the last frame that sounds, plus a margin.
+
+    Whisper (without OpenAI's timestamp rules, which vLLM does not apply) puts the first
+    segment at 0.00 of its window however much quiet comes first, so trimming long
+    quiet edges keeps segment times honest and spends no decode on nothing.
+    """
+    energy = _frame_energy_db(piece)
+    if len(energy) == 0:
+        return 0, len(piece)
+    threshold = max(options.silence_dbfs, float(energy.max()) - 40.0)
+    sounding = np.flatnonzero(energy > threshold)
+    if len(sounding) == 0:
+        return 0, len(piece)
+    hop = int(FRAME_S * SAMPLE_RATE)
+    margin = int(options.trim_margin_s * SAMPLE_RATE)
+    return max(0, sounding[0] * hop - margin), min(len(piece), (sounding[-1] + 1) * hop + margin)
+
+
 def split_audio(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> list[tuple[int, np.ndarray]]:
-    """(start sample, piece) pairs covering the audio; silent pieces are left out."""
+    """(start sample, piece) pairs covering the sound; silent pieces and quiet edges are left out."""
     bounds = [0, *find_cuts(audio, options), len(audio)]
     pieces = []
     for start, end in zip(bounds, bounds[1:]):
         piece = audio[start:end]
         if len(piece) == 0:
             continue
-        peak_db = 20 * np.log10(np.sqrt(np.mean(piece.astype(np.float64) ** 2)) + 1e-12)
-        if peak_db < options.silence_dbfs:
+        mean_db = 20 * np.log10(np.sqrt(np.mean(piece.astype(np.float64) ** 2)) + 1e-12)
+        if mean_db < options.silence_dbfs:
             continue
-        pieces.append((start, piece))
+        lo, hi = _sounding_span(piece, options)
+        pieces.append((int(start + lo), piece[lo:hi]))
     return pieces
 
 
