@@ -252,6 +252,22 @@ class Segmenter:
             self._clear_utterance()
         return events
 
+    @property
+    def pending_end_s(self) -> float | None:
+        """Where the open utterance ends if the silence now running lasts to
+        `min_silence_ms`, once that end (last speech + `pad_after_ms`) has been fed;
+        None while speech goes on or no utterance is open.
+
+        The final's audio would then be exactly `current().audio`, so a caller may start
+        decoding it speculatively (and discard that if speech resumes).
+        """
+        if self._state is not _State.ACTIVE or not self._in_silence:
+            return None
+        end = self._silence_start + self._pad_after
+        if self._clock < end:
+            return None
+        return end / self._sr
+
     def current(self) -> UtteranceSnapshot | None:
         """The open utterance's audio so far, or None when there is none (yet)."""
         if self._state is not _State.ACTIVE:

@@ -1,0 +1,97 @@
+"""The settled record of a session: every final, exportable as txt, srt, vtt and json.
+
+Only finals are kept (partials are a display concern); a final with no text (an
+utterance whose words were all dropped by the guards) is not a line of the transcript.
+Formatting reuses `engine.formats`, so a live transcript and a file transcription
+export to the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from engine import formats
+from streaming.events import TranscriptEvent
+
+__all__ = ["Transcript"]
+
+
+@dataclass(frozen=True)
+class _Cue:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    """Finals in utterance order. `add` ignores partials and empty finals."""
+
+    finals: list[TranscriptEvent] = field(default_factory=list)
+
+    def add(self, event: TranscriptEvent) -> bool:
+        """Keep a final; returns whether it was kept."""
+        if event.type != "final" or not event.text.strip():
+            return False
+        self.finals.append(event)
+        return True
+
+    def clear(self) -> None:
+        self.finals.clear()
+
+    @property
+    def text(self) -> str:
+        """All finals joined with spaces."""
+        return " ".join(e.text.strip() for e in self.finals if e.text.strip())
+
+    @property
+    def duration(self) -> float:
+        return max((e.end_s for e in self.finals), default=0.0)
+
+    def _cues(self) -> list[_Cue]:
+        return [_Cue(e.start_s, e.end_s, e.text) for e in self.finals]
+
+    def to_txt(self) -> str:
+        """One final per line."""
+        return formats.to_text(self._cues())
+
+    def to_srt(self) -> str:
+        return formats.to_srt(self._cues())
+
+    def to_vtt(self) -> str:
+        return formats.to_vtt(self._cues())
+
+    def to_dict(self) -> dict[str, object]:
+        language = next((e.language for e in reversed(self.finals) if e.language), None)
+        return {
+            "text": self.text,
+            "language": language,
+            "duration": round(self.duration, 3),
+            "segments": [
+                {
+                    "id": i,
+                    "utterance_id": e.utterance_id,
+                    "start": round(e.start_s, 3),
+                    "end": round(e.end_s, 3),
+                    "text": e.text.strip(),
+                }
+                for i, e in enumerate(self.finals)
+            ],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    def export(self, fmt: str) -> str:
+        """`fmt`: txt (or text), srt, vtt or json."""
+        fmt = fmt.lower()
+        if fmt in ("txt", "text"):
+            return self.to_txt()
+        if fmt == "srt":
+            return self.to_srt()
+        if fmt == "vtt":
+            return self.to_vtt()
+        if fmt == "json":
+            return self.to_json()
+        raise ValueError(f"unknown transcript format {fmt!r}; expected txt, srt, vtt or json")
