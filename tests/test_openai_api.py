@@ -1,0 +1,298 @@
+"""The app's OpenAI-compatible API, driven by the official `openai` client on loopback.
+
+The app runs on the real in-process engine (embedded tiny.en, English-only), served by
+uvicorn on 127.0.0.1. Translation on a multilingual model is covered in
+test_remote_engine.py (the app on the `vllm serve` base model).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from bench.evalset import read_audio, wer
+from misbehaving_server import serve_app
+
+MAX_WER = 0.3  # tiny.en on short clean clips; the engine tests hold the tighter bounds
+API_KEY = "test-key-123"
+
+
+def _settings(**kw):
+    from settings import Settings
+
+    s = Settings()
+    s.max_upload_mb = 1.0
+    s.api_key = ""
+    for k, v in kw.items():
+        setattr(s, k, v)
+    return s
+
+
+def _app(engine, **kw):
+    from fastapi import FastAPI
+
+    from web.api import include_api
+    from web.sessions import StreamSlots
+
+    app = FastAPI()
+    include_api(app, engine, _settings(**kw), StreamSlots(4))
+    return app
+
+
+@pytest.fixture(scope="module")
+def base_url(engine):
+    with serve_app(_app(engine)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="anything", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def clip(english_clips):
+    return min((c for c in english_clips if 4 <= c.duration <= 12), key=lambda c: abs(c.duration - 8))
+
+
+@pytest.fixture(scope="module")
+def clip_bytes(clip):
+    return clip.path.read_bytes()
+
+
+def _wav(audio: np.ndarray) -> bytes:
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_models_and_health(client, base_url, engine):
+    ids = [m.id for m in client.models.list().data]
+    assert engine.info.model in ids and "whisper-1" in ids
+    assert client.models.retrieve("whisper-1").id == "whisper-1"
+    health = httpx.get(base_url + "/health").json()
+    assert health["status"] == "ok" and health["engine"]["model"] == engine.info.model
+
+
+def test_plain_json(client, clip, clip_bytes, engine):
+    result = client.audio.transcriptions.create(model=engine.info.model, file=(clip.path.name, clip_bytes))
+    assert wer([clip.text], [result.text]) <= MAX_WER, result.text
+    assert result.usage is not None and result.usage.seconds >= int(clip.duration)
+
+
+def test_whisper_1_alias_and_text_format(client, clip, clip_bytes):
+    text = client.audio.transcriptions.create(model="whisper-1", file=(clip.path.name, clip_bytes), response_format="text")
+    assert isinstance(text, str) and text.endswith("\n")
+    assert wer([clip.text], [text]) <= MAX_WER
+
+
+def test_verbose_json_srt_vtt(client, clip, clip_bytes):
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=(clip.path.name, clip_bytes),
+        response_format="verbose_json",
+        timestamp_granularities=["segment"],
+        language="en",
+    )
+    assert verbose.language == "english"
+    assert verbose.duration == pytest.approx(clip.duration, abs=0.1)
+    assert verbose.segments, verbose
+    ends = [s.end for s in verbose.segments]
+    assert ends == sorted(ends) and ends[-1] <= clip.duration + 0.5
+    assert wer([clip.text], [verbose.text]) <= MAX_WER
+    srt = client.audio.transcriptions.create(model="whisper-1", file=(clip.path.name, clip_bytes), response_format="srt")
+    assert srt.startswith("1\n00:00:") and " --> " in srt
+    vtt = client.audio.transcriptions.create(model="whisper-1", file=(clip.path.name, clip_bytes), response_format="vtt")
+    assert vtt.startswith("WEBVTT")
+
+
+def test_prompt_and_temperature_are_accepted(client, clip, clip_bytes):
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=(clip.path.name, clip_bytes), prompt="Printing and the arts.", temperature=0.2
+    )
+    assert wer([clip.text], [result.text]) <= MAX_WER
+
+
+def test_streamed(client, clip, clip_bytes):
+    stream = client.audio.transcriptions.create(model="whisper-1", file=(clip.path.name, clip_bytes), stream=True)
+    deltas, done = [], None
+    for event in stream:
+        if event.type == "transcript.text.delta":
+            deltas.append(event.delta)
+        elif event.type == "transcript.text.done":
+            done = event.text
+    assert len(deltas) > 1, "expected several deltas, got one block"
+    assert done is not None and done == "".join(deltas).strip()
+    assert wer([clip.text], [done]) <= MAX_WER
+
+
+def test_concurrent_requests(client, english_clips):
+    clips = [c for c in english_clips if 2 <= c.duration <= 8][:4]
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = client.audio.transcriptions.create(model="whisper-1", file=(clips[i].path.name, clips[i].path.read_bytes())).text
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert wer([c.text for c in clips], [results[i] for i in range(len(clips))]) <= MAX_WER
+
+
+def test_translation_on_english_only_model_is_a_400(client, clip_bytes):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.translations.create(model="whisper-1", file=("a.flac", clip_bytes))
+    assert "English-only" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(model="whisper-1", file=("a.flac", clip_bytes), language="de")
+    assert info.value.body["param"] == "language"
+
+
+# -- bad requests: OpenAI-style error JSON with the right 4xx, never a 500 --------------
+
+
+def _assert_error(exc: openai.APIStatusError, status: int, param: str | None = None) -> None:
+    assert exc.status_code == status, exc
+    body = exc.body
+    assert set(body) >= {"message", "type", "param", "code"}, body
+    assert body["message"]
+    if param is not None:
+        assert body["param"] == param
+
+
+@pytest.mark.parametrize(
+    "name, data, status, param",
+    [
+        ("not_audio.wav", b"this is not audio at all" * 40, 400, "file"),
+        ("empty.wav", b"", 400, "file"),
+        ("random.mp3", bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), 400, "file"),
+        ("big.wav", b"\0" * (1024 * 1024 + 10), 413, "file"),
+    ],
+)
+def test_bad_uploads(client, name, data, status, param):
+    with pytest.raises(openai.APIStatusError) as info:
+        client.audio.transcriptions.create(model="whisper-1", file=(name, data))
+    _assert_error(info.value, status, param)
+
+
+def test_over_the_size_limit_without_content_length(base_url):
+    """A chunked upload over MAX_UPLOAD_MB is cut off while it arrives: 413."""
+
+    def body():
+        boundary = b"--xyz\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+        yield boundary + b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield b"\r\n--xyz--\r\n"
+
+    r = httpx.post(
+        base_url + "/v1/audio/transcriptions",
+        content=body(),
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        timeout=60,
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, param",
+    [
+        ({"response_format": "xml"}, 400, "response_format"),
+        ({"temperature": 3}, 400, "temperature"),
+        ({"timestamp_granularities": ["word"], "response_format": "verbose_json"}, 400, "timestamp_granularities"),
+        ({"model": "gpt-4o-transcribe"}, 404, "model"),
+        ({"language": "english!"}, 400, "language"),
+    ],
+)
+def test_wrong_fields(client, clip_bytes, kwargs, status, param):
+    kwargs = {"model": "whisper-1", **kwargs}
+    with pytest.raises(openai.APIStatusError) as info:
+        client.audio.transcriptions.create(file=("a.flac", clip_bytes), **kwargs)
+    _assert_error(info.value, status, param)
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, param",
+    [
+        ({"data": {"model": "whisper-1"}, "files": {"other": ("a.wav", b"x")}}, "file"),  # no file
+        ({"files": {"file": ("a.flac", b"RIFF")}}, "model"),  # no model
+        ({"data": {"model": "whisper-1", "file": "not a file"}, "files": {"x": ("a", b"y")}}, "file"),
+        ({"data": {"model": "whisper-1"}}, "file"),  # urlencoded, not multipart
+        ({"json": {"model": "whisper-1"}}, "file"),
+        ({"data": {"model": "whisper-1", "stream": "maybe"}, "files": {"file": ("a.flac", b"x")}}, "stream"),
+    ],
+)
+def test_missing_or_malformed_fields(base_url, request_kwargs, param):
+    r = httpx.post(base_url + "/v1/audio/transcriptions", timeout=60, **request_kwargs)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_unknown_route_and_method_are_openai_errors(base_url):
+    r = httpx.get(base_url + "/v1/audio/transcriptions")
+    assert r.status_code == 405 and "error" in r.json()
+    r = httpx.get(base_url + "/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_api_key(engine, clip_bytes):
+    with serve_app(_app(engine, api_key=API_KEY)) as url:
+        good = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+        bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
+        assert good.models.list().data
+        assert good.audio.transcriptions.create(model="whisper-1", file=("a.flac", clip_bytes)).text
+        with pytest.raises(openai.AuthenticationError) as info:
+            bad.audio.transcriptions.create(model="whisper-1", file=("a.flac", clip_bytes))
+        _assert_error(info.value, 401)
+        assert info.value.body["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        r = httpx.get(url + "/v1/models")  # no header at all
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        # /health and /metrics stay open for probes
+        assert httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/metrics").status_code == 200
+
+
+def test_metrics(base_url, client, clip_bytes):
+    before = _metric(httpx.get(base_url + "/metrics").text, 'rtw_audio_seconds_total{kind="transcribe"}')
+    client.audio.transcriptions.create(model="whisper-1", file=("a.flac", clip_bytes))
+    text = httpx.get(base_url + "/metrics").text
+    for name in ("rtw_active_sessions", "rtw_decodes_in_flight", "rtw_decode_seconds_bucket", "rtw_api_requests_total"):
+        assert name in text
+    assert _metric(text, 'rtw_audio_seconds_total{kind="transcribe"}') > before
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_app_build_mounts_the_api(engine):
+    """app.build_app (the page's server) serves the same API."""
+    try:
+        from app import build_app
+    except Exception as exc:  # noqa: BLE001 -- the page is built elsewhere; only check when it imports
+        pytest.skip(f"app.build_app not importable here: {exc}")
+    app = build_app(engine, _settings())
+    with serve_app(app) as url:
+        r = httpx.get(url + "/v1/models", timeout=30)
+        assert r.status_code == 200 and r.json()["data"]
+        assert httpx.get(url + "/health", timeout=30).status_code == 200
