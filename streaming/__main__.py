@@ -1,0 +1,123 @@
+"""Command line: `python -m streaming simulate FILE [--realtime] [--streams N] [--reference TEXTFILE]`.
+
+Feeds FILE through the full streaming pipeline (resampling, VAD, segmenter, partial and
+final decodes on the configured engine, guards, stabiliser) and prints every event as a
+JSON line, then one line `{"summary": {...}}` (see `streaming.harness`). Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from settings import Settings  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streaming", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="stream an audio file through the pipeline and score it")
+    sim.add_argument("file")
+    sim.add_argument("--realtime", action="store_true", help="feed on a real-time clock (default: as fast as possible)")
+    sim.add_argument("--streams", type=int, default=1, help="concurrent simulated streams of the same file")
+    sim.add_argument("--stagger", type=float, default=0.0, help="seconds between the starts of successive streams")
+    sim.add_argument("--reference", default=None, help="reference transcript (text file) for the WER")
+    sim.add_argument(
+        "--segments",
+        default=None,
+        help="segments.json with true utterance times (default: FILE's sibling <name>.segments.json if present)",
+    )
+    sim.add_argument("--offline", action="store_true", help="also transcribe the whole file offline and report its WER")
+    sim.add_argument("--no-prompt", action="store_true", help="do not use the previous final as decoder prompt")
+    sim.add_argument("--no-speculative", action="store_true", help="start the final decode only when the utterance has ended")
+    sim.add_argument("--max-partial-interval", type=float, default=None, help="ceiling of the adaptive partial interval (s); 0: no partials")
+    sim.add_argument("--quiet", action="store_true", help="print only the summary line")
+    sim.add_argument("--status", action="store_true", help="also print status events")
+    sim.add_argument("-v", "--verbose", action="store_true")
+    Settings.add_arguments(
+        sim,
+        [
+            "model",
+            "engine",
+            "endpoint_url",
+            "hf_token",
+            "remote_model",
+            "device",
+            "enforce_eager",
+            "min_silence_ms",
+            "partial_interval_s",
+            "vad_threshold",
+            "language",
+        ],
+    )
+    return parser
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from bench.evalset import wer
+    from engine.audio import load_audio
+    from engine.factory import create_engine
+    from streaming.harness import simulate
+    from streaming.session import SessionOptions
+
+    settings = Settings.from_args(args)
+    audio = load_audio(args.file)
+    reference = Path(args.reference).read_text() if args.reference else None
+    seg_path = Path(args.segments) if args.segments else Path(args.file).with_suffix(".segments.json")
+    segments = json.loads(seg_path.read_text())["segments"] if seg_path.is_file() else None
+
+    options = SessionOptions.from_settings(settings)
+    options.use_prompt = not args.no_prompt
+    options.speculative_final = not args.no_speculative
+    if args.max_partial_interval is not None:
+        options.max_partial_interval_s = args.max_partial_interval
+
+    engine = await asyncio.to_thread(create_engine, settings)
+    try:
+        def on_event(stream: int, event, t: float) -> None:
+            if args.quiet or (event.type == "status" and not args.status):
+                return
+            print(json.dumps({"stream": stream, "t": round(t, 3), **event.to_dict()}, ensure_ascii=False), flush=True)
+
+        summary = await simulate(
+            engine,
+            audio,
+            realtime=args.realtime,
+            streams=args.streams,
+            options=options,
+            reference=reference,
+            on_event=on_event,
+            segments=segments,
+            stagger_s=args.stagger,
+        )
+        if args.offline:
+            result = await engine.transcribe(audio, language=options.language, task=options.task)
+            summary["offline_text_chars"] = len(result.text)
+            if reference is not None:
+                summary["offline_wer"] = round(wer([reference], [result.text]), 4)
+        summary["model"] = engine.info.model
+    finally:
+        await engine.close()
+    print(json.dumps({"summary": summary}, ensure_ascii=False), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if args.command == "simulate":
+        return asyncio.run(_simulate(args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

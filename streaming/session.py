@@ -1,0 +1,526 @@
+"""One live stream: audio frames in, `partial` / `final` / `status` / `error` events out.
+
+    frames ─▶ FrameResampler ─▶ SileroVAD (32 ms) ─▶ Segmenter ─▶ decode policy ─▶ guards ─▶ LocalAgreement ─▶ events
+
+Decode policy (all decodes go to the one shared engine; nothing here blocks the loop
+for long: resampling and VAD cost well under a millisecond per 20 ms frame):
+
+* Partials: while an utterance is open, its audio so far is decoded every
+  `partial_interval_s` of new audio, the first one as soon as `first_partial_s` of it
+  is there. At most one partial is in flight per session; when a decode is slower than
+  the interval, the requests that would have piled up are simply never made (the next
+  one takes the newest audio), and the interval is raised (up to `max_partial_interval_s`)
+  until decoding keeps up again, then lowered back. No partial starts while a final of
+  the session is being decoded.
+* Speculative final: as soon as the VAD reports silence after speech and the padded end
+  of the speech has arrived, the final's exact audio is known; it is decoded at once
+  (cancelling the in-flight partial). If the silence lasts `min_silence_ms`, that result
+  is the final (final latency ≈ the minimum silence); if speech resumes, the request is
+  cancelled (which aborts it in the engine).
+* Finals are never dropped: a failed decode is retried once, then reported as an
+  `ErrorEvent` (and the words already committed by partials become the final text).
+  Finals are emitted in utterance order. The session's previous final text is the
+  decoder prompt (`use_prompt`), unless it looks like a loop.
+* Guards on every decode: `strip_repetition`, then `drop_reason` with the VAD's speech
+  ratio and the decoder's confidence, so silence, noise and music give no text and a
+  loop is never committed nor fed back as a prompt.
+
+`latency_s` of an event is the wall time from the arrival of its audio's end (`end_s`)
+to the event. `lag_s` is how far the shown text is behind the audio received: for the
+open utterance, received audio minus the end of the audio its last event covered; for a
+final still being decoded, the time since its end arrived (the larger of the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Literal
+
+import numpy as np
+
+from streaming.events import ErrorEvent, Event, StatusEvent, TranscriptEvent
+from streaming.guards import drop_reason, is_repetition_loop, strip_repetition
+from streaming.resample import FrameResampler
+from streaming.segmenter import (
+    Segmenter,
+    SegmenterOptions,
+    UtteranceEnded,
+    UtteranceStarted,
+)
+from streaming.stabilize import LocalAgreement, normalize_word
+from streaming.transcript import Transcript
+
+__all__ = ["Session", "SessionOptions", "SessionStats"]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+_END = object()
+
+
+@dataclass
+class SessionOptions:
+    language: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+    min_silence_ms: int = 500
+    partial_interval_s: float = 0.6
+    vad_threshold: float = 0.5
+    max_utterance_s: float = 25.0
+    use_prompt: bool = True
+    # -- finer knobs (not in Settings) ------------------------------------------------
+    #: Utterance audio (pre-roll included) before the first partial decode.
+    first_partial_s: float = 0.5
+    #: Ceiling of the adaptive partial interval; 0 disables partials.
+    max_partial_interval_s: float = 3.0
+    #: Start the final decode at the first silence (see module doc).
+    speculative_final: bool = True
+    #: Characters of previous final text used as the decoder prompt.
+    prompt_chars: int = 200
+    #: Seconds between status events while audio flows (also sent after every final).
+    status_interval_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
+        return cls(
+            language=(getattr(settings, "language", "") or None),
+            min_silence_ms=int(getattr(settings, "min_silence_ms", 500)),
+            partial_interval_s=float(getattr(settings, "partial_interval_s", 0.6)),
+            vad_threshold=float(getattr(settings, "vad_threshold", 0.5)),
+        )
+
+    def segmenter_options(self) -> SegmenterOptions:
+        start = min(max(self.vad_threshold, 0.05), 0.95)
+        return SegmenterOptions(
+            start_threshold=start,
+            end_threshold=max(0.0, start - 0.15),
+            min_silence_ms=self.min_silence_ms,
+            max_utterance_s=self.max_utterance_s,
+            cut_search_s=min(5.0, self.max_utterance_s / 2),
+        )
+
+
+@dataclass
+class SessionStats:
+    lag_s: float = 0.0
+    max_lag_s: float = 0.0
+    partials: int = 0
+    finals: int = 0
+    revisions: int = 0
+    errors: int = 0
+    dropped: int = 0  # decodes dropped by the guards
+    last_final_latency_s: float | None = None
+    partial_interval_s: float = 0.6
+    audio_s: float = 0.0  # audio received (16 kHz seconds)
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Utt:
+    id: int
+    start_s: float
+    la: LocalAgreement = field(default_factory=LocalAgreement)
+    covered_s: float = 0.0  # end of the audio the last event covered
+    next_partial_s: float = 0.0  # snapshot end at which the next partial is due
+    partials: int = 0
+    committed: str = ""
+    language: str | None = None
+    ended: bool = False
+
+
+class Session:
+    """One stream. Create, `feed()` frames, read `events()`, then `finish()` or `close()`."""
+
+    def __init__(
+        self,
+        engine,
+        options: SessionOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from streaming.vad import SileroVAD  # onnxruntime: imported with the first session
+
+        self.engine = engine
+        self.options = opts = options or SessionOptions()
+        self._clock = clock
+        self._resampler = FrameResampler()
+        self._vad = SileroVAD()
+        self._segmenter = Segmenter(opts.segmenter_options())
+        self.transcript = Transcript()
+        self.stats = SessionStats(partial_interval_s=opts.partial_interval_s)
+        self._interval = opts.partial_interval_s
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._received = 0  # samples
+        self._arrivals: deque[tuple[int, float]] = deque()  # (samples received, wall time)
+        self._current: _Utt | None = None
+        self._partial: asyncio.Task | None = None
+        self._partial_utt: _Utt | None = None
+        self._spec: asyncio.Task | None = None
+        self._spec_key: tuple[int, float] | None = None
+        self._finals: dict[int, asyncio.Task] = {}  # utterance id -> final task
+        self._last_final: asyncio.Task | None = None
+        self._final_texts: deque[str] = deque(maxlen=8)
+        self._pending_final_ends: dict[int, float] = {}  # id -> arrival time of end_s
+        self._last_status_s = 0.0
+        self._done = False  # finish()/close() called: feed() ignored
+        self._ended = False  # events() terminated
+
+    # -- public API ---------------------------------------------------------------
+
+    def feed(self, frame: np.ndarray, sample_rate: int) -> None:
+        """Take one frame (any dtype, layout, rate). Non-blocking; call on the loop thread."""
+        if self._done:
+            return
+        audio = self._resampler.process(frame, sample_rate)
+        if audio.size == 0:
+            return
+        now = self._clock()
+        self._received += audio.size
+        self._arrivals.append((self._received, now))
+        for window in self._vad.process_windows(audio):
+            for ev in self._segmenter.feed(window.audio, window.prob):
+                self._on_segment(ev)
+        self._prune_arrivals()
+        self._schedule()
+        self._update_lag(now)
+        if self._received / SAMPLE_RATE - self._last_status_s >= self.options.status_interval_s:
+            self._emit_status()
+
+    async def finish(self) -> None:
+        """End of input: the open utterance becomes a final; wait for every final."""
+        if self._done:
+            await self._wait_finals()
+            return
+        self._done = True
+        for ev in self._segmenter.flush():
+            self._on_segment(ev)
+        self._cancel_partial()
+        await self._wait_finals()
+        self._cancel_spec()
+        self._emit_status()
+        self._end_events()
+
+    async def close(self) -> None:
+        """Stop now: cancel every decode and end `events()`."""
+        self._done = True
+        self._cancel_partial()
+        self._cancel_spec()
+        tasks = list(self._finals.values())
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._finals.clear()
+        self._end_events()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events in order until `finish()` has delivered the last final or `close()`."""
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                self._queue.put_nowait(_END)  # a second reader ends too
+                return
+            yield item  # type: ignore[misc]
+
+    @property
+    def audio_s(self) -> float:
+        return self._received / SAMPLE_RATE
+
+    # -- segmenter events ---------------------------------------------------------
+
+    def _on_segment(self, ev: UtteranceStarted | UtteranceEnded) -> None:
+        if isinstance(ev, UtteranceStarted):
+            self._current = _Utt(
+                ev.id,
+                ev.start_s,
+                covered_s=ev.start_s,
+                next_partial_s=ev.start_s + self.options.first_partial_s,
+            )
+            return
+        utt = self._current if self._current and self._current.id == ev.id else _Utt(ev.id, ev.start_s)
+        utt.ended = True
+        self._current = None
+        if self._partial_utt is utt:
+            self._cancel_partial()
+        spec = None
+        if self._spec is not None:
+            if self._spec_key == (ev.id, round(ev.end_s, 4)):
+                spec, self._spec, self._spec_key = self._spec, None, None
+            else:
+                self._cancel_spec()
+        self._pending_final_ends[ev.id] = self._arrival(ev.end_s)
+        prev = self._last_final
+        task = asyncio.ensure_future(self._run_final(utt, ev, spec, prev))
+        self._finals[ev.id] = task
+        self._last_final = task
+        task.add_done_callback(lambda _t, i=ev.id: self._finals.pop(i, None))
+
+    # -- scheduling ---------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        utt = self._current
+        if utt is None or self._done:
+            return
+        opts = self.options
+        if opts.speculative_final:
+            pending = self._segmenter.pending_end_s
+            if pending is None:
+                if self._spec is not None:
+                    self._cancel_spec()  # speech resumed
+            elif self._spec_key != (utt.id, round(pending, 4)):
+                self._cancel_spec()
+                snap = self._segmenter.current()
+                if snap is not None:
+                    self._cancel_partial()  # the final matters more
+                    audio = np.array(snap.audio, dtype=np.float32, copy=True)
+                    self._spec_key = (utt.id, round(snap.end_s, 4))
+                    self._spec = asyncio.ensure_future(self._decode(audio, self._prompt()))
+                    self._spec.add_done_callback(_consume_exception)
+            if self._spec is not None:
+                return  # no partial while the final is being decoded
+        if self._partial is not None or self._finals or opts.max_partial_interval_s <= 0:
+            return
+        snap = self._segmenter.current()
+        if snap is None or snap.end_s < utt.next_partial_s:
+            return
+        audio = np.array(snap.audio, dtype=np.float32, copy=True)
+        utt.next_partial_s = snap.end_s + self._interval
+        self._partial_utt = utt
+        self._partial = asyncio.ensure_future(
+            self._run_partial(utt, audio, snap.end_s, snap.speech_ratio)
+        )
+
+    def _cancel_partial(self) -> None:
+        if self._partial is not None:
+            self._partial.cancel()
+        self._partial = None
+        self._partial_utt = None
+
+    def _cancel_spec(self) -> None:
+        if self._spec is not None:
+            self._spec.cancel()
+        self._spec = None
+        self._spec_key = None
+
+    # -- decoding -------------------------------------------------------------------
+
+    async def _decode(self, audio: np.ndarray, prompt: str | None, language: str | None = None):
+        return await self.engine.transcribe(
+            audio,
+            language=self.options.language or language,
+            task=self.options.task,
+            prompt=prompt,
+        )
+
+    def _prompt(self) -> str | None:
+        if not self.options.use_prompt or not self._final_texts:
+            return None
+        text = " ".join(self._final_texts)
+        limit = self.options.prompt_chars
+        if len(text) > limit:
+            cut = text[-limit:]
+            space = cut.find(" ")
+            text = cut[space + 1 :] if 0 <= space < len(cut) - 1 else cut
+        text = text.strip()
+        if not text or is_repetition_loop(text):
+            return None
+        return text
+
+    def _clean(self, result, speech_ratio: float) -> str | None:
+        text = strip_repetition((result.text or "").strip()).strip()
+        reason = drop_reason(
+            text,
+            result.avg_logprob,
+            None,  # recomputed on the stripped text
+            speech_ratio,
+            no_speech_prob=result.no_speech_prob,
+        )
+        if reason is not None:
+            self.stats.dropped += 1
+            log.debug("dropped decode (%s): %r", reason, result.text)
+            return None
+        return text
+
+    async def _run_partial(self, utt: _Utt, audio: np.ndarray, end_s: float, speech_ratio: float) -> None:
+        me = asyncio.current_task()
+        t0 = self._clock()
+        try:
+            result = await self._decode(audio, self._prompt(), utt.language)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed partial is not fatal; the final will retry
+            log.warning("partial decode failed: %s", exc)
+            self._adapt(self._interval * 2)
+            return
+        finally:
+            if self._partial is me:
+                self._partial = None
+                self._partial_utt = None
+        self._adapt(self._clock() - t0)
+        if utt.ended or self._current is not utt:
+            return
+        utt.language = utt.language or result.language
+        text = self._clean(result, speech_ratio)
+        if text is None:
+            return
+        committed, tentative = utt.la.update(text)
+        self._check_revision(utt, committed)
+        now = self._clock()
+        utt.covered_s = end_s
+        utt.partials += 1
+        self.stats.partials += 1
+        self._put(
+            TranscriptEvent(
+                "partial",
+                utt.id,
+                committed,
+                tentative,
+                round(utt.start_s, 3),
+                round(end_s, 3),
+                round(max(0.0, now - self._arrival(end_s)), 3),
+                result.language,
+            )
+        )
+        self._update_lag(now)
+        self._schedule()
+
+    async def _run_final(self, utt: _Utt, ev: UtteranceEnded, spec: asyncio.Task | None, prev: asyncio.Task | None) -> None:
+        result = None
+        error: BaseException | None = None
+        try:
+            if spec is not None:
+                try:
+                    result = await spec
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        raise
+                except Exception as exc:
+                    error = exc
+            attempts = 0
+            while result is None and attempts < (2 if spec is None or error is None else 1):
+                attempts += 1
+                try:
+                    audio = np.array(ev.audio, dtype=np.float32, copy=True)
+                    result = await self._decode(audio, self._prompt())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = exc
+                    log.warning("final decode of utterance %d failed (try %d): %s", ev.id, attempts + (spec is not None), exc)
+            if prev is not None and not prev.done():
+                await asyncio.wait([prev])  # finals leave in utterance order
+        except asyncio.CancelledError:
+            self._pending_final_ends.pop(ev.id, None)
+            raise
+        now = self._clock()
+        if result is None:
+            self.stats.errors += 1
+            self._put(ErrorEvent("error", f"transcription failed: {error}", ev.id))
+            text = utt.la.committed if utt.partials else ""
+            language = utt.language
+        else:
+            cleaned = self._clean(result, ev.speech_ratio)
+            if cleaned is None:
+                text = utt.la.committed  # keep the promise of committed words, nothing more
+            else:
+                text = utt.la.finalize(cleaned)
+            language = result.language
+        utt.la.reset()
+        self._check_revision(utt, text)
+        self._pending_final_ends.pop(ev.id, None)
+        if not text and not utt.partials:
+            self._update_lag(now)
+            return  # nothing was said: no event at all
+        latency = max(0.0, now - self._arrival(ev.end_s))
+        event = TranscriptEvent(
+            "final", ev.id, text, "", round(ev.start_s, 3), round(ev.end_s, 3), round(latency, 3), language
+        )
+        if self.transcript.add(event) and not is_repetition_loop(text):
+            self._final_texts.append(text)
+        self.stats.finals += 1
+        self.stats.last_final_latency_s = round(latency, 3)
+        self._put(event)
+        self._update_lag(now)
+        self._emit_status()
+        self._schedule()  # partials of the next utterance were held back meanwhile
+
+    async def _wait_finals(self) -> None:
+        while self._finals:
+            await asyncio.gather(*list(self._finals.values()), return_exceptions=True)
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _adapt(self, decode_s: float) -> None:
+        """Raise the partial interval when decodes are slower than it, lower it back when
+        they keep up with room to spare."""
+        base = self.options.partial_interval_s
+        ceiling = max(base, self.options.max_partial_interval_s)
+        interval = self._interval
+        if decode_s > 0.8 * interval or self.stats.lag_s > 2.0 * ceiling:
+            interval = min(ceiling, max(interval * 1.5, decode_s * 1.25))
+        elif decode_s < 0.4 * interval:
+            interval = max(base, interval * 0.8)
+        if abs(interval - self._interval) > 1e-9:
+            self._interval = interval
+            self.stats.partial_interval_s = round(interval, 3)
+
+    def _check_revision(self, utt: _Utt, committed: str) -> None:
+        old = [normalize_word(w) for w in utt.committed.split()]
+        new = [normalize_word(w) for w in committed.split()]
+        if new[: len(old)] != old:
+            self.stats.revisions += 1
+        utt.committed = committed
+
+    def _arrival(self, audio_s: float) -> float:
+        """Wall time at which the audio up to `audio_s` had been received."""
+        target = audio_s * SAMPLE_RATE - 0.5
+        for samples, t in self._arrivals:
+            if samples >= target:
+                return t
+        return self._arrivals[-1][1] if self._arrivals else self._clock()
+
+    def _prune_arrivals(self) -> None:
+        keep_from = self._received - int((self.options.max_utterance_s + 10) * SAMPLE_RATE)
+        while len(self._arrivals) > 1 and self._arrivals[1][0] < keep_from:
+            self._arrivals.popleft()
+
+    def _update_lag(self, now: float) -> None:
+        lag = 0.0
+        utt = self._current
+        if utt is not None:
+            lag = max(0.0, self._received / SAMPLE_RATE - utt.covered_s)
+        for arrived in self._pending_final_ends.values():
+            lag = max(lag, now - arrived)
+        self.stats.lag_s = round(lag, 3)
+        self.stats.max_lag_s = max(self.stats.max_lag_s, self.stats.lag_s)
+        self.stats.audio_s = round(self._received / SAMPLE_RATE, 3)
+
+    def _emit_status(self) -> None:
+        self._last_status_s = self._received / SAMPLE_RATE
+        self._put(
+            StatusEvent(
+                "status",
+                self.stats.lag_s,
+                round(self._interval, 3),
+                self.stats.last_final_latency_s,
+            )
+        )
+
+    def _put(self, event: Event) -> None:
+        if not self._ended:
+            self._queue.put_nowait(event)
+
+    def _end_events(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+
+
+def _consume_exception(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
