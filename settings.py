@@ -39,7 +39,7 @@ class Settings:
         "Empty: `openai/whisper-large-v3-turbo` on a GPU, `embedded:tiny.en` on CPU",
     )
     model_cache: str = _field(
-        "MODEL_CACHE", os.path.expanduser("~/.cache/rt-whisper"), "Where converted embedded models are kept"
+        "MODEL_CACHE", "~/.cache/rt-whisper", "Where converted embedded models are kept"
     )
     device: str = _field("DEVICE", "auto", "`auto`, `cpu` or `cuda`")
     max_num_seqs: int = _field("MAX_NUM_SEQS", 0, "Concurrent decodes batched by vLLM (0: 8 on CPU, 64 on GPU)", int)
@@ -76,6 +76,9 @@ class Settings:
     max_audio_seconds: float = _field("MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest file accepted (seconds)", float)
     max_upload_mb: float = _field("MAX_UPLOAD_MB", 200.0, "Largest upload accepted (MiB)", float)
 
+    def __post_init__(self) -> None:
+        self.model_cache = os.path.expanduser(self.model_cache)
+
     @classmethod
     def from_env(cls) -> "Settings":
         return cls()
@@ -97,6 +100,7 @@ class Settings:
             if value is not None:
                 cast = f.metadata["cast"]
                 setattr(settings, f.name, _env_cast(value, cast))
+        settings.__post_init__()
         return settings
 
 
