@@ -173,6 +173,7 @@ class RemoteEngine:
         self.backoff_base_s = backoff_base_s
         self._verbose_ok: bool | None = None  # learnt: does the server take verbose_json?
         self._model_checked = bool(model)
+        self._model_lock = asyncio.Lock()
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         headers = {"User-Agent": "rt-whisper-remote/1"}
         if token:
@@ -329,29 +330,31 @@ class RemoteEngine:
         attempt = 0
         while True:
             yielded = False
+            retry: tuple[httpx.Response, TranscriptionError] | None = None
             try:
                 async with self._semaphore:
                     async with self._client.stream("POST", path, data=data, files=files) as response:
                         if response.status_code >= 400:
                             await response.aread()
                             error = self._status_error(response)
-                            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                                await self._sleep_before_retry(attempt, response, error)
-                                attempt += 1
-                                continue
-                            raise error
+                            if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                                raise error
+                            retry = (response, error)
                         ctype = response.headers.get("content-type", "")
-                        if "text/event-stream" not in ctype:
+                        if retry is not None:
+                            pass
+                        elif "text/event-stream" not in ctype:
                             body = await response.aread()
                             text = self._text_of_body(body, ctype)
                             if text:
                                 yielded = True
                                 yield text
                             return
-                        async for delta in self._sse_deltas(response):
-                            yielded = True
-                            yield delta
-                        return
+                        else:
+                            async for delta in self._sse_deltas(response):
+                                yielded = True
+                                yield delta
+                            return
             except (httpx.TransportError, httpx.StreamError) as exc:
                 if yielded:
                     raise RemoteError(f"the remote endpoint dropped the stream midway: {self._describe(exc)}") from exc
@@ -360,6 +363,10 @@ class RemoteEngine:
                         f"no answer from the remote endpoint {self.base_url} after {attempt + 1} attempt(s): {self._describe(exc)}"
                     ) from exc
                 await self._sleep_before_retry(attempt, None, exc)
+                attempt += 1
+                continue
+            if retry is not None:
+                await self._sleep_before_retry(attempt, *retry)
                 attempt += 1
 
     async def close(self) -> None:
@@ -399,7 +406,12 @@ class RemoteEngine:
         """Without REMOTE_MODEL, ask the endpoint which model it serves (once)."""
         if self._model_checked:
             return
-        self._model_checked = True
+        async with self._model_lock:
+            if not self._model_checked:
+                await self._ask_model()
+            self._model_checked = True
+
+    async def _ask_model(self) -> None:
         try:
             async with self._semaphore:
                 response = await self._client.get("models", timeout=10.0)
@@ -448,7 +460,8 @@ class RemoteEngine:
             after = _retry_after(response)
             if after is not None:
                 delay = max(delay, after)
-        log.warning("remote endpoint: %s; retry %d of %d in %.1f s", why, attempt + 1, self.retries, delay)
+        reason = str(why) if isinstance(why, TranscriptionError) else self._describe(why)
+        log.warning("remote endpoint: %s; retry %d of %d in %.1f s", reason, attempt + 1, self.retries, delay)
         await asyncio.sleep(delay)
 
     def _describe(self, exc: BaseException) -> str:

