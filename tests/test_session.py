@@ -1,0 +1,340 @@
+"""Session: frames in, partial/final/status/error events out.
+
+Most tests drive a real VAD and segmenter on real speech with a fake engine (instant,
+scriptable: failures, phantoms, loops); the last ones use the real vLLM engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import soxr
+
+from bench.evalset import clips, eval_dir, normalize, read_audio, wer
+from engine.base import EngineUnavailable, Transcription
+from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
+from streaming.guards import is_repetition_loop
+from streaming.harness import to_frames
+from streaming.session import Session, SessionOptions, SessionStats
+from streaming.stabilize import normalize_word
+
+SR = 16_000
+WORDS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen".split()
+
+
+class FakeEngine:
+    """Text grows with the audio (3 words a second), like a real decoder's would."""
+
+    def __init__(self, *, delay: float = 0.0, fail: int = 0, text: str | None = None, logprob: float = -0.2) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.text = text
+        self.logprob = logprob
+        self.calls: list[dict] = []
+        self.active = 0
+        self.max_active = 0
+        self.cancelled = 0
+        self.session: Session | None = None
+
+    async def transcribe(self, audio, *, language=None, task="transcribe", prompt=None, temperature=0.0, **kw):
+        dur = len(audio) / SR
+        self.calls.append(
+            {"dur": dur, "prompt": prompt, "received_s": self.session.audio_s if self.session else None}
+        )
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.fail > 0:
+                self.fail -= 1
+                raise EngineUnavailable("engine down")
+            text = self.text if self.text is not None else " ".join(WORDS[: max(1, int(dur * 3))])
+            return Transcription(text, "en", dur, avg_logprob=self.logprob)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+
+def clip_audio(name: str) -> np.ndarray:
+    return read_audio(eval_dir() / "clips" / f"{name}.flac")
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SR), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def one_utterance() -> np.ndarray:
+    return np.concatenate([silence(0.8), clip_audio("cmu_arctic__awb_arctic_a0007"), silence(1.2)])
+
+
+@pytest.fixture(scope="module")
+def two_utterances() -> np.ndarray:
+    return np.concatenate(
+        [
+            silence(0.5),
+            clip_audio("cmu_arctic__cmu_arctic_us_aew_a0001"),
+            silence(1.5),
+            clip_audio("cmu_arctic__slt_arctic_a0009"),
+            silence(1.2),
+        ]
+    )
+
+
+async def run(session: Session, audio: np.ndarray, *, pace: float = 0.0, frames=None, rate: int = 48_000) -> list:
+    events: list = []
+
+    async def collect() -> None:
+        async for ev in session.events():
+            events.append(ev)
+
+    consumer = asyncio.ensure_future(collect())
+    for frame in frames if frames is not None else to_frames(audio):
+        session.feed(frame, rate)
+        await asyncio.sleep(pace)
+    await session.finish()
+    await asyncio.wait_for(consumer, 30)
+    return events
+
+
+def transcript_events(events: list, kind: str | None = None) -> list[TranscriptEvent]:
+    return [e for e in events if isinstance(e, TranscriptEvent) and (kind is None or e.type == kind)]
+
+
+def keys(text: str) -> list[str]:
+    return [normalize_word(w) for w in text.split()]
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+def test_options_from_settings() -> None:
+    from settings import Settings
+
+    s = Settings.from_env()
+    s.min_silence_ms, s.partial_interval_s, s.vad_threshold, s.language = 300, 0.9, 0.6, "de"
+    o = SessionOptions.from_settings(s)
+    assert (o.min_silence_ms, o.partial_interval_s, o.vad_threshold, o.language) == (300, 0.9, 0.6, "de")
+    s.language = ""
+    assert SessionOptions.from_settings(s).language is None
+    seg = o.segmenter_options()
+    assert seg.min_silence_ms == 300 and seg.start_threshold == 0.6 and seg.end_threshold < 0.6
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+async def test_partials_then_one_final(one_utterance) -> None:
+    engine = FakeEngine()
+    session = Session(engine)
+    engine.session = session
+    events = await run(session, one_utterance, pace=0.002)
+    partials, finals = transcript_events(events, "partial"), transcript_events(events, "final")
+    assert len(finals) == 1 and len(partials) >= 2
+    assert all(p.utterance_id == finals[0].utterance_id for p in partials)
+    # Committed text only ever grows; tentative text follows it.
+    for a, b in zip(partials, partials[1:]):
+        assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
+    assert any(p.committed for p in partials)
+    final = finals[0]
+    assert final.tentative == "" and keys(final.text)[: len(keys(partials[-1].committed))] == keys(partials[-1].committed)
+    assert 0.6 <= final.start_s <= 1.4 and 4.0 <= final.end_s <= 5.0  # the clip starts with a pause
+    assert all(e.latency_s >= 0 for e in partials + finals)
+    assert session.transcript.finals == [final]
+    assert session.stats.finals == 1 and session.stats.partials == len(partials)
+    assert session.stats.revisions == 0
+    assert any(isinstance(e, StatusEvent) for e in events)
+    assert events.index(final) > max(events.index(p) for p in partials)
+
+
+async def test_at_most_one_partial_in_flight(one_utterance) -> None:
+    engine = FakeEngine(delay=0.15)
+    session = Session(engine, SessionOptions(partial_interval_s=0.2))
+    engine.session = session
+    events = await run(session, one_utterance, pace=0.004)
+    # One partial plus, near the end, the speculative final: never more.
+    assert engine.max_active <= 2
+    assert len(transcript_events(events, "final")) == 1
+
+
+async def test_two_utterances_in_order_with_prompt(two_utterances) -> None:
+    engine = FakeEngine()
+    session = Session(engine)
+    engine.session = session
+    events = await run(session, two_utterances, pace=0.002)
+    finals = transcript_events(events, "final")
+    assert [f.utterance_id for f in finals] == [0, 1]
+    assert finals[0].end_s < finals[1].start_s
+    # The second utterance's decodes are prompted with the first one's final text.
+    first_final_call = next(i for i, c in enumerate(engine.calls) if c["prompt"])
+    assert engine.calls[first_final_call]["prompt"] == finals[0].text
+    assert session.transcript.text == f"{finals[0].text} {finals[1].text}"
+
+
+async def test_no_prompt_option(two_utterances) -> None:
+    engine = FakeEngine()
+    events = await run(Session(engine, SessionOptions(use_prompt=False)), two_utterances)
+    assert len(transcript_events(events, "final")) == 2
+    assert all(c["prompt"] is None for c in engine.calls)
+
+
+async def test_speculative_final_starts_before_the_silence_is_over(one_utterance) -> None:
+    engine = FakeEngine()
+    opts = SessionOptions(max_partial_interval_s=0)  # no partials: only final decodes
+    session = Session(engine, opts)
+    engine.session = session
+    events = await run(session, one_utterance, pace=0.001)
+    (final,) = transcript_events(events, "final")
+    assert len(engine.calls) == 1  # the speculative decode became the final
+    # It started before min_silence of silence had been received.
+    assert engine.calls[0]["received_s"] < final.end_s - 0.15 + opts.min_silence_ms / 1000
+    assert engine.calls[0]["dur"] == pytest.approx(final.end_s - final.start_s, abs=1e-3)
+
+    engine = FakeEngine()
+    opts = SessionOptions(max_partial_interval_s=0, speculative_final=False)
+    session = Session(engine, opts)
+    engine.session = session
+    events = await run(session, one_utterance, pace=0.001)
+    assert len(transcript_events(events, "final")) == 1 and len(engine.calls) == 1
+    assert engine.calls[0]["received_s"] >= final.end_s - 0.15 + opts.min_silence_ms / 1000 - 0.05
+
+
+async def test_failed_final_is_retried_once(one_utterance) -> None:
+    engine = FakeEngine(fail=1)
+    session = Session(engine, SessionOptions(max_partial_interval_s=0, speculative_final=False))
+    events = await run(session, one_utterance)
+    assert len(engine.calls) == 2
+    assert len(transcript_events(events, "final")) == 1
+    assert not [e for e in events if isinstance(e, ErrorEvent)]
+
+
+async def test_failed_final_becomes_an_error_and_the_session_goes_on(two_utterances) -> None:
+    engine = FakeEngine(fail=2)
+    session = Session(engine, SessionOptions(max_partial_interval_s=0, speculative_final=False))
+    events = await run(session, two_utterances)
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].utterance_id == 0 and "engine down" in errors[0].message
+    finals = transcript_events(events, "final")
+    assert [f.utterance_id for f in finals] == [1]  # nothing was shown of utterance 0
+    assert session.stats.errors == 1
+
+
+async def test_failed_final_keeps_committed_partial_words(one_utterance) -> None:
+    class FailFinals(FakeEngine):
+        async def transcribe(self, audio, **kw):
+            if self.session.audio_s >= 4.4:  # speech is over (it ends near 4.35 s): finals fail
+                self.fail = 1
+            return await super().transcribe(audio, **kw)
+
+    engine = FailFinals()
+    engine.session = session = Session(engine)
+    events = await run(session, one_utterance, pace=0.002)
+    partials = transcript_events(events, "partial")
+    committed = [p.committed for p in partials if p.committed]
+    assert committed
+    (final,) = transcript_events(events, "final")
+    assert keys(final.text)[: len(keys(committed[-1]))] == keys(committed[-1])
+    assert [e for e in events if isinstance(e, ErrorEvent)]
+
+
+async def test_phantom_text_gives_no_events(one_utterance) -> None:
+    engine = FakeEngine(text="Thank you.", logprob=-1.2)
+    events = await run(Session(engine), one_utterance, pace=0.002)
+    assert engine.calls  # decoded, then dropped by the guards
+    assert transcript_events(events) == []
+
+
+async def test_silence_gives_no_events_and_no_decodes() -> None:
+    engine = FakeEngine()
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(SR * 3) * 1e-4).astype(np.float32)
+    events = await run(Session(engine), audio)
+    assert engine.calls == [] and transcript_events(events) == []
+
+
+async def test_loops_are_cut_and_never_prompted(two_utterances) -> None:
+    loop = "Hello there. " + "and then " * 12
+    engine = FakeEngine(text=loop)
+    session = Session(engine)
+    events = await run(session, two_utterances, pace=0.002)
+    finals = transcript_events(events, "final")
+    assert finals and all(not is_repetition_loop(f.text) for f in finals)
+    assert all(not is_repetition_loop(e.text) for e in transcript_events(events))
+    assert all(c["prompt"] is None or not is_repetition_loop(c["prompt"]) for c in engine.calls)
+
+
+async def test_close_cancels_decodes_and_ends_events(one_utterance) -> None:
+    engine = FakeEngine(delay=60)
+    session = Session(engine)
+    events: list = []
+
+    async def collect() -> None:
+        async for ev in session.events():
+            events.append(ev)
+
+    consumer = asyncio.ensure_future(collect())
+    for frame in to_frames(one_utterance):
+        session.feed(frame, 48_000)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    assert engine.active >= 1
+    await asyncio.wait_for(session.close(), 10)
+    await asyncio.wait_for(consumer, 10)
+    assert engine.active == 0 and engine.cancelled >= 1
+    assert transcript_events(events) == []
+    session.feed(to_frames(one_utterance)[0], 48_000)  # ignored after close
+
+
+async def test_any_frame_format(one_utterance) -> None:
+    """Stereo float32 at 44.1 kHz in 10 ms frames gives the same utterance."""
+    x = soxr.resample(one_utterance, SR, 44_100)
+    stereo = np.stack([x, x], axis=1).astype(np.float32)  # (n, 2)
+    frames = [stereo[i : i + 441] for i in range(0, len(stereo), 441)]
+    engine = FakeEngine()
+    events = await run(Session(engine), one_utterance, frames=frames, rate=44_100)
+    (final,) = transcript_events(events, "final")
+    reference = transcript_events(await run(Session(FakeEngine()), one_utterance), "final")[0]
+    assert final.start_s == pytest.approx(reference.start_s, abs=0.07)
+    assert final.end_s == pytest.approx(reference.end_s, abs=0.07)
+
+
+def test_stats_defaults() -> None:
+    s = SessionStats()
+    assert s.to_dict()["max_lag_s"] == 0.0
+
+
+# -- with the real engine ----------------------------------------------------------------
+
+
+async def test_real_engine_speech_clip(engine) -> None:
+    clip = next(c for c in clips(kind="speech", lang="en") if c.name == "openai_whisper__jfk")
+    audio = np.concatenate([silence(0.5), read_audio(clip.path), silence(1.0)])
+    session = Session(engine, SessionOptions(language="en"))
+    events = await run(session, audio, pace=0.005)
+    finals = transcript_events(events, "final")
+    assert finals
+    assert wer([clip.text], [session.transcript.text]) <= 0.15
+    assert not [e for e in events if isinstance(e, ErrorEvent)]
+    assert session.stats.revisions == 0
+
+
+async def test_real_engine_no_events_on_nonspeech_clips(engine) -> None:
+    """Music, noise, hum and silence: no partial, no final, no error, on any of them."""
+    nonspeech = clips(kind="nonspeech")
+    assert len(nonspeech) >= 20
+    noisy = []
+    for clip in nonspeech:
+        session = Session(engine)
+        events = await run(session, read_audio(clip.path))
+        shown = [e for e in events if isinstance(e, (TranscriptEvent, ErrorEvent))]
+        if shown:
+            noisy.append((clip.name, [e.to_dict() for e in shown]))
+    assert noisy == []
+
+
+def test_reference_normaliser_sanity() -> None:
+    assert normalize("Hello, World!") == "hello world"
