@@ -13,11 +13,12 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   until decoding keeps up again, then lowered back. No partial starts while a final of
   the session is being decoded.
 * Speculative final: as soon as the VAD reports silence after speech and the padded end
-  of the speech has arrived, the final's exact audio is known; it is decoded at once. If the silence lasts `min_silence_ms`, that result
-  is the final (final latency ≈ the minimum silence); if speech resumes, the request is
-  cancelled (which aborts it in the engine). A partial already in flight is left to
-  finish (pauses shorter than the minimum silence are common; cancelling would waste
-  it), but no new partial starts while the speculative final runs.
+  of the speech has arrived, the final's exact audio is known and is decoded at once.
+  If the silence lasts `min_silence_ms`, that result is the final (final latency is
+  about the minimum silence); if speech resumes, the request is cancelled (which aborts
+  it in the engine). A partial already in flight is left to finish (pauses shorter than
+  the minimum silence are common; cancelling would waste it), but no new partial starts
+  while the speculative final runs.
 * Finals are never dropped: a failed decode is retried once, then reported as an
   `ErrorEvent` (and the words already committed by partials become the final text).
   Finals are emitted in utterance order. The session's previous final text is the
