@@ -1,0 +1,226 @@
+"""The realtime WebSocket (`/v1/realtime?intent=transcription`, OpenAI's event names) on loopback.
+
+It runs the page's streaming pipeline on the real engine (embedded tiny.en): the finals of
+a clip streamed through it match the offline transcript within the streaming WER bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from bench.evalset import clips, read_audio, wer
+from misbehaving_server import serve_app
+
+STREAM_WER_BOUND = 0.15  # as the streaming pipeline's own real-engine test (tests/test_session.py)
+API_KEY = "rt-key"
+
+
+def _app(engine, *, slots: int = 4, api_key: str = ""):
+    from fastapi import FastAPI
+
+    from settings import Settings
+    from web.api import include_api
+    from web.sessions import StreamSlots
+
+    settings = Settings()
+    settings.api_key = api_key
+    app = FastAPI()
+    include_api(app, engine, settings, StreamSlots(slots))
+    return app
+
+
+@pytest.fixture(scope="module")
+def ws_url(engine):
+    with serve_app(_app(engine, slots=2)) as url:
+        yield url
+
+
+def _wsurl(http_url: str) -> str:
+    return http_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+
+
+def _pcm16_b64(audio: np.ndarray) -> str:
+    return base64.b64encode((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()).decode()
+
+
+async def _recv(ws, timeout: float = 120.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def _stream_clip(ws, audio: np.ndarray, rate: int, *, chunk_s: float = 0.1, pace_s: float = 0.02) -> None:
+    step = int(rate * chunk_s)
+    for i in range(0, len(audio), step):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _pcm16_b64(audio[i : i + step])}))
+        await asyncio.sleep(pace_s)
+
+
+async def _collect_until_ack(ws, events: list[dict]) -> None:
+    """Commit, then an update: its `updated` answer comes after everything the commit flushed."""
+    await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    await ws.send(json.dumps({"type": "transcription_session.update", "session": {}}))
+    while True:
+        event = await _recv(ws, 300)
+        if event["type"] == "transcription_session.updated":
+            return
+        events.append(event)
+
+
+async def test_clip_finals_match_offline_transcript(ws_url, engine):
+    clip = next(c for c in clips(kind="speech", lang="en") if c.name == "openai_whisper__jfk")
+    audio16 = np.concatenate([np.zeros(8000, np.float32), read_audio(clip.path), np.zeros(16000, np.float32)])
+    offline = (await engine.transcribe(read_audio(clip.path))).text
+
+    async with connect(_wsurl(ws_url), max_size=2**22) as ws:
+        created = await _recv(ws)
+        assert created["type"] == "transcription_session.created"
+        assert created["session"]["input_audio_format"] == "pcm16"
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "transcription_session.update",
+                    "session": {
+                        "input_audio_format": "pcm16",
+                        "sample_rate": 16000,
+                        "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+                        "turn_detection": {"type": "server_vad", "threshold": 0.5, "silence_duration_ms": 500},
+                    },
+                }
+            )
+        )
+        events: list[dict] = []
+        while True:
+            event = await _recv(ws)
+            if event["type"] == "transcription_session.updated":
+                break
+            events.append(event)
+        assert event["session"]["turn_detection"]["silence_duration_ms"] == 500
+        assert event["session"]["sample_rate"] == 16000
+
+        await _stream_clip(ws, audio16, 16000)
+        await _collect_until_ack(ws, events)
+
+    assert not [e for e in events if e["type"] == "error"], events
+    completed = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert completed, [e["type"] for e in events]
+    streamed = " ".join(e["transcript"] for e in completed)
+    assert wer([offline], [streamed]) <= STREAM_WER_BOUND, (offline, streamed)
+    assert wer([clip.text], [streamed]) <= STREAM_WER_BOUND
+
+    # Per item: speech_started first, deltas that add up to a prefix of the transcript, completed last.
+    for done in completed:
+        item = done["item_id"]
+        mine = [e for e in events if e.get("item_id") == item]
+        assert mine[0]["type"] == "input_audio_buffer.speech_started"
+        assert mine[-1]["type"] == "conversation.item.input_audio_transcription.completed"
+        kinds = [e["type"] for e in mine]
+        assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("input_audio_buffer.committed")
+        deltas = "".join(e["delta"] for e in mine if e["type"] == "conversation.item.input_audio_transcription.delta")
+        assert done["transcript"].startswith(deltas.strip())
+        assert all(e["event_id"] for e in mine)
+    assert any(e["type"] == "conversation.item.input_audio_transcription.delta" for e in events)
+
+
+async def test_24khz_default_and_ga_session_update(ws_url):
+    """OpenAI's default 24 kHz PCM16 and the GA `session.update` shape."""
+    import soxr
+
+    clip = next(c for c in clips(kind="speech", lang="en") if 2 <= c.duration <= 6)
+    audio = np.concatenate([np.zeros(8000, np.float32), read_audio(clip.path), np.zeros(16000, np.float32)])
+    audio24 = soxr.resample(audio, 16000, 24000).astype(np.float32)
+    async with connect(_wsurl(ws_url)) as ws:
+        assert (await _recv(ws))["type"] == "transcription_session.created"
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {
+                            "input": {
+                                "format": {"type": "audio/pcm", "rate": 24000},
+                                "transcription": {"model": "whisper-1", "language": "en"},
+                                "turn_detection": {"type": "server_vad", "silence_duration_ms": 600},
+                            }
+                        },
+                    },
+                }
+            )
+        )
+        updated = await _recv(ws)
+        assert updated["type"] == "session.updated"
+        assert updated["session"]["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 600
+        await _stream_clip(ws, audio24, 24000, pace_s=0.01)
+        events: list[dict] = []
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription"}}))
+        while (event := await _recv(ws, 300))["type"] != "session.updated":
+            events.append(event)
+    text = " ".join(e["transcript"] for e in events if e["type"].endswith("transcription.completed"))
+    assert wer([clip.text], [text]) <= 0.3, text
+
+
+async def test_bad_events_get_error_events_and_the_connection_lives_on(ws_url):
+    async with connect(_wsurl(ws_url)) as ws:
+        await _recv(ws)
+        cases = [
+            "not json",
+            json.dumps({"no": "type"}),
+            json.dumps({"type": "response.create"}),
+            json.dumps({"type": "input_audio_buffer.append", "audio": "%%%not base64%%%"}),
+            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
+            json.dumps({"type": "input_audio_buffer.append"}),
+            json.dumps({"type": "transcription_session.update", "session": {"input_audio_format": "g711_ulaw"}}),
+            json.dumps({"type": "transcription_session.update", "session": {"sample_rate": 12345}}),
+            json.dumps({"type": "transcription_session.update", "session": {"turn_detection": {"threshold": 7}}}),
+            json.dumps({"type": "transcription_session.update", "session": {"input_audio_transcription": {"language": "de"}}}),
+        ]
+        for raw in cases:
+            await ws.send(raw)
+            event = await _recv(ws, 30)
+            assert event["type"] == "error", (raw, event)
+            assert event["error"]["message"] and event["error"]["type"]
+        await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        assert (await _recv(ws, 30))["type"] == "input_audio_buffer.cleared"
+
+
+async def test_full_server_refuses_politely(engine):
+    with serve_app(_app(engine, slots=1)) as url:
+        async with connect(_wsurl(url)) as first:
+            assert (await _recv(first))["type"] == "transcription_session.created"
+            metrics = httpx.get(url + "/metrics").text
+            assert "rtw_active_sessions 1.0" in metrics
+            async with connect(_wsurl(url)) as second:
+                event = await _recv(second)
+                assert event["type"] == "error" and event["error"]["code"] == "server_full"
+                with pytest.raises(ConnectionClosed) as info:
+                    await asyncio.wait_for(second.recv(), 10)
+                assert info.value.rcvd.code == 1013
+        # the slot is given back when the first one leaves
+        for _ in range(50):
+            if "rtw_active_sessions 0.0" in httpx.get(url + "/metrics").text:
+                break
+            await asyncio.sleep(0.1)
+        async with connect(_wsurl(url)) as third:
+            assert (await _recv(third))["type"] == "transcription_session.created"
+
+
+async def test_api_key(engine):
+    with serve_app(_app(engine, api_key=API_KEY)) as url:
+        async with connect(_wsurl(url)) as ws:
+            event = await _recv(ws)
+            assert event["type"] == "error" and event["error"]["code"] == "invalid_api_key"
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert info.value.rcvd.code == 1008
+        async with connect(_wsurl(url), additional_headers={"Authorization": f"Bearer {API_KEY}"}) as ws:
+            assert (await _recv(ws))["type"] == "transcription_session.created"
+        async with connect(_wsurl(url), subprotocols=["realtime", f"openai-insecure-api-key.{API_KEY}"]) as ws:
+            assert (await _recv(ws))["type"] == "transcription_session.created"
