@@ -267,3 +267,92 @@ def test_app_answers_503_not_500_when_its_remote_engine_fails(server):
         server.behave("500", "ok")
         text = client.audio.transcriptions.create(model="fake-whisper", file=("a.wav", _wav_bytes(AUDIO))).text
         assert text == server.text
+
+
+# -- live sessions on a remote engine whose endpoint misbehaves ---------------------------
+
+
+def _two_utterances() -> np.ndarray:
+    from bench.evalset import eval_dir, read_audio
+
+    def clip(name: str) -> np.ndarray:
+        return read_audio(eval_dir() / "clips" / f"{name}.flac")
+
+    gap = np.zeros(int(1.5 * 16000), np.float32)
+    return np.concatenate(
+        [gap[:8000], clip("cmu_arctic__cmu_arctic_us_aew_a0001"), gap, clip("cmu_arctic__slt_arctic_a0009"), gap]
+    )
+
+
+async def _run_session(engine: RemoteEngine, audio: np.ndarray) -> list:
+    from streaming.session import Session, SessionOptions
+
+    session = Session(engine, SessionOptions(language="en"))
+    events: list = []
+
+    async def collect() -> None:
+        async for ev in session.events():
+            events.append(ev)
+
+    consumer = asyncio.ensure_future(collect())
+    step = 320  # 20 ms frames
+    for i in range(0, len(audio), step):
+        session.feed(audio[i : i + step], 16000)
+        await asyncio.sleep(0.002)
+    await session.finish()
+    await asyncio.wait_for(consumer, 120)
+    return events
+
+
+async def test_sessions_lose_no_final_through_transient_faults(server):
+    """Two live sessions share the engine; the endpoint hangs, drops, rate-limits and fails."""
+    audio = _two_utterances()
+    server.behave("hang", "500", "close", "429", "reset", "503", "502")
+    engine = make_engine(server.url, timeout_s=1.5, retries=4)
+    try:
+        a, b = await asyncio.gather(_run_session(engine, audio), _run_session(engine, audio))
+    finally:
+        await engine.close()
+    for events in (a, b):
+        assert not [e for e in events if e.type == "error"], events
+        finals = [e for e in events if e.type == "final"]
+        assert len(finals) == 2, events
+        assert all(f.text == server.text for f in finals)
+
+
+async def test_session_reports_an_outage_and_recovers(server):
+    """The endpoint is down for the first utterance: an error event, not a crash; the second is fine."""
+    audio = _two_utterances()
+    server.behave(*(["503"] * 40))  # long enough to outlast the first utterance's retries
+    engine = make_engine(server.url, retries=1)
+    try:
+        from streaming.session import Session, SessionOptions
+
+        session = Session(engine, SessionOptions(language="en"))
+        events: list = []
+
+        async def collect() -> None:
+            async for ev in session.events():
+                events.append(ev)
+
+        consumer = asyncio.ensure_future(collect())
+        half = len(audio) // 2
+        for i in range(0, half, 320):
+            session.feed(audio[i : i + 320], 16000)
+            await asyncio.sleep(0.002)
+        for _ in range(600):  # wait (without a timing assertion) for the outage to be reported
+            if any(e.type == "error" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        server.behave()  # recovered: "ok" from now on
+        for i in range(half, len(audio), 320):
+            session.feed(audio[i : i + 320], 16000)
+            await asyncio.sleep(0.002)
+        await session.finish()
+        await asyncio.wait_for(consumer, 120)
+    finally:
+        await engine.close()
+    errors = [e for e in events if e.type == "error"]
+    assert errors and "503" in errors[0].message
+    finals = [e for e in events if e.type == "final"]
+    assert finals and finals[-1].text == server.text
