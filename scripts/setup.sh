@@ -45,6 +45,12 @@ else
   echo "$stamp_value" > "$stamp_file"
 fi
 
+# vLLM's OpenAI server for the remote-endpoint tests: from .venv where it runs there,
+# else a separate .venv-serve (see the script).
+if (( WITH_TEST )); then
+  scripts/setup_vllm_serve.sh
+fi
+
 if (( WITH_TEST )) && ! command -v chromium >/dev/null 2>&1; then
   echo "setup: installing Debian's chromium for the browser tests" >&2
   if [[ $(id -u) -eq 0 ]]; then
