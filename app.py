@@ -1,7 +1,13 @@
 """Entry point: one server, one port, one shared engine: the page and the HTTP API.
 
 Run `./run.sh` (sets up .venv) or `.venv/bin/python app.py`. Host and port come from
-Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (127.0.0.1:7860 by default; the
+Docker image sets 0.0.0.0 for a Space).
+
+    /            the page (Gradio): live transcription (FastRTC WebRTC) + recordings
+    /health, /v1/*, /v1/realtime, /metrics   the API (web/api.py)
+
+The page's live streams and the realtime WebSocket share one StreamSlots (MAX_STREAMS).
 """
 
 from __future__ import annotations
@@ -16,22 +22,51 @@ from fastapi import FastAPI
 
 from engine.base import Engine
 from engine.factory import create_engine
+from engine.metered import metered
 from settings import Settings
 from web.api import include_api
+from web.page import CSS, build_live_tab
 from web.sessions import StreamSlots
+from web.turn import rtc_configurations
 from web.upload_tab import build_upload_tab
 
 log = logging.getLogger("app")
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def build_page(engine: Engine, settings: Settings, slots: StreamSlots) -> gr.Blocks:
+    client_rtc, server_rtc = rtc_configurations(getattr(settings, "turn_provider", None), settings.hf_token or None)
+    info = engine.info
+    with gr.Blocks(title="Real-time Whisper", css=CSS, analytics_enabled=False) as page:
+        gr.Markdown(
+            f"## 🎙️ Real-time Whisper\n"
+            f"Model **{info.model}** on {info.engine} ({info.device}). Press **Record**, speak, "
+            "and watch the words appear: grey italics are still tentative, plain text is settled."
+        )
+        with gr.Tab("Live", id="live"):
+            build_live_tab(engine, settings, slots, rtc_configuration=client_rtc, server_rtc_configuration=server_rtc)
+        with gr.Tab("Transcribe a recording", id="upload"):
+            build_upload_tab(engine, max_seconds=settings.max_audio_seconds)
+    page.queue(default_concurrency_limit=None)
+    return page
+
 
 def build_app(engine: Engine, settings: Settings) -> FastAPI:
     api = FastAPI(title="Real-time Whisper")
-    include_api(api, engine, settings, StreamSlots(settings.max_streams))
-    with gr.Blocks(title="Real-time Whisper") as page:
-        gr.Markdown(f"## Real-time Whisper\nModel **{engine.info.model}** on {engine.info.engine} ({engine.info.device})")
-        with gr.Tab("Transcribe a recording"):
-            build_upload_tab(engine, max_seconds=settings.max_audio_seconds)
-    return gr.mount_gradio_app(api, page, path="/")
+    slots = StreamSlots(settings.max_streams)
+    engine = metered(engine)
+    include_api(api, engine, settings, slots)
+    page = build_page(engine, settings, slots)
+    api.state.slots = slots
+    return gr.mount_gradio_app(api, page, path="/", max_file_size=f"{int(settings.max_upload_mb)}mb")
+
+
+def server_address() -> tuple[str, int]:
+    host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
+    return host, port
 
 
 def main() -> None:
@@ -40,11 +75,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_args(args)
-    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    host, port = server_address()
     engine = create_engine(settings)
     log.info("engine ready: %s", engine.info)
-    uvicorn.run(build_app(engine, settings), host=host, port=port, log_level="info")
+    app = build_app(engine, settings)
+    log.info("serving the page and the API on http://%s:%d", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

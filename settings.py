@@ -70,6 +70,12 @@ class Settings:
     vad_threshold: float = _field("VAD_THRESHOLD", 0.5, "Silero speech probability that starts an utterance", float)
     max_streams: int = _field("MAX_STREAMS", 16, "Concurrent live streams (page + WebSocket); 0 = no limit", int)
     language: str = _field("LANGUAGE", "", "Default language of live streams (empty: detect; English-only models: en)")
+    # Page
+    turn_provider: str = _field(
+        "TURN_PROVIDER",
+        "auto",
+        "WebRTC relay for the page: `auto` (TURN via FastRTC's Cloudflare/Hugging Face helper with `HF_TOKEN` on a Space, none elsewhere), `none`, `hf` or `cloudflare` (`CLOUDFLARE_TURN_KEY_ID` / `CLOUDFLARE_TURN_KEY_API_TOKEN`)",
+    )
     # HTTP API
     api_key: str = _field("API_KEY", "", "If set, /v1/* routes require `Authorization: Bearer <API_KEY>`")
     # Limits

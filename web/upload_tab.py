@@ -1,36 +1,98 @@
-"""The page's "transcribe a recording" tab: any length, progress bar, long-form engine path."""
+"""The page's "transcribe a recording" tab: any length, progress bar, long-form engine path.
+
+Decoding the file runs in a worker thread (`asyncio.to_thread`), so a long upload never
+stalls the live streams sharing the event loop. Anything that is not usable audio (a
+text file, a corrupt file, a file over MAX_AUDIO_SECONDS) gets the audio loader's own
+message, e.g. "notes.txt is not a readable audio file (unknown format or corrupt data)".
+"""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from typing import Any
 
 import gradio as gr
 
 from engine.audio import load_audio
-from engine.base import Engine, TranscriptionError
-from engine.formats import to_srt
+from engine.base import SAMPLE_RATE, Engine, TranscriptionError
+from engine.formats import to_srt, to_text, to_vtt
 
 
 def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
+    multilingual = bool(engine.info.multilingual)
     with gr.Row():
-        upload = gr.Audio(sources=["upload"], type="filepath", label="Recording")
+        upload = gr.File(
+            label="Recording (wav, flac, mp3, ogg/opus, m4a, webm, mp4…: any length)",
+            type="filepath",
+            file_count="single",
+            elem_id="upload-file",
+        )
         with gr.Column():
-            language = gr.Textbox(label="Language (ISO code, empty = detect)", visible=engine.info.multilingual)
-            button = gr.Button("Transcribe", variant="primary")
-    text = gr.Textbox(label="Transcript", lines=8, interactive=False)
-    srt = gr.Textbox(label="Subtitles (SRT)", lines=8, interactive=False)
+            from web.page import language_choices
 
-    async def transcribe(path: str | None, lang: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+            language = gr.Dropdown(
+                language_choices(), value="auto", label="Language", visible=multilingual, elem_id="upload-language"
+            )
+            task = gr.Radio(
+                [("Transcribe", "transcribe"), ("Translate to English", "translate")],
+                value="transcribe",
+                label="Task",
+                visible=multilingual,
+                elem_id="upload-task",
+            )
+            button = gr.Button("Transcribe", variant="primary", elem_id="upload-run")
+    text = gr.Textbox(label="Transcript", lines=8, interactive=False, elem_id="upload-text", show_copy_button=True)
+    with gr.Row():
+        dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", elem_id="upload-download-txt")
+        dl_srt = gr.DownloadButton("⬇ srt", value=None, interactive=False, size="sm", elem_id="upload-download-srt")
+        dl_vtt = gr.DownloadButton("⬇ vtt", value=None, interactive=False, size="sm", elem_id="upload-download-vtt")
+    srt = gr.Textbox(label="Subtitles (SRT)", lines=8, interactive=False, elem_id="upload-srt")
+
+    async def transcribe(
+        path: str | None, lang: str, task_: str, progress: gr.Progress = gr.Progress()
+    ) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Choose an audio file first.")
+        name = os.path.basename(path)
+        progress(0.0, desc="reading the file")
         try:
-            audio = load_audio(path, max_seconds=max_seconds)
+            audio = await asyncio.to_thread(load_audio, path, max_seconds=max_seconds)
+        except (TranscriptionError, ValueError) as exc:
+            raise gr.Error(str(exc), title="Not usable audio") from exc
+        total = len(audio) / SAMPLE_RATE
+        progress(0.0, desc=f"transcribing {total:.0f} s of audio")
+
+        def report(done: float, whole: float) -> None:
+            whole = whole or total
+            progress(min(1.0, done / whole) if whole else 1.0, desc=f"transcribing: {done:.0f} of {whole:.0f} s")
+
+        language = None if not multilingual or lang in (None, "", "auto") else lang
+        try:
             result = await engine.transcribe(
                 audio,
-                language=(lang or None),
+                language=language,
+                task=(task_ if multilingual and task_ in ("transcribe", "translate") else "transcribe"),
                 timestamps=True,
-                progress=lambda done, total: progress(done / total if total else 1.0, desc="transcribing"),
+                progress=report,
             )
         except (TranscriptionError, ValueError) as exc:
-            raise gr.Error(str(exc)) from exc
-        return result.text, to_srt(result.segments)
+            raise gr.Error(str(exc), title="Transcription failed") from exc
+        segments = result.segments
+        out = tempfile.mkdtemp(prefix="rtw-upload-")
+        stem = os.path.splitext(name)[0] or "transcript"
+        files = []
+        for fmt, body in (("txt", to_text(segments) if segments else result.text), ("srt", to_srt(segments)), ("vtt", to_vtt(segments))):
+            p = os.path.join(out, f"{stem}.{fmt}")
+            with open(p, "w", encoding="utf-8") as f:
+                f.write(body)
+            files.append(gr.DownloadButton(value=p, interactive=True))
+        return (result.text, to_srt(segments), *files)
 
-    button.click(transcribe, inputs=[upload, language], outputs=[text, srt])
+    button.click(
+        transcribe,
+        inputs=[upload, language, task],
+        outputs=[text, srt, dl_txt, dl_srt, dl_vtt],
+        concurrency_limit=None,
+    )

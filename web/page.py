@@ -1,0 +1,277 @@
+"""The page: live transcription from the microphone, and a tab for recordings.
+
+Layout of the live tab: the microphone widget (FastRTC `WebRTC`, audio, send-only; the
+browser's echo cancellation, noise suppression and automatic gain are off, since they
+change the audio the model hears), language and task selectors (multilingual models
+only), clear and download buttons (txt, srt, vtt), the transcript panel (settled
+finals, then the open utterance: its committed words, then its tentative words in grey
+italics), and a status line (model, engine, state, latency of the last final, lag,
+audio received, streams in use).
+
+Each tab has its own `TabState` (a `gr.State`), so several tabs or people each see only
+their own transcript; all streams share the one engine and the MAX_STREAMS limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+import tempfile
+import time
+from typing import Any
+
+import gradio as gr
+
+from engine.base import Engine
+from settings import Settings
+from web.live import STATS, LiveHandler, TabState
+from web.sessions import StreamSlots
+
+#: Finals shown in the panel; older ones stay in the downloads (keeps an hour-long page light).
+MAX_SHOWN_FINALS = 400
+#: Downloads are rewritten at most this often while a stream runs (always at stop / clear).
+DOWNLOAD_REFRESH_S = 5.0
+#: How long "stop" waits for the last utterance's final.
+STOP_WAIT_S = 30.0
+
+TRACK_CONSTRAINTS: dict[str, Any] = {
+    "echoCancellation": False,
+    "noiseSuppression": False,
+    "autoGainControl": False,
+    "sampleRate": {"ideal": 48000},
+    "sampleSize": {"ideal": 16},
+    "channelCount": {"ideal": 1},
+}
+
+CSS = """
+#rtw-panel { min-height: 14rem; }
+#finals .rtw-transcript { max-height: 28rem; overflow-y: auto; display: flex; flex-direction: column-reverse; }
+#finals p.rtw-final { margin: 0 0 0.35rem 0; line-height: 1.5; }
+#finals .rtw-earlier { color: var(--body-text-color-subdued); font-size: 0.85em; }
+#finals .rtw-empty, #partial .rtw-listening { color: var(--body-text-color-subdued); font-style: italic; }
+#partial .rtw-partial { line-height: 1.5; min-height: 1.5em; }
+#partial .rtw-committed { color: var(--body-text-color); opacity: 0.85; }
+#partial .rtw-tentative { color: var(--body-text-color-subdued); font-style: italic; opacity: 0.7; }
+#status .rtw-status { font-size: 0.85em; color: var(--body-text-color-subdued); }
+#status .rtw-live { color: #d11; font-weight: 600; }
+#status .rtw-message { color: #d11; font-weight: 600; }
+"""
+
+LANGUAGES = {
+    "en": "English", "zh": "Chinese", "de": "German", "es": "Spanish", "ru": "Russian", "ko": "Korean",
+    "fr": "French", "ja": "Japanese", "pt": "Portuguese", "tr": "Turkish", "pl": "Polish", "ca": "Catalan",
+    "nl": "Dutch", "ar": "Arabic", "sv": "Swedish", "it": "Italian", "id": "Indonesian", "hi": "Hindi",
+    "fi": "Finnish", "vi": "Vietnamese", "he": "Hebrew", "uk": "Ukrainian", "el": "Greek", "ms": "Malay",
+    "cs": "Czech", "ro": "Romanian", "da": "Danish", "hu": "Hungarian", "ta": "Tamil", "no": "Norwegian",
+    "th": "Thai", "ur": "Urdu", "hr": "Croatian", "bg": "Bulgarian", "lt": "Lithuanian", "la": "Latin",
+}
+
+
+def language_choices() -> list[tuple[str, str]]:
+    return [("Detect automatically", "auto")] + sorted(((name, code) for code, name in LANGUAGES.items()))
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def render_finals(tab: TabState) -> str:
+    finals = tab.transcript.finals
+    if not finals:
+        return '<div class="rtw-transcript"><div><p class="rtw-empty">The transcript appears here. Press Record and speak.</p></div></div>'
+    shown = finals[-MAX_SHOWN_FINALS:]
+    lines = []
+    hidden = len(finals) - len(shown)
+    if hidden:
+        lines.append(f'<p class="rtw-earlier">… {hidden} earlier lines are in the downloads.</p>')
+    for ev in shown:
+        lines.append(
+            f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">{html.escape(ev.text.strip())}</p>'
+        )
+    # column-reverse keeps the newest line in view; the inner div keeps reading order.
+    return '<div class="rtw-transcript"><div>' + "".join(lines) + "</div></div>"
+
+
+def render_partial(tab: TabState) -> str:
+    p = tab.partial
+    if p is not None and (p.committed or p.tentative):
+        parts = []
+        if p.committed:
+            parts.append(f'<span class="rtw-committed">{html.escape(p.committed)}</span>')
+        if p.tentative:
+            parts.append(f'<span class="rtw-tentative">{html.escape(p.tentative)}</span>')
+        return '<div class="rtw-partial">' + " ".join(parts) + "</div>"
+    if tab.live:
+        return '<div class="rtw-partial"><span class="rtw-listening">Listening…</span></div>'
+    return '<div class="rtw-partial"></div>'
+
+
+def render_status(tab: TabState, engine: Engine, slots: StreamSlots) -> str:
+    info = engine.info
+    parts = [f"Model <b>{html.escape(str(info.model))}</b>", f"{html.escape(str(info.engine))} on {html.escape(str(info.device))}"]
+    if tab.live:
+        parts.append('<span class="rtw-live">● live</span>')
+    elif tab.streams:
+        parts.append("stopped")
+    else:
+        parts.append("ready")
+    latency = "–" if tab.last_final_latency_s is None else f"{tab.last_final_latency_s:.2f} s"
+    lag = "–" if tab.lag_s is None or not tab.live else f"{tab.lag_s:.1f} s"
+    parts.append(f'last final <span class="rtw-latency">{latency}</span>')
+    parts.append(f'lag <span class="rtw-lag">{lag}</span>')
+    audio = tab.handler.audio_s if tab.handler is not None and tab.live else tab.stream_audio_s
+    parts.append(f'audio <span class="rtw-audio">{audio:.1f} s</span>')
+    parts.append(f"streams {slots.active}/{slots.limit if slots.limit > 0 else '∞'}")
+    out = " · ".join(parts)
+    if tab.message:
+        out += f'<div class="rtw-message">{html.escape(tab.message)}</div>'
+    return f'<div class="rtw-status">{out}</div>'
+
+
+class _Downloads:
+    """Writes a tab's transcript as txt / srt / vtt files for the download buttons."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="rtw-transcript-")
+
+    def write(self, tab: TabState) -> tuple[str | None, str | None, str | None]:
+        if not tab.transcript.finals:
+            return None, None, None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        paths = []
+        for fmt in ("txt", "srt", "vtt"):
+            path = os.path.join(self.dir, f"transcript-{stamp}.{fmt}")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(tab.transcript.export(fmt))
+            paths.append(path)
+        return paths[0], paths[1], paths[2]
+
+
+def _downloads_for(tab: TabState) -> _Downloads:
+    d = getattr(tab, "_downloads", None)
+    if d is None:
+        d = _Downloads()
+        tab._downloads = d  # type: ignore[attr-defined]
+    return d
+
+
+def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = False) -> list[Any]:
+    """Updates for [finals, partial, status, txt, srt, vtt]; unchanged parts are skipped."""
+    finals: Any = gr.skip()
+    if force or getattr(tab, "_rendered_version", -1) != tab.version:
+        finals = render_finals(tab)
+        tab._rendered_version = tab.version  # type: ignore[attr-defined]
+    downloads: list[Any] = [gr.skip()] * 3
+    now = time.monotonic()
+    stale = getattr(tab, "_download_version", -1) != tab.version
+    if force or (stale and (not tab.live or now - getattr(tab, "_download_at", 0.0) >= DOWNLOAD_REFRESH_S)):
+        paths = _downloads_for(tab).write(tab)
+        downloads = [gr.DownloadButton(value=p, interactive=p is not None) for p in paths]
+        tab._download_version = tab.version  # type: ignore[attr-defined]
+        tab._download_at = now  # type: ignore[attr-defined]
+    return [finals, render_partial(tab), render_status(tab, engine, slots), *downloads]
+
+
+# -- the live tab ------------------------------------------------------------------------
+
+
+def build_live_tab(
+    engine: Engine,
+    settings: Settings,
+    slots: StreamSlots,
+    *,
+    rtc_configuration: Any = None,
+    server_rtc_configuration: dict[str, Any] | None = None,
+) -> None:
+    """The live tab's components and events (call inside a `gr.Blocks`)."""
+    from fastrtc import WebRTC
+
+    from streaming.session import SessionOptions
+
+    multilingual = bool(engine.info.multilingual)
+    options = SessionOptions.from_settings(settings)
+    handler = LiveHandler(engine, options, slots, multilingual=multilingual)
+    default_language = (settings.language or "auto") if multilingual else "en"
+    if default_language not in LANGUAGES:
+        default_language = "auto"
+
+    tab = gr.State(TabState())
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            mic = WebRTC(
+                label="Microphone",
+                modality="audio",
+                mode="send",
+                track_constraints=TRACK_CONSTRAINTS,
+                rtc_configuration=rtc_configuration,
+                server_rtc_configuration=server_rtc_configuration,
+                elem_id="mic",
+            )
+            language = gr.Dropdown(
+                language_choices(),
+                value=default_language,
+                label="Language",
+                info="Spoken language (changes apply to the next utterance)",
+                visible=multilingual,
+                elem_id="language",
+            )
+            task = gr.Radio(
+                [("Transcribe", "transcribe"), ("Translate to English", "translate")],
+                value="transcribe",
+                label="Task",
+                visible=multilingual,
+                elem_id="task",
+            )
+            clear = gr.Button("Clear transcript", elem_id="clear", size="sm")
+            with gr.Row():
+                dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", elem_id="download-txt")
+                dl_srt = gr.DownloadButton("⬇ srt", value=None, interactive=False, size="sm", elem_id="download-srt")
+                dl_vtt = gr.DownloadButton("⬇ vtt", value=None, interactive=False, size="sm", elem_id="download-vtt")
+        with gr.Column(scale=2):
+            with gr.Group(elem_id="rtw-panel"):
+                finals = gr.HTML(render_finals(TabState()), elem_id="finals", label="Transcript")
+                partial = gr.HTML(render_partial(TabState()), elem_id="partial")
+    status = gr.HTML(render_status(TabState(), engine, slots), elem_id="status")
+    outputs = [finals, partial, status, dl_txt, dl_srt, dl_vtt]
+
+    mic.stream(
+        handler,
+        inputs=[mic, tab, language, task],
+        outputs=[mic],
+        # MAX_STREAMS is enforced by the handler with the shared StreamSlots (and a clear
+        # message); FastRTC's own cap only guards against runaway connection counts.
+        concurrency_limit=max(64, 4 * settings.max_streams) if settings.max_streams > 0 else 100_000,
+        time_limit=None,
+    )
+
+    def on_outputs(state: TabState, *_: Any) -> list[Any]:
+        return render(state, engine, slots)
+
+    mic.on_additional_outputs(on_outputs, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden", queue=True)
+
+    async def on_stop(state: TabState) -> list[Any]:
+        h = state.handler
+        if h is not None and state.live:
+            # Stop taking audio now and flush the last utterance (the connection's own
+            # shutdown, when it closes, finds this already done).
+            task_ = asyncio.ensure_future(h.shutdown())
+            try:
+                await asyncio.wait_for(asyncio.shield(task_), STOP_WAIT_S)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+        return render(state, engine, slots, force=True)
+
+    mic.stop_recording(on_stop, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
+
+    def on_clear(state: TabState) -> list[Any]:
+        state.clear()
+        return render(state, engine, slots, force=True)
+
+    clear.click(on_clear, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
+
