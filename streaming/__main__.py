@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-prompt", action="store_true", help="do not use the previous final as decoder prompt")
     sim.add_argument("--no-speculative", action="store_true", help="start the final decode only when the utterance has ended")
     sim.add_argument("--max-partial-interval", type=float, default=None, help="ceiling of the adaptive partial interval (s); 0: no partials")
+    sim.add_argument("--long-utterance", type=float, default=None, help="soft utterance limit (s) after which a 200 ms pause ends it; 0: off")
+    sim.add_argument("--duration", type=float, default=None, help="stream only the first S seconds (reference rebuilt from segments.json)")
     sim.add_argument("--quiet", action="store_true", help="print only the summary line")
     sim.add_argument("--status", action="store_true", help="also print status events")
     sim.add_argument("-v", "--verbose", action="store_true")
@@ -78,6 +80,14 @@ async def _simulate(args: argparse.Namespace) -> int:
     options = SessionOptions.from_settings(settings)
     options.use_prompt = not args.no_prompt
     options.speculative_final = not args.no_speculative
+    if args.long_utterance is not None:
+        options.long_utterance_s = args.long_utterance or None
+    if args.duration is not None:
+        audio = audio[: int(args.duration * 16_000)]
+        if segments is not None:
+            segments = [s for s in segments if s["end"] <= args.duration]
+            if reference is not None or args.reference is None:
+                reference = " ".join(s.get("text", "") for s in segments if s.get("kind", "speech") == "speech")
     if args.max_partial_interval is not None:
         options.max_partial_interval_s = args.max_partial_interval
 

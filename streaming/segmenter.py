@@ -13,7 +13,8 @@ Rules (all in `SegmenterOptions`):
   between neither keep an utterance alive forever nor chop it).
 * A candidate must gather `min_speech_ms` of speech before it becomes an utterance
   (clicks, coughs and door slams shorter than that are dropped).
-* An utterance ends after `min_silence_ms` of silence. Its audio runs from
+* An utterance ends after `min_silence_ms` of silence (`long_min_silence_ms` once it is
+  longer than `long_utterance_s`, when that soft limit is set). Its audio runs from
   `pad_before_ms` before the first speech window (taken from a ring buffer of real
   audio, never overlapping the previous utterance) to `pad_after_ms` after the last one.
 * At `max_utterance_s` the utterance is cut at the quietest point (lowest smoothed VAD
@@ -66,6 +67,11 @@ class SegmenterOptions:
     #: Windows averaged (centred) when scoring a forced-cut point, so one low window in
     #: the middle of a word does not win over a real pause.
     cut_smoothing_windows: int = 3
+    #: Soft limit (None: off): once an utterance is this long, a silence of
+    #: `long_min_silence_ms` already ends it, so that long speech is cut at a natural
+    #: pause (and decoded at once) before the hard `max_utterance_s` cut is needed.
+    long_utterance_s: float | None = None
+    long_min_silence_ms: int = 200
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -84,6 +90,10 @@ class SegmenterOptions:
             raise ValueError("max_utterance_s must be > 1 s")
         if not 0.0 < self.cut_search_s < self.max_utterance_s:
             raise ValueError("cut_search_s must be in (0, max_utterance_s)")
+        if self.long_utterance_s is not None and not 0 < self.long_utterance_s < self.max_utterance_s:
+            raise ValueError("long_utterance_s must be in (0, max_utterance_s)")
+        if self.long_min_silence_ms < 0:
+            raise ValueError("long_min_silence_ms must be >= 0")
         if self.cut_smoothing_windows < 1:
             raise ValueError("cut_smoothing_windows must be >= 1")
 
@@ -170,6 +180,12 @@ class Segmenter:
         self._pad_after = opts.samples(opts.pad_after_ms)
         self._min_speech = opts.samples(opts.min_speech_ms)
         self._min_silence = opts.samples(opts.min_silence_ms)
+        self._long = (
+            None if opts.long_utterance_s is None else round(opts.long_utterance_s * self._sr)
+        )
+        self._long_min_silence = min(
+            self._min_silence, opts.samples(opts.long_min_silence_ms)
+        )
         self._max_samples = round(opts.max_utterance_s * self._sr)
         self._cut_search = round(opts.cut_search_s * self._sr)
         self._next_id = 0
@@ -230,7 +246,7 @@ class Segmenter:
             elif self._in_silence and self._silence_run >= self._min_silence:
                 self._clear_utterance()  # a click or a short noise: not an utterance
         if self._state is _State.ACTIVE:
-            if self._in_silence and self._silence_run >= self._min_silence:
+            if self._in_silence and self._silence_run >= self._active_min_silence():
                 events.append(
                     self._end(self._silence_start + self._pad_after, "silence")
                 )
@@ -349,6 +365,12 @@ class Segmenter:
         if n <= 0:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(list(self._ring))[-n:]
+
+    def _active_min_silence(self) -> int:
+        """Silence that ends the open utterance: shorter once it passed the soft limit."""
+        if self._long is not None and self._silence_start - self._utt_start >= self._long:
+            return self._long_min_silence
+        return self._min_silence
 
     def _speech_end_estimate(self) -> int:
         if self._in_silence:

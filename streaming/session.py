@@ -84,6 +84,11 @@ class SessionOptions:
     prompt_chars: int = 200
     #: Seconds between status events while audio flows (also sent after every final).
     status_interval_s: float = 2.0
+    #: Soft utterance limit: past this length a pause of `long_min_silence_ms` ends the
+    #: utterance (long speech is cut at a natural pause, well before the forced cut at
+    #: `max_utterance_s`, whose final can only come after the limit is reached). None: off.
+    long_utterance_s: float | None = 12.0
+    long_min_silence_ms: int = 200
 
     @classmethod
     def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
@@ -102,6 +107,12 @@ class SessionOptions:
             min_silence_ms=self.min_silence_ms,
             max_utterance_s=self.max_utterance_s,
             cut_search_s=min(5.0, self.max_utterance_s / 2),
+            long_utterance_s=(
+                self.long_utterance_s
+                if self.long_utterance_s is not None and 0 < self.long_utterance_s < self.max_utterance_s
+                else None
+            ),
+            long_min_silence_ms=self.long_min_silence_ms,
         )
 
 
@@ -131,6 +142,7 @@ class _Utt:
     next_partial_s: float = 0.0  # snapshot end at which the next partial is due
     partials: int = 0
     committed: str = ""
+    last_text: str = ""  # committed + tentative of the last partial
     language: str | None = None
     ended: bool = False
 
@@ -373,6 +385,7 @@ class Session:
             return
         committed, tentative = utt.la.update(text)
         self._check_revision(utt, committed)
+        utt.last_text = text
         now = self._clock()
         utt.covered_s = end_s
         utt.partials += 1
@@ -405,16 +418,30 @@ class Session:
                 except Exception as exc:
                     error = exc
             attempts = 0
+            prompt = self._prompt()
             while result is None and attempts < (2 if spec is None or error is None else 1):
                 attempts += 1
                 try:
                     audio = np.array(ev.audio, dtype=np.float32, copy=True)
-                    result = await self._decode(audio, self._prompt())
+                    result = await self._decode(audio, prompt)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     error = exc
                     log.warning("final decode of utterance %d failed (try %d): %s", ev.id, attempts + (spec is not None), exc)
+            if result is not None and self.options.use_prompt and self._too_short(result.text, utt, ev):
+                # A prompt sometimes makes Whisper write a few words and stop (it took
+                # the audio for a continuation of the prompt): decode again without it.
+                try:
+                    audio = np.array(ev.audio, dtype=np.float32, copy=True)
+                    retry = await self._decode(audio, None)
+                    if len(retry.text.split()) > len(result.text.split()):
+                        log.info("utterance %d: unprompted decode kept (%r over %r)", ev.id, retry.text, result.text)
+                        result = retry
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("unprompted re-decode of utterance %d failed: %s", ev.id, exc)
             if prev is not None and not prev.done():
                 await asyncio.wait([prev])  # finals leave in utterance order
         except asyncio.CancelledError:
@@ -451,6 +478,16 @@ class Session:
         self._update_lag(now)
         self._emit_status()
         self._schedule()  # partials of the next utterance were held back meanwhile
+
+    def _too_short(self, text: str, utt: _Utt, ev: UtteranceEnded) -> bool:
+        """Far fewer words than the speech holds: fewer than 1 word per 1.5 s of VAD
+        speech (people say 2 to 3 a second), or fewer than the last partial showed."""
+        words = len(text.split())
+        speech_s = (ev.end_s - ev.start_s) * ev.speech_ratio
+        if speech_s >= 3.0 and words < speech_s / 1.5:
+            return True
+        shown = len(utt.last_text.split())
+        return shown >= 4 and words < 0.6 * shown
 
     async def _wait_finals(self) -> None:
         while self._finals:

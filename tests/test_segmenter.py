@@ -557,3 +557,22 @@ def test_longform_mixed_file(capsys) -> None:
     for s in inserts:
         inner = (s["start"] + TOL, s["end"] - TOL)
         assert not any(u.start_s < inner[1] and u.end_s > inner[0] for u in utts), s
+
+
+def test_soft_limit_cuts_long_speech_at_short_pauses(lj) -> None:
+    """LJ at 500 ms is one 233 s stretch of speech (all its gaps are shorter): with the
+    soft limit, utterances past 10 s end at the next 200 ms pause instead of being
+    forced at 25 s (at sentence gaps or commas)."""
+    x48, segments = lj
+    hard = run_front_end(x48, SegmenterOptions(min_silence_ms=500))
+    opts = SegmenterOptions(min_silence_ms=500, long_utterance_s=10.0, long_min_silence_ms=200)
+    soft = run_front_end(x48, opts)
+    assert sum(u.forced for u in soft) < sum(u.forced for u in hard)
+    assert len(soft) > len(hard)
+    gaps = [(a["end"], b["start"]) for a, b in itertools.pairwise(segments)]
+    # A 200 ms pause may also be a comma inside a sentence; many are sentence gaps.
+    cuts = [u.end_s for u in soft[:-1] if not u.forced]
+    in_gap = [t for t in cuts if any(a - 0.3 <= t <= b + 0.3 for a, b in gaps)]
+    print(f"\nsoft cuts at {[round(t, 2) for t in cuts]}; {len(in_gap)} in sentence gaps")
+    assert cuts and len(in_gap) >= len(cuts) // 3
+    assert all(u.end_s - u.start_s <= opts.max_utterance_s + 0.032 for u in soft)
