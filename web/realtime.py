@@ -423,8 +423,10 @@ def realtime_router(engine: Engine, settings: Settings, slots: StreamSlots) -> A
             return
         metrics.REALTIME_CONNECTIONS.labels("accepted").inc()
         conn = _Connection(ws, engine, settings)
-        ga = ws.query_params.get("model") is not None and intent is None
-        conn.ga = ga
+        # OpenAI's SDK (GA interface) names a model in the URL and speaks `session.*`;
+        # beta clients (`OpenAI-Beta: realtime=v1`) and plain ones get `transcription_session.*`.
+        beta = "realtime=v1" in ws.headers.get("openai-beta", "")
+        conn.ga = ws.query_params.get("model") is not None and not beta
         closed_by_client = False
         try:
             await conn.send({"type": conn._name("created"), "session": conn.session_object()})
