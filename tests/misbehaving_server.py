@@ -5,7 +5,8 @@
   request with the next behaviour of a script: "ok", "401", "403", "404", "413", "429",
   "500", "503", "hang" (reads the request, never answers), "close" (headers and half a
   body, then drops the connection), "reset" (drops the connection without a word),
-  "garbage" (200 with a body that is not JSON). It records every request it sees.
+  "garbage" (200 with a body that is not JSON), "stream_cut" (one server-sent event, then
+  the connection drops). It records every request it sees.
 """
 
 from __future__ import annotations
@@ -129,6 +130,16 @@ class MisbehavingServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                 elif behaviour == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif behaviour == "stream_cut":  # one SSE delta, then the connection drops
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Content-Length", "10000")
+                    self.end_headers()
+                    delta = json.dumps({"type": "transcript.text.delta", "delta": "hello"})
+                    self.wfile.write(f"data: {delta}\n\n".encode())
+                    self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                 elif behaviour == "garbage":

@@ -273,7 +273,8 @@ def test_metrics(base_url, client, clip_bytes):
     before = _metric(httpx.get(base_url + "/metrics").text, 'rtw_audio_seconds_total{kind="transcribe"}')
     client.audio.transcriptions.create(model="whisper-1", file=("a.flac", clip_bytes))
     text = httpx.get(base_url + "/metrics").text
-    for name in ("rtw_active_sessions", "rtw_decodes_in_flight", "rtw_decode_seconds_bucket", "rtw_api_requests_total"):
+    for name in ("rtw_active_sessions", "rtw_decodes_in_flight", "rtw_decode_seconds_bucket", "rtw_api_requests_total",
+                 'rtw_input_audio_seconds_total{source="api"}'):
         assert name in text
     assert _metric(text, 'rtw_audio_seconds_total{kind="transcribe"}') > before
 

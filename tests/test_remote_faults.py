@@ -174,6 +174,37 @@ async def test_stream_retries_before_first_delta(server):
     assert server.seen[-1].field("stream") == "true"
 
 
+async def test_stream_cut_after_first_delta_is_a_clear_error(server):
+    """Deltas already handed on cannot be taken back: no silent retry, a clear error instead."""
+    server.behave("stream_cut")
+    engine = make_engine(server.url)
+    got: list[str] = []
+    try:
+        with pytest.raises(RemoteError, match="midway"):
+            async for delta in engine.transcribe_stream(AUDIO):
+                got.append(delta)
+    finally:
+        await engine.close()
+    assert got == ["hello"]
+    assert len(server.seen) == 1
+
+
+def test_app_stream_reports_a_mid_stream_failure_as_an_error_event(server):
+    """The app's own SSE on a remote engine whose stream breaks: an `error` event, not a hang."""
+    import openai
+
+    app, engine = _app_on(server.url)
+    with serve_app(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        server.behave("stream_cut")
+        stream = client.audio.transcriptions.create(model="fake-whisper", file=("a.wav", _wav_bytes(AUDIO)), stream=True)
+        deltas = []
+        with pytest.raises(openai.APIError, match="midway"):
+            for event in stream:
+                deltas.append(event.delta)
+        assert deltas == ["hello"]
+
+
 async def test_one_hung_request_does_not_hold_up_the_others(server):
     """Sessions share the engine: a request that hangs is retried, the others finish."""
     server.behave("hang", "ok", "ok", "ok", "ok")

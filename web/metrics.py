@@ -26,7 +26,13 @@ DECODE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 AUDIO_SECONDS = Counter(
-    "rtw_audio_seconds", "Seconds of audio handed to the engine, by kind (transcribe, stream)", ["kind"], registry=REGISTRY
+    "rtw_audio_seconds", "Seconds of audio decoded by the engine, by kind (transcribe, stream); live streams re-decode growing utterances", ["kind"], registry=REGISTRY
+)
+INPUT_AUDIO_SECONDS = Counter(
+    "rtw_input_audio_seconds",
+    "Seconds of audio received to transcribe, by source (api, realtime, page)",
+    ["source"],
+    registry=REGISTRY,
 )
 DECODE_ERRORS = Counter("rtw_decode_errors", "Engine decodes that raised, by error class", ["error"], registry=REGISTRY)
 API_REQUESTS = Counter(

@@ -157,6 +157,7 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
                 raise APIError(400, f"The model {engine.info.model} is English-only: language {language!r} is not supported.", param="language", code="unsupported_value")
         audio = await _decode_upload(upload)
         duration = len(audio) / SAMPLE_RATE
+        metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
         if stream:
             return await _stream(audio, language, task, prompt, temperature, duration)
         try:

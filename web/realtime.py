@@ -275,6 +275,7 @@ class _Connection:
             return
         samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
         self.audio_ms += 1000.0 * len(samples) / self.sample_rate
+        metrics.INPUT_AUDIO_SECONDS.labels("realtime").inc(len(samples) / self.sample_rate)
         self._ensure_session().feed(samples, self.sample_rate)
 
     async def commit(self) -> None:
