@@ -55,6 +55,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0
 
     def field(self, name: str) -> str | None:
         """A text field of the multipart body (enough for these tests' simple forms)."""
@@ -95,7 +96,7 @@ class MisbehavingServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                seen = Seen("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                seen = Seen("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, self.client_address[1])
                 with outer._lock:
                     outer.seen.append(seen)
                     behaviour = outer.script.pop(0) if outer.script else outer.default

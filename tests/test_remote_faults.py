@@ -51,6 +51,17 @@ async def test_ok_sends_token_model_and_flac(server):
     assert b"fLaC" in seen.body
 
 
+async def test_connections_are_reused(server):
+    server.behave("ok", "ok", "ok")
+    engine = make_engine(server.url)
+    try:
+        for _ in range(3):
+            await engine.transcribe(AUDIO)
+    finally:
+        await engine.close()
+    assert len({seen.client_port for seen in server.seen}) == 1  # one keep-alive connection
+
+
 async def test_wav_upload_and_hf_path_prefix(server):
     server.behave("ok")
     # A Hugging Face Inference Endpoint URL: the /api/v1 prefix is kept; a full route is trimmed.

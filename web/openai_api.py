@@ -185,6 +185,11 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
             name = upload.filename or "the file"
             message = str(exc).replace("the audio data", f"'{name}'")
             raise APIError(400, f"Invalid file: {message}", param="file", code="invalid_audio") from exc
+        except Exception as exc:  # noqa: BLE001 -- a decoder surprise is still the upload's fault, not a 500
+            log.warning("could not decode upload %r: %r", upload.filename, exc)
+            raise APIError(
+                400, f"Invalid file: '{upload.filename or 'file'}' could not be decoded as audio.", param="file", code="invalid_audio"
+            ) from exc
 
     async def _stream(audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float) -> Response:
         deltas = engine.transcribe_stream(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]

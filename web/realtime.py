@@ -276,7 +276,11 @@ class _Connection:
         samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
         self.audio_ms += 1000.0 * len(samples) / self.sample_rate
         metrics.INPUT_AUDIO_SECONDS.labels("realtime").inc(len(samples) / self.sample_rate)
-        self._ensure_session().feed(samples, self.sample_rate)
+        try:
+            self._ensure_session().feed(samples, self.sample_rate)
+        except Exception as exc:  # noqa: BLE001 -- keep the connection; tell the client
+            log.exception("realtime: feed failed")
+            await self.send_error(f"The audio could not be processed: {exc}", code="invalid_audio", event_id=client_id, param="audio")
 
     async def commit(self) -> None:
         """End the current utterance now: flush the Session, then start a fresh one for later audio."""
