@@ -211,6 +211,7 @@ def build_live_tab(
                 track_constraints=TRACK_CONSTRAINTS,
                 rtc_configuration=rtc_configuration,
                 server_rtc_configuration=server_rtc_configuration,
+                full_screen=False,
                 elem_id="mic",
             )
             language = gr.Dropdown(
@@ -230,9 +231,9 @@ def build_live_tab(
             )
             clear = gr.Button("Clear transcript", elem_id="clear", size="sm")
             with gr.Row():
-                dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", elem_id="download-txt")
-                dl_srt = gr.DownloadButton("⬇ srt", value=None, interactive=False, size="sm", elem_id="download-srt")
-                dl_vtt = gr.DownloadButton("⬇ vtt", value=None, interactive=False, size="sm", elem_id="download-vtt")
+                dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-txt")
+                dl_srt = gr.DownloadButton("⬇ srt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-srt")
+                dl_vtt = gr.DownloadButton("⬇ vtt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-vtt")
         with gr.Column(scale=2):
             with gr.Group(elem_id="rtw-panel"):
                 finals = gr.HTML(render_finals(TabState()), elem_id="finals", label="Transcript")
