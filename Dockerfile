@@ -1,0 +1,41 @@
+# GPU image of the app for a Hugging Face Docker Space (or any host with the NVIDIA
+# container runtime): the page and the API on one port, vLLM Whisper on the GPU.
+#
+#   docker build -t rt-whisper .
+#   docker run --gpus all -p 7860:7860 -e HF_TOKEN=hf_... rt-whisper
+#
+# PyPI's CUDA wheels of torch/vLLM bring their own CUDA libraries; the host provides the
+# driver. gcc is there for Triton, which compiles small launchers at run time.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential ca-certificates curl git \
+ && rm -rf /var/lib/apt/lists/*
+
+# Spaces run the container as user 1000.
+RUN useradd -m -u 1000 user
+ENV HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HOME=/home/user/.cache/huggingface \
+    MODEL_CACHE=/home/user/.cache/rt-whisper \
+    VLLM_WORKER_MULTIPROC_METHOD=spawn \
+    GRADIO_ANALYTICS_ENABLED=False \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860
+WORKDIR /home/user/app
+
+# Same install as scripts/setup.sh for a GPU machine: the app's requirements and vLLM's
+# runtime dependencies within Gradio 5's limits, then vLLM itself without its clashing pins.
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip install --no-cache-dir -r requirements/app.txt -r requirements/vllm-runtime.txt -r requirements/gpu.txt \
+ && pip install --no-cache-dir --no-deps vllm==0.32.0 \
+ && pip install --no-cache-dir --no-deps silero-vad==6.2.3
+
+COPY --chown=user . .
+USER user
+
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=600s CMD curl -fsS http://127.0.0.1:7860/health || exit 1
+CMD ["python", "app.py"]
