@@ -21,6 +21,9 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   while the speculative final runs.
 * Finals are never dropped: a failed decode is retried once, then reported as an
   `ErrorEvent` (and the words already committed by partials become the final text).
+  The final decode sees the whole utterance and is authoritative: where it disagrees
+  with words committed by partials it wins, and the change is counted in
+  `stats.revisions` (`final_overrides_committed=False` keeps committed words instead).
   Finals are emitted in utterance order. The session's previous final text is the
   decoder prompt (`use_prompt`), unless it looks like a loop.
 * Guards on every decode: `strip_repetition`, then `drop_reason` with the VAD's speech
@@ -53,7 +56,7 @@ from streaming.segmenter import (
     UtteranceEnded,
     UtteranceStarted,
 )
-from streaming.stabilize import LocalAgreement, normalize_word
+from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize_word
 from streaming.transcript import Transcript
 
 __all__ = ["Session", "SessionOptions", "SessionStats"]
@@ -89,6 +92,11 @@ class SessionOptions:
     #: `max_utterance_s`, whose final can only come after the limit is reached). None: off.
     long_utterance_s: float | None = 12.0
     long_min_silence_ms: int = 200
+    #: The final decode (whole utterance, full context) is authoritative: where it
+    #: disagrees with words committed by partials, it wins (counted in
+    #: `stats.revisions`). False keeps committed words and appends the final's tail
+    #: (committed text then never changes, at some cost in accuracy).
+    final_overrides_committed: bool = True
 
     @classmethod
     def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
@@ -137,7 +145,7 @@ class SessionStats:
 class _Utt:
     id: int
     start_s: float
-    la: LocalAgreement = field(default_factory=LocalAgreement)
+    la: LocalAgreement
     covered_s: float = 0.0  # end of the audio the last event covered
     next_partial_s: float = 0.0  # snapshot end at which the next partial is due
     partials: int = 0
@@ -252,11 +260,16 @@ class Session:
             self._current = _Utt(
                 ev.id,
                 ev.start_s,
+                self._new_agreement(),
                 covered_s=ev.start_s,
                 next_partial_s=ev.start_s + self.options.first_partial_s,
             )
             return
-        utt = self._current if self._current and self._current.id == ev.id else _Utt(ev.id, ev.start_s)
+        utt = (
+            self._current
+            if self._current and self._current.id == ev.id
+            else _Utt(ev.id, ev.start_s, self._new_agreement())
+        )
         utt.ended = True
         self._current = None
         if self._partial_utt is utt:
@@ -273,6 +286,11 @@ class Session:
         self._finals[ev.id] = task
         self._last_final = task
         task.add_done_callback(lambda _t, i=ev.id: self._finals.pop(i, None))
+
+    def _new_agreement(self) -> LocalAgreement:
+        return LocalAgreement(
+            LocalAgreementOptions(keep_committed_on_finalize=not self.options.final_overrides_committed)
+        )
 
     # -- scheduling ---------------------------------------------------------------
 

@@ -319,7 +319,31 @@ async def test_real_engine_speech_clip(engine) -> None:
     assert finals
     assert wer([clip.text], [session.transcript.text]) <= 0.15
     assert not [e for e in events if isinstance(e, ErrorEvent)]
-    assert session.stats.revisions == 0
+    # Between partials, committed text only grows.
+    partials = transcript_events(events, "partial")
+    for a, b in zip(partials, partials[1:]):
+        assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
+
+
+async def test_committed_words_kept_when_final_overrides_is_off(one_utterance) -> None:
+    class Revising(FakeEngine):
+        async def transcribe(self, audio, **kw):
+            result = await super().transcribe(audio, **kw)
+            if self.session.audio_s >= 4.4:  # the final: first word differs
+                result = Transcription("uno " + " ".join(result.text.split()[1:]), "en", result.duration, avg_logprob=-0.2)
+            return result
+
+    for override in (True, False):
+        engine = Revising()
+        engine.session = session = Session(engine, SessionOptions(final_overrides_committed=override))
+        events = await run(session, one_utterance, pace=0.002)
+        committed = [p.committed for p in transcript_events(events, "partial") if p.committed][-1]
+        (final,) = transcript_events(events, "final")
+        if override:
+            assert final.text.startswith("uno ") and session.stats.revisions == 1
+        else:
+            assert keys(final.text)[: len(keys(committed))] == keys(committed)
+            assert session.stats.revisions == 0
 
 
 async def test_real_engine_no_events_on_nonspeech_clips(engine) -> None:
