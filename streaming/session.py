@@ -11,7 +11,8 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   the interval, the requests that would have piled up are simply never made (the next
   one takes the newest audio), and the interval is raised (up to `max_partial_interval_s`)
   until decoding keeps up again, then lowered back. No partial starts while a final of
-  the session is being decoded.
+  the session is being decoded, nor while the engine already has
+  `max_decodes_in_flight` decodes of any session (`streaming.scheduler`: finals first).
 * Speculative final: as soon as the VAD reports silence after speech and the padded end
   of the speech has arrived, the final's exact audio is known and is decoded at once.
   If the silence lasts `min_silence_ms`, that result is the final (final latency is
@@ -57,6 +58,7 @@ from streaming.segmenter import (
     UtteranceStarted,
 )
 from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize_word
+from streaming.scheduler import gate_for
 from streaming.transcript import Transcript
 
 __all__ = ["Session", "SessionOptions", "SessionStats"]
@@ -97,6 +99,9 @@ class SessionOptions:
     #: `stats.revisions`). False keeps committed words and appends the final's tail
     #: (committed text then never changes, at some cost in accuracy).
     final_overrides_committed: bool = True
+    #: Decodes in flight per engine (all sessions) above which no partial starts
+    #: (`streaming.scheduler`); None: by the engine's device (2 on CPU).
+    max_decodes_in_flight: int | None = None
 
     @classmethod
     def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
@@ -173,6 +178,7 @@ class Session:
         self._resampler = FrameResampler()
         self._vad = SileroVAD()
         self._segmenter = Segmenter(opts.segmenter_options())
+        self._gate = gate_for(engine, opts.max_decodes_in_flight)
         self.transcript = Transcript()
         self.stats = SessionStats(partial_interval_s=opts.partial_interval_s)
         self._interval = opts.partial_interval_s
@@ -285,7 +291,9 @@ class Session:
         task = asyncio.ensure_future(self._run_final(utt, ev, spec, prev))
         self._finals[ev.id] = task
         self._last_final = task
+        self._gate.start_final()
         task.add_done_callback(lambda _t, i=ev.id: self._finals.pop(i, None))
+        task.add_done_callback(lambda _t: self._gate.end_final())
 
     def _new_agreement(self) -> LocalAgreement:
         return LocalAgreement(
@@ -314,6 +322,8 @@ class Session:
                     self._spec_key = (utt.id, round(snap.end_s, 4))
                     self._spec = asyncio.ensure_future(self._decode(audio, self._prompt()))
                     self._spec.add_done_callback(_consume_exception)
+                    self._gate.start_final()
+                    self._spec.add_done_callback(lambda _t: self._gate.end_final())
             if self._spec is not None:
                 return  # no partial while the final is being decoded
         if self._partial is not None or self._finals or opts.max_partial_interval_s <= 0:
@@ -321,12 +331,15 @@ class Session:
         snap = self._segmenter.current()
         if snap is None or snap.end_s < utt.next_partial_s:
             return
+        if not self._gate.try_start_partial():
+            return  # the engine is busy (finals first): try again with newer audio
         audio = np.array(snap.audio, dtype=np.float32, copy=True)
         utt.next_partial_s = snap.end_s + self._interval
         self._partial_utt = utt
         self._partial = asyncio.ensure_future(
             self._run_partial(utt, audio, snap.end_s, snap.speech_ratio)
         )
+        self._partial.add_done_callback(lambda _t: self._gate.end_partial())
 
     def _cancel_partial(self) -> None:
         if self._partial is not None:

@@ -362,3 +362,33 @@ async def test_real_engine_no_events_on_nonspeech_clips(engine) -> None:
 
 def test_reference_normaliser_sanity() -> None:
     assert normalize("Hello, World!") == "hello world"
+
+
+def test_decode_gate() -> None:
+    from streaming.scheduler import DecodeGate, gate_for
+
+    gate = DecodeGate(2)
+    assert gate.try_start_partial() and gate.try_start_partial()
+    assert not gate.try_start_partial()
+    gate.end_partial()
+    gate.start_final()
+    assert not gate.try_start_partial()  # finals count: they come first
+    gate.end_final()
+    assert gate.try_start_partial()
+
+    cpu = type("E", (), {"info": type("I", (), {"device": "cpu", "engine": "vllm"})()})()
+    assert gate_for(cpu).max_in_flight == 2 and gate_for(cpu) is gate_for(cpu)
+    assert gate_for(FakeEngine()).max_in_flight > 2
+
+
+async def test_gate_counts_return_to_zero(two_utterances) -> None:
+    from streaming.scheduler import gate_for
+
+    engine = FakeEngine(delay=0.05)
+    session = Session(engine, SessionOptions(partial_interval_s=0.2, max_decodes_in_flight=1))
+    engine.session = session
+    events = await run(session, two_utterances, pace=0.003)
+    gate = gate_for(engine)
+    assert gate.partials == 0 and gate.finals == 0
+    assert engine.max_active <= 2  # one partial, or finals only
+    assert len(transcript_events(events, "final")) == 2
