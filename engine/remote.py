@@ -240,6 +240,7 @@ class RemoteEngine:
         progress: Any = None,
     ) -> Transcription:
         audio = validate_audio(audio)
+        await self._ensure_model()
         self._check_request(language, task)
         if len(audio) > WINDOW_S * SAMPLE_RATE:
             from engine.longform import transcribe_long
@@ -294,12 +295,7 @@ class RemoteEngine:
         if self._verbose_ok is False:
             return None
         piece = audio[: int(WINDOW_S * SAMPLE_RATE)]
-        try:
-            result = await self.transcribe_window(piece, timestamps=True)
-        except RemoteError:
-            raise
-        except TranscriptionError:
-            return None
+        result = await self.transcribe_window(piece, timestamps=True)
         return result.language
 
     async def transcribe_stream(
@@ -317,6 +313,7 @@ class RemoteEngine:
         with plain JSON instead of events gives its whole text as one delta.
         """
         audio = validate_audio(audio)
+        await self._ensure_model()
         self._check_request(language, task)
         if len(audio) > WINDOW_S * SAMPLE_RATE:
             result = await self.transcribe(audio, language=language, task=task, prompt=prompt, temperature=temperature)
@@ -391,10 +388,8 @@ class RemoteEngine:
     ) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
         payload, name, ctype = encode_audio(audio, self.audio_format)
         data: dict[str, str] = {"model": self.model or "whisper-1", "response_format": fmt, "temperature": str(temperature)}
-        if language and task == "transcribe":
-            data["language"] = language
-        if language and task == "translate":
-            # OpenAI's translations take no language; vLLM's use it as the source language.
+        if language:
+            # For translations OpenAI takes no language; vLLM uses it as the source language.
             data["language"] = language
         if prompt:
             data["prompt"] = prompt

@@ -372,8 +372,6 @@ class _Connection:
         already = self.sent[item]
         if committed.startswith(already) and len(committed) > len(already):
             delta = committed[len(already):]
-            if already and not delta.startswith(" ") and not already.endswith(" "):
-                pass  # a word continued (committed text extends mid-word): send as is
             self.sent[item] = committed
             await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item, "content_index": 0, "delta": delta})
         if ev.type == "partial":
