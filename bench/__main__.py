@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", default=",".join(PEERS), help=f"comma list of {','.join(PEERS)}")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {','.join(SECTIONS)}")
     p.add_argument("--streams", default=None, help="stream counts, e.g. 1,2,4,8 (default: 1,2,4,8; quick: 1,4)")
-    p.add_argument("--stream-seconds", type=float, default=None, help="streamed excerpt of the mixed long-form file (default 80; quick 20)")
+    p.add_argument("--stream-seconds", type=float, default=None, help="streamed excerpt of the mixed long-form file (default 60; quick 20)")
     p.add_argument("--min-silence-ms", type=int, default=500, help="minimum silence that ends an utterance (streaming)")
     p.add_argument("--eager", action="store_true", help="our engine without torch.compile (starts in ~10 s instead of ~50 s)")
     p.add_argument("--no-plot", action="store_true")
@@ -81,7 +81,7 @@ def make_plan(args: argparse.Namespace) -> dict:
         bs1 = list(range(0, len(en), 4))
         longform = [{"path": str(lf.path), "text": lf.text} for lf in (lj, mixed)]
         counts = [1, 2, 4, 8]
-        stream_s = 80.0
+        stream_s = 60.0
     if args.streams:
         counts = [int(x) for x in args.streams.split(",") if x.strip()]
     if args.stream_seconds:
