@@ -51,6 +51,10 @@ def _pcm16_b64(audio: np.ndarray) -> str:
     return base64.b64encode((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()).decode()
 
 
+def _words(text: str) -> list[str]:
+    return [w for w in ("".join(ch for ch in word if ch.isalnum()) for word in text.lower().split()) if w]
+
+
 async def _recv(ws, timeout: float = 120.0) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
@@ -136,7 +140,10 @@ async def test_clip_finals_match_offline_transcript(ws_url, engine):
         kinds = [e["type"] for e in mine]
         assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("input_audio_buffer.committed")
         deltas = "".join(e["delta"] for e in mine if e["type"] == "conversation.item.input_audio_transcription.delta")
-        assert done["transcript"].startswith(deltas.strip())
+        # Deltas carry the words partials committed; the completed transcript is the final
+        # decode, authoritative, and may differ in punctuation or casing (or a word).
+        sent = _words(deltas)
+        assert wer([" ".join(_words(done["transcript"])[: len(sent)])], [" ".join(sent)]) <= 0.25 if sent else True
         assert all(e["event_id"] for e in mine)
     assert any(e["type"] == "conversation.item.input_audio_transcription.delta" for e in events)
 

@@ -17,8 +17,9 @@ Client events:
 
 Server events: `transcription_session.created` / `.updated` (or `session.*` for GA clients),
 `input_audio_buffer.speech_started {item_id, audio_start_ms}`,
-`conversation.item.input_audio_transcription.delta {item_id, delta}` (committed text only:
-deltas never need taking back), `input_audio_buffer.speech_stopped {item_id, audio_end_ms}`,
+`conversation.item.input_audio_transcription.delta {item_id, delta}` (words the partials
+have committed: never taken back; the `completed` transcript that follows is the final
+decode and is authoritative: it may differ in punctuation or casing), `input_audio_buffer.speech_stopped {item_id, audio_end_ms}`,
 `input_audio_buffer.committed`, `conversation.item.input_audio_transcription.completed
 {item_id, transcript}`, `error {error: {type, code, message}}`. An extension,
 `conversation.item.input_audio_transcription.partial {item_id, committed, tentative, text}`,
@@ -52,6 +53,9 @@ ALLOWED_RATES = (8_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
 MAX_APPEND_CHARS = 1_000_000
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY = 1008
+#: A connection that sends nothing for this long is closed (after its last final), so an
+#: abandoned client cannot hold one of the MAX_STREAMS slots forever.
+IDLE_TIMEOUT_S = 300.0
 
 
 def _eid() -> str:
@@ -434,7 +438,12 @@ def realtime_router(engine: Engine, settings: Settings, slots: StreamSlots) -> A
         try:
             await conn.send({"type": conn._name("created"), "session": conn.session_object()})
             while True:
-                message = await ws.receive()
+                try:
+                    message = await asyncio.wait_for(ws.receive(), IDLE_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    await conn.finish()
+                    await _refuse(ws, f"No events for {IDLE_TIMEOUT_S:.0f} s: closing the idle connection.", "idle_timeout", 1000)
+                    break
                 if message["type"] == "websocket.disconnect":
                     closed_by_client = True
                     break
