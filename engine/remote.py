@@ -187,7 +187,7 @@ class RemoteEngine:
         )
         multilingual = not (model or "").lower().endswith(".en")
         self.info = EngineInfo(
-            model=model or "(remote default)",
+            model=model or "whisper-1",
             engine="remote",
             device=self.base_url,
             multilingual=multilingual,
@@ -207,7 +207,7 @@ class RemoteEngine:
         import os
 
         token = settings.hf_token or os.environ.get("OPENAI_API_KEY", "")
-        return cls(
+        engine = cls(
             settings.endpoint_url,
             token=token,
             model=settings.remote_model,
@@ -217,6 +217,37 @@ class RemoteEngine:
             audio_format=getattr(settings, "remote_audio_format", "flac"),
             concurrency=int(getattr(settings, "remote_concurrency", 8)),
         )
+        if not settings.remote_model:
+            engine.discover_model()
+        return engine
+
+    def discover_model(self, timeout_s: float = 5.0) -> None:
+        """Ask the endpoint's /models which model it serves, now (at start-up, no loop yet).
+
+        Failing that (endpoint asleep or without /models), it is asked again with the first
+        request, and `whisper-1` is sent meanwhile.
+        """
+        try:
+            with httpx.Client(base_url=self.base_url, headers=dict(self._client.headers), timeout=timeout_s) as client:
+                response = client.get("models")
+            self._learn_model(response)
+            self._model_checked = self._model_checked or bool(self.model)
+        except httpx.HTTPError as exc:
+            log.info("could not list the remote endpoint's models yet (%s)", exc)
+
+    def _learn_model(self, response: httpx.Response) -> None:
+        if response.status_code != 200:
+            return
+        try:
+            models = [m.get("id") for m in response.json().get("data", []) if isinstance(m, dict)]
+        except (ValueError, AttributeError):
+            return
+        models = [m for m in models if m]
+        if models:
+            self.model = models[0]
+            log.info("remote endpoint serves %s; using %s", models, self.model)
+            multilingual = not self.model.lower().endswith(".en")
+            self.info = EngineInfo(self.model, "remote", self.info.device, multilingual, self.info.settings)
 
     @staticmethod
     def _normalise(url: str) -> str:
@@ -410,15 +441,8 @@ class RemoteEngine:
         try:
             async with self._semaphore:
                 response = await self._client.get("models", timeout=10.0)
-            if response.status_code == 200:
-                models = [m.get("id") for m in response.json().get("data", []) if isinstance(m, dict)]
-                models = [m for m in models if m]
-                if models:
-                    self.model = models[0]
-                    log.info("remote endpoint serves %s; using %s", models, self.model)
-                    multilingual = not self.model.lower().endswith(".en")
-                    self.info = EngineInfo(self.model, "remote", self.info.device, multilingual, self.info.settings)
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            self._learn_model(response)
+        except httpx.HTTPError as exc:
             log.info("could not list the remote endpoint's models (%s); sending model=whisper-1", exc)
 
     async def _post(

@@ -241,6 +241,7 @@ def test_settings_and_factory_build_a_remote_engine(server, monkeypatch):
     assert isinstance(engine, RemoteEngine)
     assert engine.retries == 5 and engine.audio_format == "wav"
     assert engine.info.engine == "remote"
+    assert engine.info.model == "fake-whisper"  # REMOTE_MODEL unset: asked the endpoint at start-up
     asyncio.run(engine.close())
 
 
