@@ -17,6 +17,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import fields  # noqa: E402
 
 from engine.base import TranscriptionError  # noqa: E402
 from settings import Settings  # noqa: E402
@@ -33,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
     tr.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     tr.add_argument("-v", "--verbose", action="store_true")
-    Settings.add_arguments(
-        tr,
-        ["model", "engine", "endpoint_url", "hf_token", "remote_model", "device", "enforce_eager", "max_audio_seconds"],
-    )
+    engine_settings = ["model", "model_cache", "engine", "endpoint_url", "hf_token", "device", "enforce_eager"]
+    engine_settings += ["max_num_seqs", "kv_cache_mb", "kv_cache_dtype", "max_audio_seconds"]
+    engine_settings += [f.name for f in fields(Settings) if f.name.startswith("remote_")]
+    Settings.add_arguments(tr, engine_settings)
     return parser
 
 
