@@ -60,6 +60,7 @@ def build_app(engine: Engine, settings: Settings) -> FastAPI:
     include_api(api, engine, settings, slots)
     page = build_page(engine, settings, slots)
     api.state.slots = slots
+    api.state.page = page
     return gr.mount_gradio_app(api, page, path="/", max_file_size=f"{int(settings.max_upload_mb)}mb")
 
 

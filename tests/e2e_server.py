@@ -75,9 +75,23 @@ def main() -> None:
         slots = api.state.slots
         return {**STATS.to_dict(), "slots_active": slots.active, "slots_limit": slots.limit}
 
-    # The page is mounted at "/": move the new route in front of Gradio's catch-all.
-    route = api.router.routes.pop()
-    api.router.routes.insert(0, route)
+    @api.post("/e2e/drop")
+    async def e2e_drop() -> dict[str, object]:
+        """Close every page WebRTC connection from the server side (a dropped network)."""
+        from fastrtc import WebRTC
+
+        closed = 0
+        for block in api.state.page.blocks.values():
+            if isinstance(block, WebRTC):
+                for pc in list(block.pcs.values()):
+                    await pc.close()
+                    closed += 1
+        return {"closed": closed}
+
+    # The page is mounted at "/": move the new routes in front of Gradio's catch-all.
+    for _ in range(2):
+        route = api.router.routes.pop()
+        api.router.routes.insert(0, route)
     host, port = app_module.server_address()
     logging.getLogger("e2e").info("e2e server on http://%s:%d (engine %s)", host, port, engine.info.model)
     uvicorn.run(api, host=host, port=port, log_level="warning")

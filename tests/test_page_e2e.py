@@ -18,8 +18,8 @@ Checked:
   clearing one leaves the other);
 - a third stream beyond MAX_STREAMS=2 is refused with a clear message;
 - stop ends the stream: no audio frame reaches the server afterwards, the slot is freed;
-- record again (a restart after a stop or a dropped connection) continues the same
-  transcript without reloading;
+- record again after a stop, and after a dropped connection (closed from the server's
+  side, `POST /e2e/drop`), continues the same transcript without reloading;
 - a refused microphone shows a clear message; an uploaded non-audio file gets a clear
   error;
 - a screenshot is saved to test-artifacts/page-e2e.png.
@@ -222,21 +222,27 @@ def _open(browser, base: str, *, record_button: bool = True):
     return page
 
 
+def _grant_and_record(page) -> None:
+    if page.locator(ACCESS).count():
+        page.click(ACCESS)
+    page.click(RECORD, timeout=60_000)
+
+
 PLACEHOLDER = "The transcript appears here"
 
 
 def _finals(page) -> str:
-    text = page.inner_text("#finals").strip()
+    text = page.inner_text("#finals .rtw-transcript").strip()
     return "" if PLACEHOLDER in text else text
 
 
 def _partial(page) -> str:
-    text = page.inner_text("#partial").strip()
+    text = page.inner_text("#partial .rtw-partial").strip()
     return "" if text.startswith("Listening") else text
 
 
 def _status(page) -> str:
-    return page.inner_text("#status")
+    return page.inner_text("#status .rtw-status")
 
 
 def _toasts(page) -> str:
@@ -282,21 +288,14 @@ class TestBrowser:
         browser_a = _launch(p, fake_mic_wav)
         browser_b = _launch(p, fake_mic_wav)
         try:
-            a = _open(browser_a, server)
-            b = _open(browser_b, server)
-            assert "tiny" in _status(a) or "Model" in _status(a)
+            # Chromium's fake microphone starts playing the file when the page gets the
+            # microphone, so each page is granted it right before Record.
+            a = _open(browser_a, server, record_button=False)
+            b = _open(browser_b, server, record_button=False)
+            assert "Model" in _status(a)
             frames_before = _get_json(server + "/e2e/stats")["frames"]
-
-            a.click(RECORD)
-            b.click(RECORD)
-            _wait(lambda: "live" in _status(a) and "live" in _status(b), 60, "both streams live")
-
-            # A third stream is over MAX_STREAMS=2: refused, with a clear message.
-            c = _open(browser_b, server)
-            c.click(RECORD)
-            _wait(lambda: "full" in (_status(c) + _toasts(c)).lower(), 60, "the 'app is full' message")
-            assert _finals(c) == ""
-            c.close()
+            for page in (a, b):
+                _grant_and_record(page)
 
             # Partial text during speech, before any final.
             saw_partial_first = {"a": False, "b": False}
@@ -313,8 +312,20 @@ class TestBrowser:
             assert saw_partial_first["b"], "page B showed no partial text before its first final"
             assert _get_json(server + "/e2e/stats")["frames"] > frames_before
 
+            assert "live" in _status(a) and "live" in _status(b)
             ARTIFACTS.mkdir(exist_ok=True)
             a.screenshot(path=str(ARTIFACTS / "page-e2e.png"), full_page=True)
+
+            # A third stream is over MAX_STREAMS=2: refused, with a clear message. (Its own
+            # browser: pages of one Chromium share the fake microphone, and closing one
+            # disturbs the other's capture.)
+            browser_c = _launch(p, None)
+            c = _open(browser_c, server)
+            c.click(RECORD)
+            _wait(lambda: "full" in (_status(c) + _toasts(c)).lower(), 60, "the 'app is full' message")
+            assert _finals(c) == ""
+            c.screenshot(path=str(ARTIFACTS / "page-e2e-full.png"))
+            browser_c.close()
 
             # Stop: the last words are settled, the server gets no more audio, the slot is free.
             a.click(RECORD)
@@ -343,13 +354,24 @@ class TestBrowser:
             time.sleep(1.0)
             assert _finals(a) == text_a
 
-            # Restart without reloading: the transcript so far is kept and grows.
+            # Record again without reloading: the transcript so far is kept and grows.
             a.click(RECORD)
             _wait(lambda: "live" in _status(a), 60, "page A live again")
             _wait(lambda: len(_finals(a)) > len(text_a) or _partial(a), 120, "new text after the restart")
             assert _finals(a).startswith(text_a[:40])
+
+            # The connection drops (closed from the server's side): the page says so, keeps
+            # the transcript, and Record starts a new stream without a reload.
+            dropped = json.loads(urllib.request.urlopen(urllib.request.Request(server + "/e2e/drop", method="POST"), timeout=30).read())
+            assert dropped["closed"] >= 1
+            _wait(lambda: "dropped" in _status(a), 90, "the 'connection dropped' message")
+            _wait(lambda: a.inner_text(RECORD).strip().startswith("Record"), 90, "the Record button after the drop")
+            assert _finals(a).startswith(text_a[:40])
+            a.click(RECORD)
+            _wait(lambda: "live" in _status(a) and "dropped" not in _status(a), 60, "page A live after the drop")
             a.click(RECORD)
             _wait(lambda: _get_json(server + "/e2e/stats")["active"] == 0, 90, "the restarted stream to end")
+            _wait(lambda: "stopped" in _status(a), 60, "'stopped' after the restart")
             assert _finals(a).startswith(text_a[:40])
             a.screenshot(path=str(ARTIFACTS / "page-e2e-restart.png"), full_page=True)
         finally:

@@ -49,6 +49,9 @@ EMIT_WAIT_S = 0.25
 FINISH_TIMEOUT_S = 60.0
 
 
+DROPPED_MESSAGE = "The connection dropped. Press Record to continue: the transcript so far is kept."
+
+
 def full_message(limit: int) -> str:
     return (
         f"The app is full: {limit} live stream{'s' if limit != 1 else ''} already running. "
@@ -201,6 +204,8 @@ class LiveHandler(AsyncStreamHandler):
         self._stopped = False
         self._pump: asyncio.Task | None = None
         self._shutdown_task: asyncio.Task | None = None
+        #: Set when the page's Stop ended the stream (else the connection dropped).
+        self.stop_requested = False
 
     def copy(self) -> "LiveHandler":
         return LiveHandler(self.engine, self.options, self.slots, stats=self.stats, multilingual=self.multilingual)
@@ -356,6 +361,8 @@ class LiveHandler(AsyncStreamHandler):
                 self.stats.active = max(0, self.stats.active - 1)
             self._release()
             if self.tab is not None:
+                if session is not None and not self.stop_requested and self.tab.handler is self and not self.tab.message:
+                    self.tab.message = DROPPED_MESSAGE
                 self.tab.end_stream(self)
             self._changed.set()
             log.info("live stream ended: %.1f s of audio in %d frames", self.audio_s, self.frames)

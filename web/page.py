@@ -25,7 +25,7 @@ import gradio as gr
 
 from engine.base import Engine
 from settings import Settings
-from web.live import STATS, LiveHandler, TabState
+from web.live import DROPPED_MESSAGE, LiveHandler, TabState
 from web.sessions import StreamSlots
 
 #: Finals shown in the panel; older ones stay in the downloads (keeps an hour-long page light).
@@ -161,8 +161,14 @@ def _downloads_for(tab: TabState) -> _Downloads:
     return d
 
 
+def _signature(tab: TabState) -> tuple:
+    p = tab.partial
+    return (tab.version, tab.live, tab.streams, tab.message, p.text if p else None, tab.last_final_latency_s, round(tab.stream_audio_s, 1))
+
+
 def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = False) -> list[Any]:
     """Updates for [finals, partial, status, txt, srt, vtt]; unchanged parts are skipped."""
+    tab._signature = _signature(tab)  # type: ignore[attr-defined]
     finals: Any = gr.skip()
     if force or getattr(tab, "_rendered_version", -1) != tab.version:
         finals = render_finals(tab)
@@ -254,10 +260,19 @@ def build_live_tab(
     def on_outputs(state: TabState, *_: Any) -> list[Any]:
         return render(state, engine, slots)
 
-    mic.on_additional_outputs(on_outputs, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden", queue=True)
+    dep = mic.on_additional_outputs(on_outputs, inputs=[tab], outputs=outputs, concurrency_limit=None, queue=True)
+    # FastRTC fixes "minimal" progress (a running timer over the transcript); hide it.
+    root = gr.context.Context.root_block
+    block_fn = root.fns.get(dep.get("id")) if root is not None and isinstance(dep, dict) else None
+    if block_fn is not None:
+        block_fn.show_progress = "hidden"
 
     async def on_stop(state: TabState) -> list[Any]:
         h = state.handler
+        if h is not None:
+            h.stop_requested = True
+        if state.message == DROPPED_MESSAGE:
+            state.message = None
         if h is not None and state.live:
             # Stop taking audio now and flush the last utterance (the connection's own
             # shutdown, when it closes, finds this already done).
@@ -269,6 +284,18 @@ def build_live_tab(
         return render(state, engine, slots, force=True)
 
     mic.stop_recording(on_stop, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
+
+    # After a dropped connection (or anything that ends a stream without the Stop
+    # button) the stream of updates is gone: a light poll shows the last final and the
+    # state. While live, or when nothing changed, it sends nothing.
+    timer = gr.Timer(1.0)
+
+    def on_tick(state: TabState) -> list[Any]:
+        if state.live or getattr(state, "_signature", None) == _signature(state):
+            return [gr.skip()] * len(outputs)
+        return render(state, engine, slots)
+
+    timer.tick(on_tick, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
 
     def on_clear(state: TabState) -> list[Any]:
         state.clear()
