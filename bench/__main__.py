@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                     out["nonspeech_words"] = rec["nonspeech_words"]
                 elif section == "streaming":
                     out["streaming"].append(rec)
+                elif section == "error":
+                    out["errors"].append(rec)
             if error:
                 out["errors"].append({"engine": name, "error": error})
         if "gpu" in sections:

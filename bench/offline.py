@@ -136,12 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         if name == "ours" and "hallucination" in plan["sections"]:
             from bench.hallucination import measure_hallucination
 
-            emit("hallucination", measure_hallucination(engine, plan))
+            try:
+                emit("hallucination", measure_hallucination(engine, plan))
+            except Exception as exc:  # report it and go on with streaming
+                emit("error", {"engine": "ours/hallucination", "error": f"{type(exc).__name__}: {exc}"[:400]})
         if name == "ours" and "streaming" in plan["sections"]:
             from bench.streaming_bench import measure_streaming
 
-            for run in measure_streaming(engine, plan):
-                emit("streaming", run)
+            try:
+                for run in measure_streaming(engine, plan):
+                    emit("streaming", run)
+            except Exception as exc:
+                emit("error", {"engine": "ours/streaming", "error": f"{type(exc).__name__}: {exc}"[:400]})
     finally:
         engine.close()
     return 0
