@@ -275,8 +275,9 @@ def _offline_text(base: str, clip) -> str:
     return r.json()["text"]
 
 
-@pytest.mark.skipif(not INSIDE, reason="runs inside the loopback namespace (see test_page_in_browser)")
 class TestBrowser:
+    """Run by `test_page_in_browser` inside the loopback namespace (not collected outside)."""
+
     def test_live_two_pages_stop_restart(self, server, clip, fake_mic_wav, playwright_instance):
         from bench.evalset import wer
 
@@ -409,3 +410,25 @@ class TestBrowser:
             page.screenshot(path=str(ARTIFACTS / "page-e2e-bad-upload.png"))
         finally:
             browser.close()
+
+    def test_upload_tab_transcribes_a_recording(self, server, clip, playwright_instance):
+        from bench.evalset import wer
+
+        browser = _launch(playwright_instance, None)
+        try:
+            page = _open(browser, server, record_button=False)
+            page.get_by_role("tab", name="Transcribe a recording").click()
+            page.locator("#upload-file input[type=file]").set_input_files(str(clip.path))
+            page.wait_for_timeout(1500)
+            page.click("#upload-run")
+            text = _wait(lambda: page.input_value("#upload-text textarea").strip(), 180, "the recording's transcript")
+            print(f"upload: {text!r}")
+            assert wer([clip.text], [text]) <= 0.2
+            _wait(lambda: page.locator("#upload-download-srt").is_enabled(), 30, "the srt download")
+            assert "-->" in page.input_value("#upload-srt textarea")
+        finally:
+            browser.close()
+
+
+if not INSIDE:
+    del TestBrowser  # collected only inside the namespace (see test_page_in_browser)
