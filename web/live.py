@@ -98,6 +98,7 @@ class TabState:
         self.message: str | None = None  # a problem to show (full, engine error)
         self.version = 0  # bumped when finals change (clear included)
         self.handler: "LiveHandler | None" = None
+        self.ended_at: float | None = None  # time.monotonic() when the last stream ended
         self._stream_done: asyncio.Event | None = None
 
     def __deepcopy__(self, memo: dict) -> "TabState":
@@ -117,6 +118,7 @@ class TabState:
         self.partial = None
         self.message = None
         self.stream_audio_s = 0.0
+        self.ended_at = None
         self._stream_done = asyncio.Event()
 
     def end_stream(self, handler: "LiveHandler") -> None:
@@ -125,6 +127,7 @@ class TabState:
             self.partial = None
             self.offset_s = handler.tab_offset_s + handler.audio_s
             self.stream_audio_s = handler.audio_s
+            self.ended_at = time.monotonic()
             if self._stream_done is not None:
                 self._stream_done.set()
 

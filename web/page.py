@@ -32,6 +32,8 @@ from web.sessions import StreamSlots
 MAX_SHOWN_FINALS = 400
 #: Downloads are rewritten at most this often while a stream runs (always at stop / clear).
 DOWNLOAD_REFRESH_S = 5.0
+#: A full refresh this long after a stream ended (see on_tick).
+SETTLE_REFRESH_S = 2.0
 #: How long "stop" waits for the last utterance's final.
 STOP_WAIT_S = 30.0
 
@@ -291,7 +293,15 @@ def build_live_tab(
     timer = gr.Timer(1.0)
 
     def on_tick(state: TabState) -> list[Any]:
-        if state.live or getattr(state, "_signature", None) == _signature(state):
+        if state.live:
+            return [gr.skip()] * len(outputs)
+        ended = state.ended_at
+        if ended is not None and time.monotonic() - ended > SETTLE_REFRESH_S and getattr(state, "_settled_at", None) != ended:
+            # Once, a moment after a stream ended: everything again, whatever updates
+            # raced with the end of the stream.
+            state._settled_at = ended  # type: ignore[attr-defined]
+            return render(state, engine, slots, force=True)
+        if getattr(state, "_signature", None) == _signature(state):
             return [gr.skip()] * len(outputs)
         return render(state, engine, slots)
 
