@@ -41,6 +41,17 @@ def _frame_energy_db(audio: np.ndarray) -> np.ndarray:
     return 20 * np.log10(rms)
 
 
+def is_silent(audio: np.ndarray, silence_dbfs: float = SplitOptions.silence_dbfs) -> bool:
+    """True when not one 20 ms frame is louder than `silence_dbfs`.
+
+    Whisper invents text for digital silence ("you", "Thank you."); the long-form path
+    already skips silent pieces, and short requests get the same rule so a silent clip
+    gives empty text whichever path it takes. A single frame of sound is enough to decode.
+    """
+    energy = _frame_energy_db(np.asarray(audio, dtype=np.float32))
+    return len(energy) == 0 or float(energy.max()) < silence_dbfs
+
+
 def find_cuts(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> list[int]:
     """Sample positions where to cut: the middle of the quietest stretch in each search range."""
     energy = _frame_energy_db(audio)

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 
 from engine.audio import validate_audio
+from engine.longform import is_silent
 from engine.base import (
     SAMPLE_RATE,
     AudioError,
@@ -279,6 +280,8 @@ class RemoteEngine:
             return await transcribe_long(
                 self, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress  # type: ignore[arg-type]
             )
+        if is_silent(audio):
+            return Transcription("", language or (None if self.info.multilingual else "en"), len(audio) / SAMPLE_RATE)
         result = await self.transcribe_window(
             audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
         )

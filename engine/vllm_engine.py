@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 import numpy as np
 
 from engine.audio import validate_audio
+from engine.longform import is_silent
 from engine.base import SAMPLE_RATE, EngineInfo, Segment, Task, Transcription, UnsupportedRequest
 from engine.tokens import WhisperVocabulary
 
@@ -180,6 +181,9 @@ class VllmEngine:
             return await transcribe_long(
                 self, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress
             )
+        if is_silent(audio):
+            self._check_request(language, task)
+            return Transcription("", language or (None if self.info.multilingual else "en"), len(audio) / SAMPLE_RATE)
         return await self.transcribe_window(
             audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
         )
@@ -246,15 +250,21 @@ class VllmEngine:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _language_for(self, audio: np.ndarray, language: str | None, task: Task) -> str | None:
+    def _check_request(self, language: str | None, task: Task) -> None:
+        """Refuse what the model cannot do, before any decode (silent audio included)."""
         if not self.vocab.multilingual:
             if task == "translate":
                 raise UnsupportedRequest(f"{self.info.model} is English-only: it cannot translate")
             if language not in (None, "", "en"):
                 raise UnsupportedRequest(f"{self.info.model} is English-only: language {language!r} is not supported")
+        elif language:
+            self.vocab.language_id(language)  # raises a clear error for unknown codes
+
+    async def _language_for(self, audio: np.ndarray, language: str | None, task: Task) -> str | None:
+        self._check_request(language, task)
+        if not self.vocab.multilingual:
             return "en"
         if language:
-            self.vocab.language_id(language)  # raises a clear error for unknown codes
             return language.lower()
         return await self.detect_language(audio)
 

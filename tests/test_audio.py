@@ -401,3 +401,14 @@ def test_decode_pcm16():
     np.testing.assert_array_equal(decode_pcm16(bytearray(data)), out)
     with pytest.raises(AudioError, match="even number of bytes"):
         decode_pcm16(b"\x00\x01\x02")
+
+
+def test_is_silent_needs_one_sounding_frame():
+    from engine.longform import is_silent
+
+    rng = np.random.default_rng(0)
+    assert is_silent(np.zeros(16000, np.float32))
+    assert is_silent((rng.standard_normal(16000) * 3e-5).astype(np.float32))  # dither, about -90 dBFS
+    quiet_word = np.zeros(16000, np.float32)
+    quiet_word[8000:8320] = (rng.standard_normal(320) * 0.003).astype(np.float32)  # 20 ms at -50 dBFS
+    assert not is_silent(quiet_word)

@@ -51,6 +51,18 @@ async def test_ok_sends_token_model_and_flac(server):
     assert b"fLaC" in seen.body
 
 
+async def test_silence_is_answered_locally(server):
+    """Whisper invents "you" for silence; a silent clip costs no request (and no hallucination)."""
+    server.behave("ok")
+    engine = make_engine(server.url)
+    try:
+        result = await engine.transcribe(np.zeros(16000, np.float32), language="en")
+    finally:
+        await engine.close()
+    assert result.text == "" and result.duration == pytest.approx(1.0)
+    assert server.seen == []
+
+
 async def test_connections_are_reused(server):
     server.behave("ok", "ok", "ok")
     engine = make_engine(server.url)

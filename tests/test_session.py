@@ -330,10 +330,13 @@ async def test_real_engine_speech_clip(engine) -> None:
     assert finals
     assert wer([clip.text], [session.transcript.text]) <= 0.15
     assert not [e for e in events if isinstance(e, ErrorEvent)]
-    # Between partials, committed text only grows.
+    # Between partials of one utterance, committed text only grows. (The clip has a
+    # pause after "Americans,": CI once compared the last partial of the first utterance
+    # with the first of the second, whose committed text rightly starts empty.)
     partials = transcript_events(events, "partial")
     for a, b in zip(partials, partials[1:]):
-        assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
+        if a.utterance_id == b.utterance_id:
+            assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
 
 
 async def test_committed_words_kept_when_final_overrides_is_off(one_utterance) -> None:
