@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 
 from bench.offline import load_items
 

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _transcribe(args: argparse.Namespace) -> str:
     from engine.audio import load_audio
     from engine.factory import create_engine
-    from engine.formats import to_json, to_srt, to_text, to_vtt
+    from engine.formats import to_json, to_srt, to_vtt
     from engine.progress import make_progress
 
     settings = Settings.from_args(args)

@@ -16,6 +16,10 @@ Task = Literal["transcribe", "translate"]
 ProgressCallback = Callable[[float, float], None]
 
 
+#: Whisper's window: audio longer than this takes the long-form path (split on quiet points).
+WINDOW_S = 30.0
+
+
 class TranscriptionError(Exception):
     """A request failed for a reason the caller should show to the user as is."""
 
@@ -68,6 +72,17 @@ class EngineInfo:
     device: str
     multilingual: bool
     settings: dict[str, object] = field(default_factory=dict)
+
+
+def check_task(info: EngineInfo, language: str | None, task: str) -> None:
+    """Refuse what the model cannot do before any audio is decoded (silent audio included)."""
+    if task not in ("transcribe", "translate"):
+        raise UnsupportedRequest(f"task must be 'transcribe' or 'translate', not {task!r}")
+    if not info.multilingual:
+        if task == "translate":
+            raise UnsupportedRequest(f"{info.model} is English-only: it cannot translate")
+        if language not in (None, "", "en"):
+            raise UnsupportedRequest(f"{info.model} is English-only: language {language!r} is not supported")
 
 
 @runtime_checkable

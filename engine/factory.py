@@ -19,7 +19,7 @@ def create_engine(settings: Settings) -> Engine:
         return RemoteEngine.from_settings(settings)
     if settings.engine != "vllm":
         raise ValueError(f"ENGINE={settings.engine!r}: use 'vllm' or 'remote'")
-    from engine.vllm_engine import VllmEngine, choose_options, cuda_capability
+    from engine.vllm_engine import VllmEngine, choose_options
 
     options = choose_options(
         device=settings.device,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from engine.base import SAMPLE_RATE, Segment, Task, Transcription
+from engine.base import SAMPLE_RATE, WINDOW_S, Segment, Task, Transcription
 
 if TYPE_CHECKING:
     from engine.vllm_engine import VllmEngine
@@ -110,6 +110,42 @@ def split_audio(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> li
     return pieces
 
 
+async def transcribe_any(
+    engine: "VllmEngine",
+    audio: np.ndarray,
+    *,
+    language: str | None = None,
+    task: Task = "transcribe",
+    prompt: str | None = None,
+    temperature: float = 0.0,
+    timestamps: bool = False,
+    progress: Callable[[float, float], Any] | None = None,
+) -> Transcription:
+    """Validated audio of any length to text, the same way for every engine.
+
+    Over 30 s: the long-form path. Silent audio: empty text without a decode (Whisper
+    invents "you" for it). Otherwise one window. The engine's own `transcribe_window`
+    does the decoding; this is only the choice of path, kept in one place.
+    """
+    if len(audio) > WINDOW_S * SAMPLE_RATE:
+        return await transcribe_long(
+            engine, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress
+        )
+    if is_silent(audio):
+        result = _silent_result(engine, audio, language)
+    else:
+        result = await engine.transcribe_window(
+            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
+        )
+    if progress is not None:
+        progress(result.duration, result.duration)
+    return result
+
+
+def _silent_result(engine: "VllmEngine", audio: np.ndarray, language: str | None) -> Transcription:
+    return Transcription("", language or ("en" if not engine.info.multilingual else None), len(audio) / SAMPLE_RATE)
+
+
 async def transcribe_long(
     engine: "VllmEngine",
     audio: np.ndarray,
@@ -125,7 +161,7 @@ async def transcribe_long(
     duration = len(audio) / SAMPLE_RATE
     pieces = split_audio(audio, options)
     if not pieces:
-        return Transcription("", language or ("en" if not engine.info.multilingual else None), duration)
+        return _silent_result(engine, audio, language)
     if language is None and engine.info.multilingual:
         first = pieces[0][1]
         language = await engine.detect_language(first)

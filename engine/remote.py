@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 
 from engine.audio import validate_audio
-from engine.longform import is_silent
 from engine.base import (
     SAMPLE_RATE,
+    WINDOW_S,
     AudioError,
     EngineInfo,
     EngineUnavailable,
@@ -41,12 +41,12 @@ from engine.base import (
     Task,
     Transcription,
     TranscriptionError,
-    UnsupportedRequest,
+    check_task,
 )
+from engine.longform import transcribe_any
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 30.0
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
@@ -273,21 +273,11 @@ class RemoteEngine:
     ) -> Transcription:
         audio = validate_audio(audio)
         await self._ensure_model()
-        self._check_request(language, task)
-        if len(audio) > WINDOW_S * SAMPLE_RATE:
-            from engine.longform import transcribe_long
-
-            return await transcribe_long(
-                self, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress  # type: ignore[arg-type]
-            )
-        if is_silent(audio):
-            return Transcription("", language or (None if self.info.multilingual else "en"), len(audio) / SAMPLE_RATE)
-        result = await self.transcribe_window(
-            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
+        check_task(self.info, language, task)
+        return await transcribe_any(
+            self, audio, language=language, task=task, prompt=prompt, temperature=temperature,  # type: ignore[arg-type]
+            timestamps=timestamps, progress=progress,
         )
-        if progress is not None:
-            progress(result.duration, result.duration)
-        return result
 
     async def transcribe_window(
         self,
@@ -348,7 +338,7 @@ class RemoteEngine:
         """
         audio = validate_audio(audio)
         await self._ensure_model()
-        self._check_request(language, task)
+        check_task(self.info, language, task)
         if len(audio) > WINDOW_S * SAMPLE_RATE:
             result = await self.transcribe(audio, language=language, task=task, prompt=prompt, temperature=temperature)
             for i, segment in enumerate(result.segments):
@@ -404,15 +394,6 @@ class RemoteEngine:
         await self._client.aclose()
 
     # -- HTTP -------------------------------------------------------------------------
-
-    def _check_request(self, language: str | None, task: Task) -> None:
-        if task not in ("transcribe", "translate"):
-            raise UnsupportedRequest(f"task must be 'transcribe' or 'translate', not {task!r}")
-        if not self.info.multilingual:
-            if task == "translate":
-                raise UnsupportedRequest(f"{self.info.model} is English-only: it cannot translate")
-            if language not in (None, "", "en"):
-                raise UnsupportedRequest(f"{self.info.model} is English-only: language {language!r} is not supported")
 
     def _path(self, task: Task) -> str:
         return "audio/translations" if task == "translate" else "audio/transcriptions"

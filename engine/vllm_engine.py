@@ -11,13 +11,12 @@ from typing import Any, AsyncIterator
 import numpy as np
 
 from engine.audio import validate_audio
-from engine.longform import is_silent
-from engine.base import SAMPLE_RATE, EngineInfo, Segment, Task, Transcription, UnsupportedRequest
+from engine.base import SAMPLE_RATE, WINDOW_S, EngineInfo, Segment, Task, Transcription, check_task
+from engine.longform import transcribe_any
 from engine.tokens import WhisperVocabulary
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 30.0
 MAX_DECODER_TOKENS = 448
 # A loop costs a whole 448-token decode; real speech needs a few tokens per second.
 TOKENS_PER_SECOND = 10
@@ -175,17 +174,10 @@ class VllmEngine:
         progress: Any = None,
     ) -> Transcription:
         audio = validate_audio(audio)
-        if len(audio) > WINDOW_S * SAMPLE_RATE:
-            from engine.longform import transcribe_long
-
-            return await transcribe_long(
-                self, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress
-            )
-        if is_silent(audio):
-            self._check_request(language, task)
-            return Transcription("", language or (None if self.info.multilingual else "en"), len(audio) / SAMPLE_RATE)
-        return await self.transcribe_window(
-            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
+        self._check_request(language, task)
+        return await transcribe_any(
+            self, audio, language=language, task=task, prompt=prompt, temperature=temperature,
+            timestamps=timestamps, progress=progress,
         )
 
     async def transcribe_window(
@@ -251,13 +243,8 @@ class VllmEngine:
     # -- internals --------------------------------------------------------------------
 
     def _check_request(self, language: str | None, task: Task) -> None:
-        """Refuse what the model cannot do, before any decode (silent audio included)."""
-        if not self.vocab.multilingual:
-            if task == "translate":
-                raise UnsupportedRequest(f"{self.info.model} is English-only: it cannot translate")
-            if language not in (None, "", "en"):
-                raise UnsupportedRequest(f"{self.info.model} is English-only: language {language!r} is not supported")
-        elif language:
+        check_task(self.info, language, task)
+        if self.vocab.multilingual and language:
             self.vocab.language_id(language)  # raises a clear error for unknown codes
 
     async def _language_for(self, audio: np.ndarray, language: str | None, task: Task) -> str | None:

@@ -26,7 +26,10 @@ if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == *"$stamp_value"* ]]; then
 else
   echo "setup: preparing $VENV for $FLAVOUR (test tools: $WITH_TEST); first time takes 2-4 minutes" >&2
   [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-  PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+  # This machine's pip configuration names index folders that may not exist; pip warns
+  # about each one for every package, which buries real errors. Only that line is dropped.
+  PIP=(pip_quiet "$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+  pip_quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
   "${PIP[@]}" --upgrade pip >/dev/null
   req_args=()
   for r in "${reqs[@]}"; do req_args+=(-r "$r"); done

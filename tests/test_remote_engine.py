@@ -108,7 +108,6 @@ async def test_vllm_serve_translate(vllm_url, de_clip):
 
 
 async def test_vllm_serve_errors_are_clear(vllm_url):
-    import numpy as np
 
     wrong_prefix = _remote(vllm_url.rsplit("/v1", 1)[0] + "/api/v1", model="whisper-base", retries=0)
     wrong_model = _remote(vllm_url, model="no-such-model", retries=0)
@@ -200,7 +199,6 @@ async def test_remote_engine_on_the_apps_own_api(own_api, en_clips, engine):
 
 
 async def test_remote_engine_on_the_apps_own_api_wrong_key(own_api):
-    import numpy as np
 
     remote = _remote(own_api, token="wrong", model="whisper-1")
     try:

@@ -27,7 +27,7 @@ from starlette.formparsers import MultiPartException
 
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, Engine, Transcription
-from engine.formats import to_srt, to_text, to_vtt
+from engine.formats import to_srt, to_vtt
 from settings import Settings
 from web import metrics
 from web.auth import require_api_key
