@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", default=None, help="stream counts, e.g. 1,2,4,8 (default: 1,2,4,8; quick: 1,4)")
     p.add_argument("--stream-seconds", type=float, default=None, help="streamed excerpt of the mixed long-form file (default 60; quick 20)")
     p.add_argument("--longform-max-s", type=float, default=300.0, help="offline long-form: cut each file after this many seconds, in a pause (0: whole files)")
+    p.add_argument("--stagger-s", type=float, default=1.7, help="seconds between stream starts in the staggered runs (0: no staggered runs)")
     p.add_argument("--min-silence-ms", type=int, default=500, help="minimum silence that ends an utterance (streaming)")
     p.add_argument("--eager", action="store_true", help="our engine without torch.compile (starts in ~10 s instead of ~50 s)")
     p.add_argument("--no-plot", action="store_true")
@@ -108,6 +109,10 @@ def make_plan(args: argparse.Namespace) -> dict:
             "item": {"path": str(mixed.path), "text": ref, "cut_s": cut},
             "segments": segs,
             "stream_counts": counts,
+            # The same counts again with starts spread out, as independent speakers are:
+            # all-at-once makes every utterance of every stream end at the same moment.
+            "staggered_counts": [n for n in counts if n > 1],
+            "stagger_s": args.stagger_s,
             "min_silence_ms": args.min_silence_ms,
         },
     }
@@ -231,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             if not child_sections:
                 continue
             if name == "ours":
-                n_stream = len(plan["streaming"]["stream_counts"])
-                stream_budget = n_stream * (plan["streaming"]["item"]["cut_s"] * 1.6 + 30) if "streaming" in sections else 0
+                cfg = plan["streaming"]
+                n_stream = len(cfg["stream_counts"]) + (len(cfg["staggered_counts"]) if cfg["stagger_s"] > 0 else 0)
+                longest_stagger = cfg["stagger_s"] * (max(cfg["stream_counts"], default=1) - 1)
+                stream_budget = n_stream * (cfg["item"]["cut_s"] * 1.6 + longest_stagger + 30) if "streaming" in sections else 0
                 timeout = (240 if quick else 420) + stream_budget
             else:
                 timeout = 240 if quick else 600

@@ -2,8 +2,10 @@
 
 Every stream is a `Session` (resampling, VAD, segmenter, partial and final decodes on
 the shared engine, guards, LocalAgreement) fed 20 ms frames of 48 kHz audio on a real
-clock by `streaming.harness.simulate`; all N streams start together (the worst case:
-their utterances end at the same moments). Per run:
+clock by `streaming.harness.simulate`. Each count runs twice: all N streams started
+together (the worst case: their utterances end at the same moments, so N finals queue
+for the engine at once), and staggered, stream k starting `stagger_s` x k later (as
+independent speakers do; `stagger_s` in the record). Per run:
 
 * `final_latency_p50_s` / `_p95_s`: true utterance end (from `segments.json`) to final;
 * `first_partial_latency_s`: speech onset to the first partial with text (median);
@@ -49,7 +51,10 @@ def measure_streaming(engine, plan: dict):
     offline_text = engine.long(audio.copy())
     offline_wer = round(wer([reference], [offline_text]), 4)
     cores = os.cpu_count() or 1
-    for k, n in enumerate(cfg["stream_counts"]):
+    stagger = float(cfg.get("stagger_s", 0.0))
+    runs = [(n, 0.0) for n in cfg["stream_counts"]]
+    runs += [(n, stagger) for n in cfg.get("staggered_counts", [])] if stagger > 0 else []
+    for k, (n, stagger_s) in enumerate(runs):
         lags: list[list[tuple[float, float]]] = [[] for _ in range(n)]
         finals0: list[str] = []
 
@@ -74,15 +79,16 @@ def measure_streaming(engine, plan: dict):
                     segments=segments,
                     on_event=on_event,
                     warmup=(k == 0),
+                    stagger_s=stagger_s,
                 ),
-                timeout=duration * cfg.get("timeout_factor", 2.5) + 60,
+                timeout=duration * cfg.get("timeout_factor", 2.5) + stagger_s * (n - 1) + 60,
             )
         except Exception as exc:  # a timeout or a crash: report it, go on with the next count
-            yield {"streams": n, "error": f"{type(exc).__name__}: {exc}"[:300], "realtime_ok": False, "offline_wer": offline_wer}
+            yield {"streams": n, "stagger_s": stagger_s, "error": f"{type(exc).__name__}: {exc}"[:300], "realtime_ok": False, "offline_wer": offline_wer}
             continue
         cpu1, wall = os.times(), time.monotonic() - t0
         busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(1e-9, wall * cores)
-        growth = max((_lag_growth(s, duration) for s in lags), default=0.0)
+        growth = max((_lag_growth(s, duration + stagger_s * (n - 1)) for s in lags), default=0.0)
         p95 = summary.get("final_latency_p95_s")
         swer = summary.get("wer")
         ok = (
@@ -94,6 +100,7 @@ def measure_streaming(engine, plan: dict):
         )
         yield {
             "streams": n,
+            "stagger_s": stagger_s,
             "audio_s": round(duration, 1),
             "min_silence_ms": cfg["min_silence_ms"],
             "final_latency_p50_s": summary.get("final_latency_p50_s"),

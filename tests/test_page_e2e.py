@@ -429,6 +429,34 @@ class TestBrowser:
         finally:
             browser.close()
 
+    def test_upload_tab_long_recording_shows_progress(self, server, playwright_instance):
+        """A 3.9-minute file: the long-form path, a progress text while it runs, every stretch kept."""
+        from bench.evalset import longform_files, wer
+
+        long_file = next(f for f in longform_files() if f.path.name.startswith("ljspeech"))
+        browser = _launch(playwright_instance, None)
+        try:
+            page = _open(browser, server, record_button=False)
+            page.get_by_role("tab", name="Transcribe a recording").click()
+            page.locator("#upload-file input[type=file]").set_input_files(str(long_file.path))
+            page.wait_for_timeout(1500)
+            page.click("#upload-run")
+            seen_progress: list[str] = []
+
+            def done() -> str:
+                body = page.inner_text("body")
+                seen_progress.extend(line for line in body.splitlines() if "transcribing" in line)
+                return page.input_value("#upload-text textarea").strip()
+
+            text = _wait(done, 300, "the long recording's transcript")
+            print(f"long upload progress lines: {sorted(set(seen_progress))[:5]}")
+            assert seen_progress, "no progress text was shown while the long file was transcribed"
+            assert wer([long_file.text], [text]) <= 0.12
+            srt = page.input_value("#upload-srt textarea")
+            assert srt.count("-->") >= 8  # segment times across the whole file, not one block
+        finally:
+            browser.close()
+
 
 if not INSIDE:
     del TestBrowser  # collected only inside the namespace (see test_page_in_browser)
