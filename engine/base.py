@@ -16,6 +16,13 @@ Task = Literal["transcribe", "translate"]
 ProgressCallback = Callable[[float, float], None]
 
 
+#: Request priorities (vLLM's convention: lower is served first). A live stream's final
+#: and any request made by a caller go first; a live partial (soon superseded anyway)
+#: and the pieces of a long file wait behind them, so a final never queues behind the
+#: partials of other streams or behind a two-hour upload.
+PRIORITY_DEFAULT = 0
+PRIORITY_BACKGROUND = 1
+
 #: Whisper's window: audio longer than this takes the long-form path (split on quiet points).
 WINDOW_S = 30.0
 
@@ -101,11 +108,13 @@ class Engine(Protocol):
         temperature: float = 0.0,
         timestamps: bool = False,
         progress: "ProgressCallback | None" = None,
+        priority: int = PRIORITY_DEFAULT,
     ) -> Transcription:
         """Decode audio of any length; longer than 30 s goes through the long-form path.
 
         `progress(done_s, total_s)` is called as long-form pieces finish, so callers
-        can show a progress bar.
+        can show a progress bar. `priority` orders requests waiting for the engine
+        (lower first; engines without a queue of their own may ignore it).
         """
         ...
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from engine.base import SAMPLE_RATE, WINDOW_S, Segment, Task, Transcription
+from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, Segment, Task, Transcription
 
 if TYPE_CHECKING:
     from engine.vllm_engine import VllmEngine
@@ -120,6 +120,7 @@ async def transcribe_any(
     temperature: float = 0.0,
     timestamps: bool = False,
     progress: Callable[[float, float], Any] | None = None,
+    priority: int = PRIORITY_DEFAULT,
 ) -> Transcription:
     """Validated audio of any length to text, the same way for every engine.
 
@@ -128,14 +129,17 @@ async def transcribe_any(
     does the decoding; this is only the choice of path, kept in one place.
     """
     if len(audio) > WINDOW_S * SAMPLE_RATE:
+        # A long file's pieces wait behind live finals and short requests.
         return await transcribe_long(
-            engine, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress
+            engine, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress,
+            priority=max(priority, PRIORITY_BACKGROUND),
         )
     if is_silent(audio):
         result = _silent_result(engine, audio, language)
     else:
         result = await engine.transcribe_window(
-            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps
+            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps,
+            priority=priority,
         )
     if progress is not None:
         progress(result.duration, result.duration)
@@ -156,6 +160,7 @@ async def transcribe_long(
     temperature: float = 0.0,
     progress: Callable[[float, float], Any] | None = None,
     options: SplitOptions = SplitOptions(),
+    priority: int = PRIORITY_BACKGROUND,
 ) -> Transcription:
     """Transcribe audio of any length with segment times, batching all pieces at once."""
     duration = len(audio) / SAMPLE_RATE
@@ -164,7 +169,7 @@ async def transcribe_long(
         return _silent_result(engine, audio, language)
     if language is None and engine.info.multilingual:
         first = pieces[0][1]
-        language = await engine.detect_language(first)
+        language = await engine.detect_language(first, priority)
         log.info("detected language %s", language)
     done = 0.0
     if progress is not None:
@@ -180,6 +185,7 @@ async def transcribe_long(
             temperature=temperature,
             timestamps=True,
             offset=start / SAMPLE_RATE,
+            priority=priority,
         )
         done += len(piece) / SAMPLE_RATE
         if progress is not None:

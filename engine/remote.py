@@ -270,13 +270,14 @@ class RemoteEngine:
         temperature: float = 0.0,
         timestamps: bool = False,
         progress: Any = None,
+        priority: int = 0,  # the endpoint has its own queue: not sent
     ) -> Transcription:
         audio = validate_audio(audio)
         await self._ensure_model()
         check_task(self.info, language, task)
         return await transcribe_any(
             self, audio, language=language, task=task, prompt=prompt, temperature=temperature,  # type: ignore[arg-type]
-            timestamps=timestamps, progress=progress,
+            timestamps=timestamps, progress=progress, priority=priority,
         )
 
     async def transcribe_window(
@@ -289,6 +290,7 @@ class RemoteEngine:
         temperature: float = 0.0,
         timestamps: bool = False,
         offset: float = 0.0,
+        priority: int = 0,
     ) -> Transcription:
         duration = len(audio) / SAMPLE_RATE
         fmt = self.response_format
@@ -312,7 +314,7 @@ class RemoteEngine:
             self._verbose_ok = True
         return self._parse(response, fmt, duration, offset, language)
 
-    async def detect_language(self, audio: np.ndarray) -> str | None:
+    async def detect_language(self, audio: np.ndarray, priority: int = 0) -> str | None:
         """The language the endpoint reports for this audio (verbose_json), or None."""
         if not self.info.multilingual:
             return "en"

@@ -23,7 +23,7 @@ _DONE = object()
 
 
 class Runner(Protocol):
-    def generate(self, prompt: dict[str, Any], params: Any) -> AsyncIterator[Any]: ...
+    def generate(self, prompt: dict[str, Any], params: Any, priority: int = 0) -> AsyncIterator[Any]: ...
 
     def shutdown(self) -> None: ...
 
@@ -74,12 +74,12 @@ class InProcessRunner:
     def in_flight(self) -> int:
         return len(self._streams)
 
-    async def generate(self, prompt: dict[str, Any], params: Any) -> AsyncIterator[Any]:
+    async def generate(self, prompt: dict[str, Any], params: Any, priority: int = 0) -> AsyncIterator[Any]:
         if self._stopped:
             raise RuntimeError("engine is shut down")
         request_id = f"r{next(self._ids)}"
         stream = _OutputStream(asyncio.get_running_loop())
-        self._send("add", (request_id, prompt, params, stream))
+        self._send("add", (request_id, prompt, params, priority, stream))
         finished = False
         try:
             async for output in stream.items():
@@ -100,9 +100,9 @@ class InProcessRunner:
             except queue.Empty:
                 return
             if kind == "add":
-                request_id, prompt, params, stream = payload
+                request_id, prompt, params, priority, stream = payload
                 try:
-                    self._engine.add_request(request_id, prompt, params)
+                    self._engine.add_request(request_id, prompt, params, priority=priority)
                     self._streams[request_id] = stream
                 except Exception as exc:  # bad prompt: tell that caller only
                     stream.push(exc)
@@ -160,13 +160,13 @@ class AsyncLLMRunner:
     async def _make(cls: Any, engine_args: Any) -> Any:
         return cls.from_engine_args(engine_args)
 
-    async def generate(self, prompt: dict[str, Any], params: Any) -> AsyncIterator[Any]:
+    async def generate(self, prompt: dict[str, Any], params: Any, priority: int = 0) -> AsyncIterator[Any]:
         request_id = f"a{next(self._ids)}"
         stream = _OutputStream(asyncio.get_running_loop())
 
         async def pump() -> None:
             try:
-                async for output in self._llm.generate(prompt, params, request_id):
+                async for output in self._llm.generate(prompt, params, request_id, priority=priority):
                     stream.push(output)
             except Exception as exc:
                 stream.push(exc)

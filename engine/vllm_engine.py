@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 import numpy as np
 
 from engine.audio import validate_audio
-from engine.base import SAMPLE_RATE, WINDOW_S, EngineInfo, Segment, Task, Transcription, check_task
+from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, EngineInfo, Segment, Task, Transcription, check_task
 from engine.longform import transcribe_any
 from engine.tokens import WhisperVocabulary
 
@@ -136,6 +136,9 @@ class VllmEngine:
             gpu_memory_utilization=options.gpu_memory_utilization,
             disable_log_stats=True,
             seed=0,
+            # One encoder pass fits a step (max_num_batched_tokens), so the order of the
+            # waiting queue decides who waits: finals before partials (engine.base).
+            scheduling_policy="priority",
         )
         if options.runner == "inprocess":
             from engine.runners import InProcessRunner
@@ -172,12 +175,13 @@ class VllmEngine:
         temperature: float = 0.0,
         timestamps: bool = False,
         progress: Any = None,
+        priority: int = PRIORITY_DEFAULT,
     ) -> Transcription:
         audio = validate_audio(audio)
         self._check_request(language, task)
         return await transcribe_any(
             self, audio, language=language, task=task, prompt=prompt, temperature=temperature,
-            timestamps=timestamps, progress=progress,
+            timestamps=timestamps, progress=progress, priority=priority,
         )
 
     async def transcribe_window(
@@ -190,13 +194,14 @@ class VllmEngine:
         temperature: float = 0.0,
         timestamps: bool = False,
         offset: float = 0.0,
+        priority: int = PRIORITY_DEFAULT,
     ) -> Transcription:
         """Decode at most 30 s; retries once at a higher temperature if greedy output loops."""
-        language = await self._language_for(audio, language, task)
-        result = await self._decode(audio, language, task, prompt, temperature, timestamps, offset)
+        language = await self._language_for(audio, language, task, priority)
+        result = await self._decode(audio, language, task, prompt, temperature, timestamps, offset, priority)
         if (result.compression_ratio or 0) > LOOP_COMPRESSION_RATIO and temperature == 0.0:
             log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio)
-            retry = await self._decode(audio, language, task, None, 0.4, timestamps, offset)
+            retry = await self._decode(audio, language, task, None, 0.4, timestamps, offset, priority)
             if (retry.compression_ratio or 0) < (result.compression_ratio or 0):
                 result = retry
         return result
@@ -223,7 +228,7 @@ class VllmEngine:
             if delta:
                 yield delta
 
-    async def detect_language(self, audio: np.ndarray) -> str:
+    async def detect_language(self, audio: np.ndarray, priority: int = PRIORITY_DEFAULT) -> str:
         """The most likely language token after <|startoftranscript|>, constrained to languages."""
         if not self.vocab.multilingual:
             return "en"
@@ -233,7 +238,7 @@ class VllmEngine:
             temperature=0.0, max_tokens=1, allowed_token_ids=list(self.vocab.language_ids.values()), detokenize=False
         )
         token_ids: list[int] = []
-        async for output in self._runner.generate(self._prompt(audio, [self.vocab.sot]), params):
+        async for output in self._runner.generate(self._prompt(audio, [self.vocab.sot]), params, priority):
             token_ids += output.outputs[0].token_ids
         return self.vocab.language_of(token_ids[0]) or "en"
 
@@ -247,13 +252,15 @@ class VllmEngine:
         if self.vocab.multilingual and language:
             self.vocab.language_id(language)  # raises a clear error for unknown codes
 
-    async def _language_for(self, audio: np.ndarray, language: str | None, task: Task) -> str | None:
+    async def _language_for(
+        self, audio: np.ndarray, language: str | None, task: Task, priority: int = PRIORITY_DEFAULT
+    ) -> str | None:
         self._check_request(language, task)
         if not self.vocab.multilingual:
             return "en"
         if language:
             return language.lower()
-        return await self.detect_language(audio)
+        return await self.detect_language(audio, priority)
 
     def _prompt(self, audio: np.ndarray, decoder_ids: list[int]) -> dict[str, Any]:
         return {
@@ -285,13 +292,14 @@ class VllmEngine:
         temperature: float,
         timestamps: bool,
         offset: float,
+        priority: int,
     ) -> Transcription:
         duration = len(audio) / SAMPLE_RATE
         decoder = self.vocab.decoder_prompt(language=language, task=task, prompt=prompt, timestamps=timestamps)
         token_ids: list[int] = []
         logprob_sum = 0.0
         params = self._params(audio, decoder, temperature, logprobs=True)
-        async for output in self._runner.generate(self._prompt(audio, decoder), params):
+        async for output in self._runner.generate(self._prompt(audio, decoder), params, priority):
             completion = output.outputs[0]
             token_ids += completion.token_ids
             for token_id, entry in zip(completion.token_ids, completion.logprobs or []):

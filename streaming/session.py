@@ -50,6 +50,7 @@ from typing import AsyncIterator, Callable, Literal
 
 import numpy as np
 
+from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT
 from streaming.events import ErrorEvent, Event, StatusEvent, TranscriptEvent
 from streaming.guards import drop_reason, is_repetition_loop, strip_repetition
 from streaming.resample import FrameResampler
@@ -361,12 +362,16 @@ class Session:
 
     # -- decoding -------------------------------------------------------------------
 
-    async def _decode(self, audio: np.ndarray, prompt: str | None, language: str | None = None):
+    async def _decode(
+        self, audio: np.ndarray, prompt: str | None, language: str | None = None, *, partial: bool = False
+    ):
+        # A partial waits behind every final in the engine's queue (engine.base priorities).
         return await self.engine.transcribe(
             audio,
             language=self.options.language or language,
             task=self.options.task,
             prompt=prompt,
+            priority=PRIORITY_BACKGROUND if partial else PRIORITY_DEFAULT,
         )
 
     def _prompt(self, utt: _Utt) -> str | None:
@@ -409,7 +414,7 @@ class Session:
         me = asyncio.current_task()
         t0 = self._clock()
         try:
-            result = await self._decode(audio, self._prompt(utt), utt.language)
+            result = await self._decode(audio, self._prompt(utt), utt.language, partial=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed partial is not fatal; the final will retry

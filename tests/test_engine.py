@@ -92,6 +92,29 @@ async def test_concurrent_requests_match_sequential(engine, english_clips):
     assert concurrent == sequential
 
 
+async def test_urgent_request_overtakes_waiting_background_ones(engine, english_clips):
+    """A live final (priority 0) does not queue behind partials of other streams (priority 1).
+
+    vLLM runs one encoder pass per step here, so the waiting queue's order decides who
+    waits; with first-come-first-served the late urgent request would finish last.
+    """
+    from engine.base import PRIORITY_BACKGROUND
+
+    audio = read_audio(next(c for c in english_clips if "jfk" in c.name).path)
+    done: list[str] = []
+
+    async def run(name: str, priority: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await engine.transcribe(audio, priority=priority)
+        done.append(name)
+
+    await asyncio.gather(
+        *(run(f"background{i}", PRIORITY_BACKGROUND, 0.0) for i in range(6)),
+        run("urgent", 0, 0.05),
+    )
+    assert done.index("urgent") <= 2, done
+
+
 async def test_stream_deltas_join_to_full_text(engine, english_clips):
     clip = next(c for c in english_clips if "jfk" in c.name)
     audio = read_audio(clip.path)

@@ -339,6 +339,26 @@ async def test_real_engine_speech_clip(engine) -> None:
             assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
 
 
+async def test_partials_ask_for_background_priority(one_utterance) -> None:
+    """Finals go first in the shared engine's queue; partials wait behind them."""
+    from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT
+
+    class Recording(FakeEngine):
+        async def transcribe(self, audio, **kw):
+            self.priorities.append((len(audio) / SR, kw.get("priority")))
+            return await super().transcribe(audio, **kw)
+
+    engine = Recording()
+    engine.priorities = []
+    events = await run(Session(engine), one_utterance)
+    (final,) = transcript_events(events, "final")
+    assert transcript_events(events, "partial")
+    partial_calls = [p for _, p in engine.priorities[:-1]]
+    assert PRIORITY_BACKGROUND in partial_calls
+    assert engine.priorities[-1][1] == PRIORITY_DEFAULT  # the final (longest audio, last)
+    assert set(partial_calls) <= {PRIORITY_BACKGROUND, PRIORITY_DEFAULT}
+
+
 async def test_committed_words_kept_when_final_overrides_is_off(one_utterance) -> None:
     class Revising(FakeEngine):
         async def transcribe(self, audio, **kw):
