@@ -241,6 +241,7 @@ class Session:
     async def close(self) -> None:
         """Stop now: cancel every decode and end `events()`."""
         self._done = True
+        self._gate.forget(self)
         self._cancel_partial()
         self._cancel_spec()
         tasks = list(self._finals.values())
@@ -298,6 +299,7 @@ class Session:
         task = asyncio.ensure_future(self._run_final(utt, ev, spec, prev))
         self._finals[ev.id] = task
         self._last_final = task
+        self._gate.forget(self)  # the utterance is over: no partial wanted any more
         self._gate.start_final()
         task.add_done_callback(lambda _t, i=ev.id: self._finals.pop(i, None))
         task.add_done_callback(lambda _t: self._gate.end_final())
@@ -338,8 +340,8 @@ class Session:
         snap = self._segmenter.current()
         if snap is None or snap.end_s < utt.next_partial_s:
             return
-        if not self._gate.try_start_partial():
-            return  # the engine is busy (finals first): try again with newer audio
+        if not self._gate.try_start_partial(self):
+            return  # the engine is busy (finals first, then whoever waited longest): try again
         audio = np.array(snap.audio, dtype=np.float32, copy=True)
         utt.next_partial_s = snap.end_s + self._interval
         self._partial_utt = utt

@@ -415,6 +415,33 @@ def test_decode_gate() -> None:
     assert gate_for(FakeEngine()).max_in_flight > 2
 
 
+def test_decode_gate_serves_the_longest_waiting_session_first() -> None:
+    """Regression: at 8 streams one stream got no partial through a 10 s utterance
+    (max lag 10.4 s in the benchmark) because whoever asked first took each free slot."""
+    from streaming.scheduler import STALE_S, DecodeGate
+
+    gate = DecodeGate(1)
+    a, b, c = object(), object(), object()
+    assert gate.try_start_partial(a, now=0.0)
+    assert not gate.try_start_partial(b, now=0.1)  # full: b waits from 0.1
+    assert not gate.try_start_partial(c, now=0.2)  # c waits from 0.2
+    gate.end_partial()
+    assert not gate.try_start_partial(c, now=0.21)  # a slot is free, but b has waited longer
+    assert gate.try_start_partial(b, now=0.22)
+    gate.end_partial()
+    assert gate.try_start_partial(c, now=0.23)  # now c's turn
+    gate.end_partial()
+    # A waiter that stops asking (its utterance ended) does not hold the slot back.
+    assert gate.try_start_partial(a, now=0.3)  # a free slot and nobody waiting
+    assert not gate.try_start_partial(b, now=0.31)
+    assert not gate.try_start_partial(c, now=0.32)
+    gate.end_partial()
+    assert gate.try_start_partial(c, now=0.32 + STALE_S + 0.01)  # b went quiet: stale
+    gate.end_partial()
+    gate.forget(c)
+    assert gate.waiting == {}
+
+
 async def test_gate_counts_return_to_zero(two_utterances) -> None:
     from streaming.scheduler import gate_for
 
