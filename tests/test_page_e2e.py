@@ -249,6 +249,14 @@ def _toasts(page) -> str:
     return " ".join(page.locator(".toast-body, .toast-wrap, [data-testid='toast-body']").all_inner_texts())
 
 
+def _upload(page, path) -> None:
+    """Open the upload tab, choose `path`, press Transcribe."""
+    page.get_by_role("tab", name="Transcribe a recording").click()
+    page.locator("#upload-file input[type=file]").set_input_files(str(path))
+    page.wait_for_timeout(1500)
+    page.click("#upload-run")
+
+
 def _wait(predicate, timeout: float, what: str, interval: float = 0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -397,10 +405,7 @@ class TestBrowser:
         browser = _launch(playwright_instance, None)
         try:
             page = _open(browser, server)
-            page.get_by_role("tab", name="Transcribe a recording").click()
-            page.locator("#upload-file input[type=file]").set_input_files(str(notes))
-            page.wait_for_timeout(1500)
-            page.click("#upload-run")
+            _upload(page, notes)
             message = _wait(lambda: _toasts(page), 60, "an error message")
             print(f"non-audio upload: {message!r}")
             # The audio loader's own words ("notes.txt has no audio stream" / "... is not a
@@ -417,10 +422,7 @@ class TestBrowser:
         browser = _launch(playwright_instance, None)
         try:
             page = _open(browser, server, record_button=False)
-            page.get_by_role("tab", name="Transcribe a recording").click()
-            page.locator("#upload-file input[type=file]").set_input_files(str(clip.path))
-            page.wait_for_timeout(1500)
-            page.click("#upload-run")
+            _upload(page, clip.path)
             text = _wait(lambda: page.input_value("#upload-text textarea").strip(), 180, "the recording's transcript")
             print(f"upload: {text!r}")
             assert wer([clip.text], [text]) <= 0.2
@@ -437,10 +439,7 @@ class TestBrowser:
         browser = _launch(playwright_instance, None)
         try:
             page = _open(browser, server, record_button=False)
-            page.get_by_role("tab", name="Transcribe a recording").click()
-            page.locator("#upload-file input[type=file]").set_input_files(str(long_file.path))
-            page.wait_for_timeout(1500)
-            page.click("#upload-run")
+            _upload(page, long_file.path)
             seen_progress: list[str] = []
 
             def done() -> str:
