@@ -22,12 +22,17 @@ def finish(out: dict) -> None:
         for name, peer in offline.items():
             if name != "ours":
                 peer["ours_over_peer"] = {k: _ratio(ours.get(k), peer.get(k)) for k in RATIO_KEYS}
-    runs = [r for r in out.get("streaming", []) if "error" not in r and not r.get("stagger_s")]
+    runs = _streaming_runs(out, staggered=False)
     ok = [r["streams"] for r in runs if r.get("realtime_ok")]
     out["max_realtime_streams"] = max(ok) if ok else 0
     out.setdefault("nonspeech_words", None)
     out.setdefault("gpu", {"skipped": "not requested"})
     out["goals"] = goals(out)
+
+
+def _streaming_runs(out: dict, *, staggered: bool) -> list[dict]:
+    """Streaming runs without errors, started together (staggered=False) or staggered."""
+    return [r for r in out.get("streaming", []) if "error" not in r and bool(r.get("stagger_s")) == staggered]
 
 
 def run_label(r: dict) -> str:
@@ -220,8 +225,8 @@ def draw(out: dict, png: Path) -> None:
         ax.legend(loc="upper left")
         ax2.legend(loc="upper right")
     ax.set_title("Offline WER (bars left) and peak memory (grey)")
-    runs = [r for r in out.get("streaming", []) if "error" not in r and not r.get("stagger_s")]
-    staggered = [r for r in out.get("streaming", []) if "error" not in r and r.get("stagger_s")]
+    runs = _streaming_runs(out, staggered=False)
+    staggered = _streaming_runs(out, staggered=True)
     ax = axes[1][0]
     if staggered:
         s = [r["streams"] for r in staggered]

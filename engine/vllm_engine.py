@@ -216,6 +216,7 @@ class VllmEngine:
         temperature: float = 0.0,
     ) -> AsyncIterator[str]:
         audio = validate_audio(audio)
+        self._check_request(language, task)
         if len(audio) > WINDOW_S * SAMPLE_RATE:
             result = await self.transcribe(audio, language=language, task=task, prompt=prompt, temperature=temperature)
             for segment in result.segments:
@@ -248,6 +249,7 @@ class VllmEngine:
     # -- internals --------------------------------------------------------------------
 
     def _check_request(self, language: str | None, task: Task) -> None:
+        """Once per public call (transcribe, transcribe_stream), before any decode."""
         check_task(self.info, language, task)
         if self.vocab.multilingual and language:
             self.vocab.language_id(language)  # raises a clear error for unknown codes
@@ -255,7 +257,6 @@ class VllmEngine:
     async def _language_for(
         self, audio: np.ndarray, language: str | None, task: Task, priority: int = PRIORITY_DEFAULT
     ) -> str | None:
-        self._check_request(language, task)
         if not self.vocab.multilingual:
             return "en"
         if language:
