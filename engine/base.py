@@ -6,7 +6,7 @@ in this process (vLLM) or on a remote OpenAI-compatible server is hidden behind 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -92,43 +92,62 @@ def check_task(info: EngineInfo, language: str | None, task: str) -> None:
             raise UnsupportedRequest(f"{info.model} is English-only: language {language!r} is not supported")
 
 
+@dataclass(frozen=True)
+class DecodeRequest:
+    """One transcription request: the only value that travels from callers to engines.
+
+    Every engine entry point takes one of these instead of a keyword list, so a new
+    option (a prompt, a priority) is added in one place. `progress(done_s, total_s)` is
+    called as long-form pieces finish; `priority` orders requests waiting for the engine
+    (lower first; engines without a queue of their own may ignore it).
+    """
+
+    audio: np.ndarray = field(repr=False)
+    language: str | None = None
+    task: Task = "transcribe"
+    prompt: str | None = None
+    temperature: float = 0.0
+    timestamps: bool = False
+    priority: int = PRIORITY_DEFAULT
+    progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def with_(self, **changes: object) -> "DecodeRequest":
+        """A copy with some fields changed (a piece of the audio, a detected language...)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Turns 16 kHz mono float32 audio into text. One instance serves every session."""
 
     info: EngineInfo
 
-    async def transcribe(
-        self,
-        audio: np.ndarray,
-        *,
-        language: str | None = None,
-        task: Task = "transcribe",
-        prompt: str | None = None,
-        temperature: float = 0.0,
-        timestamps: bool = False,
-        progress: "ProgressCallback | None" = None,
-        priority: int = PRIORITY_DEFAULT,
-    ) -> Transcription:
-        """Decode audio of any length; longer than 30 s goes through the long-form path.
-
-        `progress(done_s, total_s)` is called as long-form pieces finish, so callers
-        can show a progress bar. `priority` orders requests waiting for the engine
-        (lower first; engines without a queue of their own may ignore it).
-        """
+    async def transcribe(self, request: DecodeRequest) -> Transcription:
+        """Decode audio of any length; longer than 30 s goes through the long-form path."""
         ...
 
-    def transcribe_stream(
-        self,
-        audio: np.ndarray,
-        *,
-        language: str | None = None,
-        task: Task = "transcribe",
-        prompt: str | None = None,
-        temperature: float = 0.0,
-    ) -> AsyncIterator[str]:
+    def transcribe_stream(self, request: DecodeRequest) -> AsyncIterator[str]:
         """Yield text deltas as tokens arrive (short-form)."""
         ...
 
     async def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class WindowDecoder(Protocol):
+    """What the long-form path (engine/longform.py) needs of an engine: decode one window
+    of at most 30 s whose first sample sits at `offset` seconds of the whole recording,
+    and detect the language of a piece. Both engines implement it."""
+
+    info: EngineInfo
+
+    async def transcribe_window(self, request: DecodeRequest, offset: float = 0.0) -> Transcription:
+        ...
+
+    async def detect_language(self, audio: np.ndarray, priority: int = PRIORITY_DEFAULT) -> str | None:
         ...
