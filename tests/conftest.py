@@ -1,4 +1,16 @@
-"""Shared fixtures: one real vLLM engine (embedded tiny.en) per test session."""
+"""Shared fixtures and the tiers.
+
+The tests live in three folders, and each test gets its folder's marker here, so a tier
+runs alone with a path or a marker:
+
+- `tests/unit/` (`unit`): no vLLM, no network, seconds. `./test.sh tests/unit`
+- `tests/integration/` (`integration`): the real engine, real servers on loopback,
+  faster-whisper as the reference. Minutes.
+- `tests/e2e/` (`e2e`): the page in a real headless Chromium over WebRTC.
+
+The real vLLM engine (embedded tiny.en) is one session fixture, started only when a test
+asks for `engine`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, taken from the folder it lives in (tests/<tier>/...)."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            tier = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from streaming.events import TranscriptEvent
 from streaming.harness import simulate
 from streaming.session import SessionOptions
 
-from tests.test_session import FakeEngine
+from tests.unit.test_session import FakeEngine
 
 SR = 16_000
 SUMMARY_KEYS = {

@@ -1,6 +1,6 @@
 """The app as the browser tests run it: loopback-only WebRTC and a stats route.
 
-    python tests/e2e_server.py            # real engine (Settings from env / flags, like app.py)
+    python tests/e2e/e2e_server.py            # real engine (Settings from env / flags, like app.py)
 
 Differences from `app.py`, all for a machine whose only network is loopback:
 - aioice leaves loopback out of its ICE candidates; here it offers 127.0.0.1 only;
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from settings import Settings, markdown_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_env_vars_are_read(monkeypatch):

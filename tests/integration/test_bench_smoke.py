@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 OFFLINE_KEYS = {"rtfx_bs1", "rtfx_conc8", "wer", "peak_rss_mb"}
 STREAM_KEYS = {"streams", "final_latency_p50_s", "final_latency_p95_s", "streaming_wer", "offline_wer", "max_lag_s"}

@@ -16,7 +16,7 @@ from bench.evalset import clips, normalize, read_audio, wer
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JFK_TEXT = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
 
 

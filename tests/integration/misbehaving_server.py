@@ -207,7 +207,7 @@ def vllm_server(model_dir: str, *, name: str = "whisper-base", startup_s: float 
 
     import httpx
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     python = os.environ.get("VLLM_SERVE_PYTHON") or (
         str(root / ".venv-serve/bin/python") if (root / ".venv-serve/bin/python").exists() else sys.executable
     )

@@ -4,7 +4,7 @@ The browser's fake microphone plays an English clip of `../shared/eval` (padded 
 1.5 s of silence: the first moments are lost before audio flows). Server and browser run
 together in a network namespace with loopback only (`unshare -n`, or `unshare -rn` as
 a normal user), so nothing leaves the machine and WebRTC connects on 127.0.0.1; the
-server is `tests/e2e_server.py` (the app, with ICE on loopback and a stats route).
+server is `tests/e2e/e2e_server.py` (the app, with ICE on loopback and a stats route).
 
 `test_page_in_browser` is the entry point: it re-runs this file's `TestBrowser` tests
 inside the namespace (where `RTW_E2E_INSIDE=1`) and reports their outcome. Where no
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 INSIDE = os.environ.get("RTW_E2E_INSIDE") == "1"
 CLIP_NAME = "ljspeech_coqui__LJ001-0001"
@@ -143,7 +143,7 @@ def fake_mic_wav(clip, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """tests/e2e_server.py with the real engine (ENFORCE_EAGER for a quick start) on loopback."""
+    """tests/e2e/e2e_server.py with the real engine (ENFORCE_EAGER for a quick start) on loopback."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {
@@ -159,7 +159,7 @@ def server(tmp_path_factory):
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "e2e_server.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "e2e" / "e2e_server.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while True:

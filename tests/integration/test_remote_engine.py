@@ -20,9 +20,9 @@ import pytest
 from bench.evalset import clips, read_audio, wer
 from engine.base import EngineUnavailable
 from engine.remote import RemoteEngine, RemoteError
-from misbehaving_server import serve_app, vllm_server
+from tests.integration.misbehaving_server import serve_app, vllm_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_WER = 0.3  # base / tiny.en on short clean clips
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from streaming.vad import (
     shared_session,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EVAL = Path("/work/shared/eval")
 SPEECH_CLIP = EVAL / "clips" / "ljspeech_coqui__LJ001-0001.flac"
 

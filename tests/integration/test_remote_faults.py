@@ -14,7 +14,7 @@ import pytest
 
 from engine.base import AudioError, EngineUnavailable
 from engine.remote import RemoteEngine, RemoteError
-from misbehaving_server import MisbehavingServer, free_port, serve_app
+from tests.integration.misbehaving_server import MisbehavingServer, free_port, serve_app
 
 AUDIO = (0.1 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)
 

@@ -23,7 +23,7 @@ from engine.convert import (
     tiny_en_ct2_dir,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = Path(os.environ.get("EVAL_DIR", ROOT.parent / "shared" / "eval"))
 CLIPS = [
     "clips/openai_whisper__jfk.flac",

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.evalset import clips, read_audio, wer
-from misbehaving_server import serve_app
+from tests.integration.misbehaving_server import serve_app
 
 STREAM_WER_SLACK = 0.08  # ~4 words of the 55: a short text cannot hold a purely relative bound ("wood cutters" alone costs 2)
 API_KEY = "rt-key"
@@ -80,7 +80,7 @@ async def _collect_until_ack(ws, events: list[dict]) -> None:
 async def test_clip_finals_match_offline_transcript(ws_url, engine):
     """Three LJSpeech sentences with pauses, streamed: the finals are as good as the offline
     transcript of the same audio, within the streaming bound (WER within 10 % relative of
-    offline, as tests/test_simulate.py holds the pipeline to) plus a few words' slack for
+    offline, as tests/unit/test_simulate.py holds the pipeline to) plus a few words' slack for
     such a short text."""
     names = ["ljspeech_coqui__LJ001-0001", "ljspeech_coqui__LJ001-0002", "ljspeech_coqui__LJ001-0003"]
     by_name = {c.name: c for c in clips(kind="speech", lang="en")}

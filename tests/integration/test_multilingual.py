@@ -18,7 +18,7 @@ import pytest
 
 from bench.evalset import clips
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _basic_wer(reference: str, hypothesis: str) -> float:

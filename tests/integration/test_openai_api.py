@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from bench.evalset import wer
-from misbehaving_server import serve_app
+from tests.integration.misbehaving_server import serve_app
 
 MAX_WER = 0.3  # tiny.en on short clean clips; the engine tests hold the tighter bounds
 API_KEY = "test-key-123"
