@@ -100,6 +100,9 @@ class TabState:
         self.handler: "LiveHandler | None" = None
         self.ended_at: float | None = None  # time.monotonic() when the last stream ended
         self._stream_done: asyncio.Event | None = None
+        #: Where kept finals also go (web.recorder.LiveRecorder: the transcript database);
+        #: None: this tab's transcript lives only in memory.
+        self.sink: Any = None
 
     def __deepcopy__(self, memo: dict) -> "TabState":
         return TabState()
@@ -150,6 +153,8 @@ class TabState:
                 final = dataclasses.replace(ev, start_s=max(0.0, ev.start_s + shift), end_s=max(0.0, ev.end_s + shift))
                 if self.transcript.add(final):
                     self.version += 1
+                    if self.sink is not None:
+                        self.sink.final(final)
                 if current and self.partial is not None and self.partial.utterance_id <= ev.utterance_id:
                     self.partial = None
                 self.last_final_latency_s = ev.latency_s
@@ -167,6 +172,8 @@ class TabState:
     def clear(self) -> None:
         """Forget the transcript; a running stream goes on and its next text starts at 0."""
         self.transcript.clear()
+        if self.sink is not None:
+            self.sink.clear()  # gone for good, from the database too
         self.partial = None
         self.message = None
         now = self.offset_s + (self.handler.audio_s if self.live and self.handler else 0.0)
