@@ -116,6 +116,15 @@ def _env_cast(value: str, cast: type) -> Any:
     return cast(value)
 
 
+def eval_dir() -> "Path":
+    """The larger evaluation set for tests and benchmarks (not an app setting, so not in the
+    table): `EVAL_DIR`, else `../shared/eval` beside this checkout. It may not exist."""
+    from pathlib import Path
+
+    raw = os.environ.get("EVAL_DIR")
+    return Path(raw).expanduser() if raw else Path(__file__).resolve().parent.parent / "shared" / "eval"
+
+
 def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for f in fields(Settings):

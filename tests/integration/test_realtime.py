@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.evalset import clips, read_audio, wer
+from evaluation import clips, read_audio, wer
 from tests.integration.misbehaving_server import serve_app
 
 STREAM_WER_SLACK = 0.08  # ~4 words of the 55: a short text cannot hold a purely relative bound ("wood cutters" alone costs 2)

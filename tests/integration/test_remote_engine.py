@@ -17,7 +17,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from bench.evalset import clips, read_audio, wer
+from evaluation import clips, read_audio, wer
 from engine.base import EngineUnavailable
 from engine.remote import RemoteEngine, RemoteError
 from tests.integration.misbehaving_server import serve_app, vllm_server

@@ -328,7 +328,7 @@ def test_app_answers_503_not_500_when_its_remote_engine_fails(server):
 
 
 def _two_utterances() -> np.ndarray:
-    from bench.evalset import eval_dir, read_audio
+    from evaluation import eval_dir, read_audio
 
     def clip(name: str) -> np.ndarray:
         return read_audio(eval_dir() / "clips" / f"{name}.flac")
