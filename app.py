@@ -22,9 +22,9 @@ from fastapi import FastAPI
 
 from engine.base import Engine
 from engine.factory import create_engine
-from engine.metered import metered
 from settings import Settings
 from web.api import include_api
+from web.metered import metered
 from web.page import CSS, build_live_tab
 from web.sessions import StreamSlots
 from web.turn import rtc_configurations
@@ -56,7 +56,7 @@ def build_page(engine: Engine, settings: Settings, slots: StreamSlots) -> gr.Blo
 def build_app(engine: Engine, settings: Settings) -> FastAPI:
     api = FastAPI(title="Real-time Whisper")
     slots = StreamSlots(settings.max_streams)
-    engine = metered(engine)
+    engine = metered(engine)  # once, for the API and the page alike (/metrics)
     include_api(api, engine, settings, slots)
     page = build_page(engine, settings, slots)
     api.state.slots = slots

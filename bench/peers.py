@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.base import DecodeRequest
+
 SR = 16_000
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
@@ -76,11 +78,11 @@ class Ours:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def one(self, audio: np.ndarray) -> str:
-        return self.run(self.engine.transcribe(audio, language=self.language)).text
+        return self.run(self.engine.transcribe(DecodeRequest(audio, language=self.language))).text
 
     def batch(self, audios: list[np.ndarray]) -> list[str]:
         async def go() -> list[str]:
-            results = await asyncio.gather(*(self.engine.transcribe(a, language=self.language) for a in audios))
+            results = await asyncio.gather(*(self.engine.transcribe(DecodeRequest(a, language=self.language)) for a in audios))
             return [r.text for r in results]
 
         return self.run(go())

@@ -19,7 +19,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import fields  # noqa: E402
 
-from engine.base import TranscriptionError  # noqa: E402
+from engine.base import DecodeRequest, TranscriptionError  # noqa: E402
 from settings import Settings  # noqa: E402
 
 
@@ -51,7 +51,7 @@ async def _transcribe(args: argparse.Namespace) -> str:
     audio = load_audio(args.file, max_seconds=settings.max_audio_seconds)
     engine = create_engine(settings)
     try:
-        result = await engine.transcribe(
+        request = DecodeRequest(
             audio,
             language=args.language,
             task=args.task,
@@ -59,6 +59,7 @@ async def _transcribe(args: argparse.Namespace) -> str:
             timestamps=args.format in ("srt", "vtt", "json"),
             progress=make_progress(args.progress),
         )
+        result = await engine.transcribe(request)
     finally:
         await engine.close()
     if args.format == "json":

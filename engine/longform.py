@@ -10,14 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, Segment, Task, Transcription
-
-if TYPE_CHECKING:
-    from engine.vllm_engine import VllmEngine
+from engine.base import PRIORITY_BACKGROUND, SAMPLE_RATE, WINDOW_S, DecodeRequest, Segment, Transcription, WindowDecoder
 
 log = logging.getLogger(__name__)
 
@@ -110,91 +106,63 @@ def split_audio(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> li
     return pieces
 
 
-async def transcribe_any(
-    engine: "VllmEngine",
-    audio: np.ndarray,
-    *,
-    language: str | None = None,
-    task: Task = "transcribe",
-    prompt: str | None = None,
-    temperature: float = 0.0,
-    timestamps: bool = False,
-    progress: Callable[[float, float], Any] | None = None,
-    priority: int = PRIORITY_DEFAULT,
-) -> Transcription:
+async def transcribe_any(engine: WindowDecoder, request: DecodeRequest) -> Transcription:
     """Validated audio of any length to text, the same way for every engine.
 
     Over 30 s: the long-form path. Silent audio: empty text without a decode (Whisper
     invents "you" for it). Otherwise one window. The engine's own `transcribe_window`
     does the decoding; this is only the choice of path, kept in one place.
     """
-    if len(audio) > WINDOW_S * SAMPLE_RATE:
+    if request.duration > WINDOW_S:
         # A long file's pieces wait behind live finals and short requests.
-        return await transcribe_long(
-            engine, audio, language=language, task=task, prompt=prompt, temperature=temperature, progress=progress,
-            priority=max(priority, PRIORITY_BACKGROUND),
-        )
-    if is_silent(audio):
-        result = _silent_result(engine, audio, language)
+        return await transcribe_long(engine, request.with_(priority=max(request.priority, PRIORITY_BACKGROUND)))
+    if is_silent(request.audio):
+        result = _silent_result(engine, request)
     else:
-        result = await engine.transcribe_window(
-            audio, language=language, task=task, prompt=prompt, temperature=temperature, timestamps=timestamps,
-            priority=priority,
-        )
-    if progress is not None:
-        progress(result.duration, result.duration)
+        result = await engine.transcribe_window(request)
+    if request.progress is not None:
+        request.progress(result.duration, result.duration)
     return result
 
 
-def _silent_result(engine: "VllmEngine", audio: np.ndarray, language: str | None) -> Transcription:
-    return Transcription("", language or ("en" if not engine.info.multilingual else None), len(audio) / SAMPLE_RATE)
+def _silent_result(engine: WindowDecoder, request: DecodeRequest) -> Transcription:
+    language = request.language or ("en" if not engine.info.multilingual else None)
+    return Transcription("", language, request.duration)
 
 
 async def transcribe_long(
-    engine: "VllmEngine",
-    audio: np.ndarray,
-    *,
-    language: str | None = None,
-    task: Task = "transcribe",
-    prompt: str | None = None,
-    temperature: float = 0.0,
-    progress: Callable[[float, float], Any] | None = None,
-    options: SplitOptions = SplitOptions(),
-    priority: int = PRIORITY_BACKGROUND,
+    engine: WindowDecoder, request: DecodeRequest, options: SplitOptions = SplitOptions()
 ) -> Transcription:
-    """Transcribe audio of any length with segment times, batching all pieces at once."""
-    duration = len(audio) / SAMPLE_RATE
-    pieces = split_audio(audio, options)
+    """Transcribe audio of any length with segment times, batching all pieces at once.
+
+    Every piece is the request with its own audio (`request.with_(audio=piece)`), so the
+    caller's options reach each window unchanged; only the first piece keeps the prompt.
+    """
+    audio, progress = request.audio, request.progress
+    duration = request.duration
+    pieces = await asyncio.to_thread(split_audio, audio, options)  # seconds on a 4-hour file: off the event loop
     if not pieces:
-        return _silent_result(engine, audio, language)
+        return _silent_result(engine, request)
+    language = request.language
     if language is None and engine.info.multilingual:
-        first = pieces[0][1]
-        language = await engine.detect_language(first, priority)
+        language = await engine.detect_language(pieces[0][1], request.priority)
         log.info("detected language %s", language)
     done = 0.0
     if progress is not None:
         progress(0.0, duration)
 
-    async def decode(start: int, piece: np.ndarray, piece_prompt: str | None) -> Transcription:
+    async def decode(start: int, piece: np.ndarray, first: bool) -> Transcription:
         nonlocal done
-        result = await engine.transcribe_window(
-            piece,
-            language=language,
-            task=task,
-            prompt=piece_prompt,
-            temperature=temperature,
-            timestamps=True,
-            offset=start / SAMPLE_RATE,
-            priority=priority,
+        window = request.with_(
+            audio=piece, language=language, prompt=request.prompt if first else None, timestamps=True, progress=None
         )
+        result = await engine.transcribe_window(window, offset=start / SAMPLE_RATE)
         done += len(piece) / SAMPLE_RATE
         if progress is not None:
             progress(min(done, duration), duration)
         return result
 
-    results = await asyncio.gather(
-        *(decode(start, piece, prompt if i == 0 else None) for i, (start, piece) in enumerate(pieces))
-    )
+    results = await asyncio.gather(*(decode(start, piece, i == 0) for i, (start, piece) in enumerate(pieces)))
     segments: list[Segment] = [s for r in results for s in r.segments]
     logprobs = [r.avg_logprob for r in results if r.avg_logprob is not None]
     text = " ".join(s.text for s in segments)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -11,8 +10,9 @@ from typing import Any, AsyncIterator
 import numpy as np
 
 from engine.audio import validate_audio
-from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, EngineInfo, Segment, Task, Transcription, check_task
+from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, check_task
 from engine.longform import transcribe_any
+from engine.quality import compression_ratio, is_loop
 from engine.tokens import WhisperVocabulary
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,6 @@ MAX_DECODER_TOKENS = 448
 # A loop costs a whole 448-token decode; real speech needs a few tokens per second.
 TOKENS_PER_SECOND = 10
 MIN_TOKENS = 32
-LOOP_COMPRESSION_RATIO = 2.4
 
 
 @dataclass(frozen=True)
@@ -106,13 +105,6 @@ def choose_options(
     )
 
 
-def compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    if not data:
-        return 0.0
-    return len(data) / len(zlib.compress(data))
-
-
 class VllmEngine:
     """Whisper on vLLM, in this process. Safe to call from any event loop, concurrently."""
 
@@ -165,66 +157,32 @@ class VllmEngine:
 
     # -- public API -------------------------------------------------------------------
 
-    async def transcribe(
-        self,
-        audio: np.ndarray,
-        *,
-        language: str | None = None,
-        task: Task = "transcribe",
-        prompt: str | None = None,
-        temperature: float = 0.0,
-        timestamps: bool = False,
-        progress: Any = None,
-        priority: int = PRIORITY_DEFAULT,
-    ) -> Transcription:
-        audio = validate_audio(audio)
-        self._check_request(language, task)
-        return await transcribe_any(
-            self, audio, language=language, task=task, prompt=prompt, temperature=temperature,
-            timestamps=timestamps, progress=progress, priority=priority,
-        )
+    async def transcribe(self, request: DecodeRequest) -> Transcription:
+        request = self._checked(request)
+        return await transcribe_any(self, request)
 
-    async def transcribe_window(
-        self,
-        audio: np.ndarray,
-        *,
-        language: str | None = None,
-        task: Task = "transcribe",
-        prompt: str | None = None,
-        temperature: float = 0.0,
-        timestamps: bool = False,
-        offset: float = 0.0,
-        priority: int = PRIORITY_DEFAULT,
-    ) -> Transcription:
+    async def transcribe_window(self, request: DecodeRequest, offset: float = 0.0) -> Transcription:
         """Decode at most 30 s; retries once at a higher temperature if greedy output loops."""
-        language = await self._language_for(audio, language, task, priority)
-        result = await self._decode(audio, language, task, prompt, temperature, timestamps, offset, priority)
-        if (result.compression_ratio or 0) > LOOP_COMPRESSION_RATIO and temperature == 0.0:
+        request = request.with_(language=await self._language_for(request))
+        result = await self._decode(request, offset)
+        if is_loop(result.compression_ratio) and request.temperature == 0.0:
             log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio)
-            retry = await self._decode(audio, language, task, None, 0.4, timestamps, offset, priority)
+            retry = await self._decode(request.with_(prompt=None, temperature=0.4), offset)
             if (retry.compression_ratio or 0) < (result.compression_ratio or 0):
                 result = retry
         return result
 
-    async def transcribe_stream(
-        self,
-        audio: np.ndarray,
-        *,
-        language: str | None = None,
-        task: Task = "transcribe",
-        prompt: str | None = None,
-        temperature: float = 0.0,
-    ) -> AsyncIterator[str]:
-        audio = validate_audio(audio)
-        self._check_request(language, task)
-        if len(audio) > WINDOW_S * SAMPLE_RATE:
-            result = await self.transcribe(audio, language=language, task=task, prompt=prompt, temperature=temperature)
+    async def transcribe_stream(self, request: DecodeRequest) -> AsyncIterator[str]:
+        request = self._checked(request)
+        if request.duration > WINDOW_S:
+            result = await transcribe_any(self, request)
             for segment in result.segments:
                 yield (" " if segment is not result.segments[0] else "") + segment.text
             return
-        language = await self._language_for(audio, language, task)
-        decoder = self.vocab.decoder_prompt(language=language, task=task, prompt=prompt, timestamps=False)
-        async for output in self._runner.generate(self._prompt(audio, decoder), self._params(audio, decoder, temperature)):
+        language = await self._language_for(request)
+        decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=False)
+        params = self._params(request.audio, decoder, request.temperature)
+        async for output in self._runner.generate(self._prompt(request.audio, decoder), params, request.priority):
             delta = output.outputs[0].text
             if delta:
                 yield delta
@@ -248,20 +206,21 @@ class VllmEngine:
 
     # -- internals --------------------------------------------------------------------
 
-    def _check_request(self, language: str | None, task: Task) -> None:
-        """Once per public call (transcribe, transcribe_stream), before any decode."""
-        check_task(self.info, language, task)
-        if self.vocab.multilingual and language:
-            self.vocab.language_id(language)  # raises a clear error for unknown codes
+    def _checked(self, request: DecodeRequest) -> DecodeRequest:
+        """Once per public call (transcribe, transcribe_stream), before any decode: valid
+        audio, a task and language the model can do."""
+        request = request.with_(audio=validate_audio(request.audio))
+        check_task(self.info, request.language, request.task)
+        if self.vocab.multilingual and request.language:
+            self.vocab.language_id(request.language)  # raises a clear error for unknown codes
+        return request
 
-    async def _language_for(
-        self, audio: np.ndarray, language: str | None, task: Task, priority: int = PRIORITY_DEFAULT
-    ) -> str | None:
+    async def _language_for(self, request: DecodeRequest) -> str | None:
         if not self.vocab.multilingual:
             return "en"
-        if language:
-            return language.lower()
-        return await self.detect_language(audio, priority)
+        if request.language:
+            return request.language.lower()
+        return await self.detect_language(request.audio, request.priority)
 
     def _prompt(self, audio: np.ndarray, decoder_ids: list[int]) -> dict[str, Any]:
         return {
@@ -284,23 +243,14 @@ class VllmEngine:
             output_kind=RequestOutputKind.DELTA,
         )
 
-    async def _decode(
-        self,
-        audio: np.ndarray,
-        language: str | None,
-        task: Task,
-        prompt: str | None,
-        temperature: float,
-        timestamps: bool,
-        offset: float,
-        priority: int,
-    ) -> Transcription:
-        duration = len(audio) / SAMPLE_RATE
-        decoder = self.vocab.decoder_prompt(language=language, task=task, prompt=prompt, timestamps=timestamps)
+    async def _decode(self, request: DecodeRequest, offset: float) -> Transcription:
+        audio, language, timestamps = request.audio, request.language, request.timestamps
+        duration = request.duration
+        decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=timestamps)
         token_ids: list[int] = []
         logprob_sum = 0.0
-        params = self._params(audio, decoder, temperature, logprobs=True)
-        async for output in self._runner.generate(self._prompt(audio, decoder), params, priority):
+        params = self._params(audio, decoder, request.temperature, logprobs=True)
+        async for output in self._runner.generate(self._prompt(audio, decoder), params, request.priority):
             completion = output.outputs[0]
             token_ids += completion.token_ids
             for token_id, entry in zip(completion.token_ids, completion.logprobs or []):

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.base import DecodeRequest
 from streaming.events import Event, TranscriptEvent
 from streaming.session import Session, SessionOptions
 
@@ -157,7 +158,7 @@ def _stream_summary(
         "final_partial_interval_s": stats.partial_interval_s,
     }
     if reference is not None:
-        from evaluation.text import wer
+        from bench.evalset import wer
 
         out["wer"] = round(wer([reference], [session.transcript.text]), 4)
     return out, final_lat, first_partial
@@ -191,7 +192,7 @@ async def simulate(
         clip = np.array(audio_16k[: 16_000 * 3], dtype=np.float32, copy=True)
         for _ in range(2):
             try:
-                await engine.transcribe(clip, language=options.language, task=options.task)
+                await engine.transcribe(DecodeRequest(clip, language=options.language, task=options.task))
             except Exception:
                 break
     t_zero = time.monotonic()

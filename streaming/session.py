@@ -50,7 +50,7 @@ from typing import AsyncIterator, Callable, Literal
 
 import numpy as np
 
-from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT
+from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, DecodeRequest
 from streaming.events import ErrorEvent, Event, StatusEvent, TranscriptEvent
 from streaming.guards import drop_reason, is_repetition_loop, strip_repetition
 from streaming.resample import FrameResampler
@@ -369,11 +369,13 @@ class Session:
     ):
         # A partial waits behind every final in the engine's queue (engine.base priorities).
         return await self.engine.transcribe(
-            audio,
-            language=self.options.language or language,
-            task=self.options.task,
-            prompt=prompt,
-            priority=PRIORITY_BACKGROUND if partial else PRIORITY_DEFAULT,
+            DecodeRequest(
+                audio,
+                language=self.options.language or language,
+                task=self.options.task,
+                prompt=prompt,
+                priority=PRIORITY_BACKGROUND if partial else PRIORITY_DEFAULT,
+            )
         )
 
     def _prompt(self, utt: _Utt) -> str | None:

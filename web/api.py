@@ -8,7 +8,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.base import Engine
-from engine.metered import metered
 from settings import Settings
 from web.errors import APIError, api_error_handler, error_body
 from web.health import health_router
@@ -23,11 +22,9 @@ _HTTP_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 404: 
 def include_api(app: FastAPI, engine: Engine, settings: Settings, slots: StreamSlots) -> None:
     """Mount /health, the OpenAI-compatible API, the realtime WebSocket and /metrics.
 
-    The API and the WebSocket decode through a metered wrapper of the engine, so /metrics
-    sees their decodes; wrap the engine with `engine.metered.metered()` before handing it
-    to the page as well to count the page's decodes too (wrapping twice is harmless).
+    /metrics counts the decodes of the engine it is given: `app.build_app` hands over
+    the engine wrapped once by `web.metered.metered()` (the page shares that wrapper).
     """
-    engine = metered(engine)
     app.add_exception_handler(APIError, api_error_handler)
 
     async def http_error(request: Request, exc: Exception):

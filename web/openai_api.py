@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from engine.audio import load_audio
-from engine.base import SAMPLE_RATE, AudioError, Engine, Transcription
+from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task
 from engine.formats import to_srt, to_vtt
 from settings import Settings
 from web import metrics
@@ -150,11 +150,11 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
         stream = _flag(_text(form, "stream"), "stream")
         if stream and response_format not in ("json", "text"):
             raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
-        if not engine.info.multilingual:
-            if task == "translate":
-                raise APIError(400, f"The model {engine.info.model} is English-only: it cannot translate.", param="model", code="unsupported_value")
-            if language not in (None, "", "en"):
-                raise APIError(400, f"The model {engine.info.model} is English-only: language {language!r} is not supported.", param="language", code="unsupported_value")
+        try:
+            check_task(engine.info, language, task)
+        except UnsupportedRequest as exc:  # before the upload is decoded: the one English-only rule
+            param = "model" if task == "translate" else "language"
+            raise APIError(400, f"The model {exc}.", param=param, code="unsupported_value") from exc
         audio = await _decode_upload(upload)
         duration = len(audio) / SAMPLE_RATE
         metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
@@ -162,12 +162,14 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
             return await _stream(audio, language, task, prompt, temperature, duration)
         try:
             result = await engine.transcribe(
-                audio,
-                language=language,
-                task=task,  # type: ignore[arg-type]
-                prompt=prompt,
-                temperature=temperature,
-                timestamps=response_format in ("verbose_json", "srt", "vtt"),
+                DecodeRequest(
+                    audio,
+                    language=language,
+                    task=task,  # type: ignore[arg-type]
+                    prompt=prompt,
+                    temperature=temperature,
+                    timestamps=response_format in ("verbose_json", "srt", "vtt"),
+                )
             )
         except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
             raise from_engine_error(exc) from exc
@@ -192,7 +194,8 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
             ) from exc
 
     async def _stream(audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float) -> Response:
-        deltas = engine.transcribe_stream(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]
+        request = DecodeRequest(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]
+        deltas = engine.transcribe_stream(request)
         # The first delta (or failure) is awaited before answering, so an engine that is
         # down gets a proper error status instead of a broken event stream.
         iterator = deltas.__aiter__()

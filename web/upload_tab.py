@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from engine.audio import load_audio
-from engine.base import SAMPLE_RATE, Engine, TranscriptionError
+from engine.base import SAMPLE_RATE, DecodeRequest, Engine, TranscriptionError
 from engine.formats import to_srt, to_text, to_vtt
 
 
@@ -71,11 +71,13 @@ def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
         language = None if not multilingual or lang in (None, "", "auto") else lang
         try:
             result = await engine.transcribe(
-                audio,
-                language=language,
-                task=(task_ if multilingual and task_ in ("transcribe", "translate") else "transcribe"),
-                timestamps=True,
-                progress=report,
+                DecodeRequest(
+                    audio,
+                    language=language,
+                    task=(task_ if multilingual and task_ in ("transcribe", "translate") else "transcribe"),
+                    timestamps=True,
+                    progress=report,
+                )
             )
         except (TranscriptionError, ValueError) as exc:
             raise gr.Error(str(exc), title="Transcription failed") from exc

@@ -37,12 +37,12 @@ class FakeEngine:
 
         self.info = EngineInfo(model="fake", engine="fake", device="cpu", multilingual=True)
 
-    async def transcribe(self, audio, **kwargs):
+    async def transcribe(self, request):
         from engine.base import Transcription
 
         await asyncio.sleep(0.05)
-        n = max(1, int(len(audio) / 16000 * 2))
-        return Transcription(text=" ".join(["word"] * n), language="en", duration=len(audio) / 16000)
+        n = max(1, int(request.duration * 2))
+        return Transcription(text=" ".join(["word"] * n), language="en", duration=request.duration)
 
     async def close(self) -> None:
         pass

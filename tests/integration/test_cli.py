@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from evaluation import clips, normalize, read_audio, wer
+from bench.evalset import clips, normalize, read_audio, wer
 from engine.audio import load_audio
-from engine.base import SAMPLE_RATE
+from engine.base import SAMPLE_RATE, DecodeRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 JFK_TEXT = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
@@ -85,7 +85,7 @@ async def test_8khz_stereo_file(engine, tmp_path):
     soundfile.write(path, stereo, 8000, subtype="PCM_16")
     loaded = load_audio(path)
     assert loaded.ndim == 1 and abs(len(loaded) - len(audio)) < 0.01 * SAMPLE_RATE  # mono, back at 16 kHz
-    result = await engine.transcribe(loaded)
+    result = await engine.transcribe(DecodeRequest(loaded))
     # Telephone bandwidth costs tiny.en a plural ("america"); the sentence must survive.
     assert wer([JFK_TEXT], [result.text]) <= 0.1
 
@@ -108,7 +108,7 @@ async def test_two_hour_file(engine, tmp_path):
             f.write(chunk)
     audio = load_audio(path)
     assert len(audio) == total
-    result = await engine.transcribe(audio)
+    result = await engine.transcribe(DecodeRequest(audio))
     assert JFK_TEXT in normalize(result.text)
     # Whisper starts its first segment at the start of the piece it was given (a quiet
     # point cut up to a few seconds earlier), so the time is checked against that range.

@@ -9,15 +9,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evaluation import longform_files, normalize, read_audio, wer
-from engine.base import SAMPLE_RATE, AudioError
+from bench.evalset import longform_files, normalize, read_audio, wer
+from engine.base import SAMPLE_RATE, AudioError, DecodeRequest
 
 JFK = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 async def test_jfk_clip(engine, english_clips):
     clip = next(c for c in english_clips if "jfk" in c.name)
-    result = await engine.transcribe(read_audio(clip.path))
+    result = await engine.transcribe(DecodeRequest(read_audio(clip.path)))
     assert normalize(result.text) == normalize(JFK)
     assert result.language == "en"
     assert result.duration == pytest.approx(11.0, abs=0.01)
@@ -36,7 +36,7 @@ def faster_whisper_tiny_en():
 async def test_wer_no_worse_than_faster_whisper(engine, english_clips, faster_whisper_tiny_en):
     """Same weights, same greedy decoding: our WER ≤ faster-whisper's + 10 % relative."""
     audios = [read_audio(c.path) for c in english_clips]
-    ours = await asyncio.gather(*(engine.transcribe(a) for a in audios))
+    ours = await asyncio.gather(*(engine.transcribe(DecodeRequest(a)) for a in audios))
     theirs = []
     for audio in audios:
         segments, _ = faster_whisper_tiny_en.transcribe(
@@ -61,12 +61,12 @@ async def test_longform_whole_file(engine):
     lf = next(f for f in longform_files() if f.path.name.startswith("ljspeech"))
     audio = read_audio(lf.path)
     progress: list[tuple[float, float]] = []
-    result = await engine.transcribe(audio, progress=lambda d, t: progress.append((d, t)))
+    result = await engine.transcribe(DecodeRequest(audio, progress=lambda d, t: progress.append((d, t))))
     whole_wer = wer([lf.text], [result.text])
     clip_texts = [s["text"] for s in lf.segments if s["kind"] == "speech"]
     clip_results = await asyncio.gather(
         *(
-            engine.transcribe(audio[int(s["start"] * SAMPLE_RATE) : int(s["end"] * SAMPLE_RATE)])
+            engine.transcribe(DecodeRequest(audio[int(s["start"] * SAMPLE_RATE) : int(s["end"] * SAMPLE_RATE)]))
             for s in lf.segments
             if s["kind"] == "speech"
         )
@@ -87,8 +87,8 @@ async def test_longform_whole_file(engine):
 async def test_concurrent_requests_match_sequential(engine, english_clips):
     picked = sorted(english_clips, key=lambda c: -c.duration)[:8]
     audios = [read_audio(c.path) for c in picked]
-    sequential = [(await engine.transcribe(a)).text for a in audios]
-    concurrent = [r.text for r in await asyncio.gather(*(engine.transcribe(a) for a in audios))]
+    sequential = [(await engine.transcribe(DecodeRequest(a))).text for a in audios]
+    concurrent = [r.text for r in await asyncio.gather(*(engine.transcribe(DecodeRequest(a)) for a in audios))]
     assert concurrent == sequential
 
 
@@ -105,7 +105,7 @@ async def test_urgent_request_overtakes_waiting_background_ones(engine, english_
 
     async def run(name: str, priority: int, delay: float) -> None:
         await asyncio.sleep(delay)
-        await engine.transcribe(audio, priority=priority)
+        await engine.transcribe(DecodeRequest(audio, priority=priority))
         done.append(name)
 
     await asyncio.gather(
@@ -118,17 +118,17 @@ async def test_urgent_request_overtakes_waiting_background_ones(engine, english_
 async def test_stream_deltas_join_to_full_text(engine, english_clips):
     clip = next(c for c in english_clips if "jfk" in c.name)
     audio = read_audio(clip.path)
-    deltas = [d async for d in engine.transcribe_stream(audio)]
+    deltas = [d async for d in engine.transcribe_stream(DecodeRequest(audio))]
     assert len(deltas) > 3  # arrives token by token, not at the end
-    assert "".join(deltas).strip() == (await engine.transcribe(audio)).text
+    assert "".join(deltas).strip() == (await engine.transcribe(DecodeRequest(audio))).text
 
 
 async def test_english_only_model_refuses_translate_and_other_languages(engine):
     audio = np.zeros(SAMPLE_RATE, dtype=np.float32)
     with pytest.raises(ValueError, match="English-only"):
-        await engine.transcribe(audio, task="translate")
+        await engine.transcribe(DecodeRequest(audio, task="translate"))
     with pytest.raises(ValueError, match="English-only"):
-        await engine.transcribe(audio, language="de")
+        await engine.transcribe(DecodeRequest(audio, language="de"))
 
 
 async def test_prompt_is_sent_as_previous_text(engine, english_clips):
@@ -137,7 +137,7 @@ async def test_prompt_is_sent_as_previous_text(engine, english_clips):
     assert decoder[0] == engine.vocab.sot_prev
     assert decoder.index(engine.vocab.sot) > 3
     clip = next(c for c in english_clips if "jfk" in c.name)
-    result = await engine.transcribe(read_audio(clip.path), prompt="Inaugural address, 1961.")
+    result = await engine.transcribe(DecodeRequest(read_audio(clip.path), prompt="Inaugural address, 1961."))
     assert normalize(result.text) == normalize(JFK)
 
 
@@ -147,14 +147,14 @@ def lf_first_clip_text() -> str:
 
 async def test_bad_arrays(engine):
     with pytest.raises(AudioError):
-        await engine.transcribe(np.array([], dtype=np.float32))
+        await engine.transcribe(DecodeRequest(np.array([], dtype=np.float32)))
     with pytest.raises(AudioError):
-        await engine.transcribe(np.full(SAMPLE_RATE, np.nan, dtype=np.float32))
+        await engine.transcribe(DecodeRequest(np.full(SAMPLE_RATE, np.nan, dtype=np.float32)))
     # Digital silence gives no text (Whisper alone says "you" to it), also with dither.
     for quiet in (np.zeros(5 * SAMPLE_RATE), np.random.default_rng(0).standard_normal(30 * SAMPLE_RATE) * 3e-5):
-        silence = await engine.transcribe(quiet.astype(np.float32))
+        silence = await engine.transcribe(DecodeRequest(quiet.astype(np.float32)))
         assert silence.text == "" and silence.language == "en"
     clipped = np.clip(read_audio(next(f for f in longform_files()).path)[: 10 * SAMPLE_RATE] * 10, -1, 1)
-    result = await engine.transcribe(clipped)
+    result = await engine.transcribe(DecodeRequest(clipped))
     assert re.search(r"exhibition", result.text, re.I)  # heavily clipped speech still transcribes
     assert wer([lf_first_clip_text()], [result.text]) < 0.5

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import clips
+from bench.evalset import clips
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 
-from evaluation import wer
+from bench.evalset import wer
 from tests.integration.misbehaving_server import serve_app
 
 MAX_WER = 0.3  # tiny.en on short clean clips; the engine tests hold the tighter bounds
@@ -37,10 +37,11 @@ def _app(engine, **kw):
     from fastapi import FastAPI
 
     from web.api import include_api
+    from web.metered import metered
     from web.sessions import StreamSlots
 
     app = FastAPI()
-    include_api(app, engine, _settings(**kw), StreamSlots(4))
+    include_api(app, metered(engine), _settings(**kw), StreamSlots(4))  # as app.build_app does
     return app
 
 

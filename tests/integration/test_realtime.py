@@ -16,7 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from evaluation import clips, read_audio, wer
+from bench.evalset import clips, read_audio, wer
+from engine.base import DecodeRequest
 from tests.integration.misbehaving_server import serve_app
 
 STREAM_WER_SLACK = 0.08  # ~4 words of the 55: a short text cannot hold a purely relative bound ("wood cutters" alone costs 2)
@@ -90,7 +91,7 @@ async def test_clip_finals_match_offline_transcript(ws_url, engine):
         parts += [read_audio(by_name[name].path), gap]
     audio16 = np.concatenate(parts)
     reference = " ".join(by_name[n].text for n in names)
-    offline = (await engine.transcribe(audio16, language="en")).text
+    offline = (await engine.transcribe(DecodeRequest(audio16, language="en"))).text
 
     async with connect(_wsurl(ws_url), max_size=2**22) as ws:
         created = await _recv(ws)

@@ -29,12 +29,12 @@ class WordsEngine:
         self.calls: list[dict] = []
         self.info = EngineInfo(model="words", engine="fake", device="cpu", multilingual=multilingual)
 
-    async def transcribe(self, audio, **kwargs):
+    async def transcribe(self, request):
         from engine.base import Transcription
 
-        self.calls.append(kwargs)
+        self.calls.append({"language": request.language, "task": request.task})
         await asyncio.sleep(0.01)
-        seconds = len(audio) / 16000
+        seconds = request.duration
         n = max(1, min(len(self.words), round(len(self.words) * seconds / self.duration)))
         return Transcription(text=" ".join(self.words[:n]), language="en", duration=seconds, avg_logprob=-0.1, no_speech_prob=0.01, compression_ratio=1.2)
 
@@ -52,7 +52,7 @@ class Channel:
 
 @pytest.fixture(scope="module")
 def clip():
-    from evaluation import clips, read_audio
+    from bench.evalset import clips, read_audio
 
     found = [c for c in clips(kind="speech", lang="en") if c.name == CLIP]
     if not found:
@@ -115,7 +115,7 @@ async def test_frames_become_partials_then_finals(clip):
     assert partial_first, "no partial text before the first final"
     assert outputs and all(o.args[0] is tab for o in outputs)
     assert tab.transcript.finals, "no final"
-    from evaluation import wer
+    from bench.evalset import wer
 
     assert wer([c.text], [tab.transcript.text]) <= 0.1
     assert not tab.live and tab.partial is None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soxr
 
-from evaluation import clips, eval_dir, normalize, read_audio, wer
+from bench.evalset import clips, eval_dir, normalize, read_audio, wer
 from engine.base import EngineUnavailable, Transcription
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
 from streaming.guards import is_repetition_loop
@@ -38,10 +38,10 @@ class FakeEngine:
         self.cancelled = 0
         self.session: Session | None = None
 
-    async def transcribe(self, audio, *, language=None, task="transcribe", prompt=None, temperature=0.0, **kw):
-        dur = len(audio) / SR
+    async def transcribe(self, request):
+        dur = request.duration
         self.calls.append(
-            {"dur": dur, "prompt": prompt, "received_s": self.session.audio_s if self.session else None}
+            {"dur": dur, "prompt": request.prompt, "received_s": self.session.audio_s if self.session else None}
         )
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -236,10 +236,10 @@ async def test_failed_final_becomes_an_error_and_the_session_goes_on(two_utteran
 
 async def test_failed_final_keeps_committed_partial_words(one_utterance) -> None:
     class FailFinals(FakeEngine):
-        async def transcribe(self, audio, **kw):
+        async def transcribe(self, request):
             if self.session.audio_s >= 4.4:  # speech is over (it ends near 4.35 s): finals fail
                 self.fail = 1
-            return await super().transcribe(audio, **kw)
+            return await super().transcribe(request)
 
     engine = FailFinals()
     engine.session = session = Session(engine)
@@ -344,9 +344,9 @@ async def test_partials_ask_for_background_priority(one_utterance) -> None:
     from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT
 
     class Recording(FakeEngine):
-        async def transcribe(self, audio, **kw):
-            self.priorities.append((len(audio) / SR, kw.get("priority")))
-            return await super().transcribe(audio, **kw)
+        async def transcribe(self, request):
+            self.priorities.append((request.duration, request.priority))
+            return await super().transcribe(request)
 
     engine = Recording()
     engine.priorities = []
@@ -361,8 +361,8 @@ async def test_partials_ask_for_background_priority(one_utterance) -> None:
 
 async def test_committed_words_kept_when_final_overrides_is_off(one_utterance) -> None:
     class Revising(FakeEngine):
-        async def transcribe(self, audio, **kw):
-            result = await super().transcribe(audio, **kw)
+        async def transcribe(self, request):
+            result = await super().transcribe(request)
             if self.session.audio_s >= 4.4:  # the final: first word differs
                 result = Transcription("uno " + " ".join(result.text.split()[1:]), "en", result.duration, avg_logprob=-0.2)
             return result

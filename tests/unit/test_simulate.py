@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from evaluation import eval_dir, longform_files, read_audio, wer
+from bench.evalset import eval_dir, longform_files, read_audio, wer
+from engine.base import DecodeRequest
 from streaming.events import TranscriptEvent
 from streaming.harness import simulate
 from streaming.session import SessionOptions
@@ -86,7 +87,7 @@ async def test_realtime_longform_wer_matches_offline(engine) -> None:
     offline whole-file transcription by the same engine."""
     lj = longform("ljspeech_LJ001_0001-0032")
     audio = read_audio(lj.path)
-    offline = await engine.transcribe(audio.copy())
+    offline = await engine.transcribe(DecodeRequest(audio.copy()))
     offline_wer = wer([lj.text], [offline.text])
     summary = await simulate(engine, audio, realtime=True, reference=lj.text, segments=lj.segments)
     print(f"\noffline WER {offline_wer:.4f}; streaming summary {json.dumps({k: v for k, v in summary.items() if k != 'per_stream'})}")
