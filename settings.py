@@ -60,6 +60,7 @@ class Settings:
     remote_timeout_s: float = _field("REMOTE_TIMEOUT_S", 60.0, "Seconds to wait for one remote response (connect: 10 s at most)", float)
     remote_retries: int = _field("REMOTE_RETRIES", 3, "Retries (with backoff) on 429, 5xx, timeouts and dropped connections", int)
     remote_response_format: str = _field(
+    openai_api_key: str = _field("OPENAI_API_KEY", "", "Bearer token for the remote endpoint when `HF_TOKEN` is empty")
         "REMOTE_RESPONSE_FORMAT", "json", "`json` or `verbose_json` (segments and confidence signals, when the endpoint offers them)"
     )
     remote_audio_format: str = _field("REMOTE_AUDIO_FORMAT", "flac", "How audio is uploaded to the remote endpoint: `flac` or `wav` (16 kHz mono)")
@@ -114,6 +115,15 @@ def _env_cast(value: str, cast: type) -> Any:
     if cast is bool:
         return str(value).lower() in ("1", "true", "yes", "on")
     return cast(value)
+
+
+def eval_dir() -> "Path":
+    """The larger evaluation set for tests and benchmarks (not an app setting, so not in the
+    table): `EVAL_DIR`, else `../shared/eval` beside this checkout. It may not exist."""
+    from pathlib import Path
+
+    raw = os.environ.get("EVAL_DIR")
+    return Path(raw).expanduser() if raw else Path(__file__).resolve().parent.parent / "shared" / "eval"
 
 
 def markdown_table() -> str:

@@ -65,7 +65,7 @@ def _excerpt(lf, target_s: float) -> tuple[float, list[dict], str]:
 
 
 def make_plan(args: argparse.Namespace) -> dict:
-    from bench.evalset import clips, longform_files
+    from evaluation import clips, longform_files
 
     en = clips(kind="speech", lang="en")
     nonspeech = clips(kind="nonspeech")

@@ -46,7 +46,7 @@ def peak_rss_mb() -> float:
 
 
 def load_items(items: list[dict]) -> list[tuple[np.ndarray, str, float]]:
-    from bench.evalset import read_audio
+    from evaluation import read_audio
 
     out = []
     for it in items:
@@ -58,13 +58,13 @@ def load_items(items: list[dict]) -> list[tuple[np.ndarray, str, float]]:
 
 
 def words(text: str) -> int:
-    from bench.evalset import normalize
+    from evaluation import normalize
 
     return len(normalize(text).split())
 
 
 def measure_offline(engine, plan: dict) -> dict:
-    from bench.evalset import wer
+    from evaluation import wer
 
     clips = load_items(plan["clips"])
     longs = load_items(plan["longform"])

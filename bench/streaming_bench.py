@@ -41,7 +41,7 @@ def _lag_growth(series: list[tuple[float, float]], duration: float) -> float:
 
 def measure_streaming(engine, plan: dict):
     """Yields one dict per stream count. `engine` is a `bench.peers.Ours`."""
-    from bench.evalset import wer
+    from evaluation import wer
     from streaming.harness import simulate
     from streaming.session import SessionOptions
 

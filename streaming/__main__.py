@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
-    from bench.evalset import wer
     from engine.audio import load_audio
     from engine.base import DecodeRequest
     from engine.factory import create_engine
@@ -75,6 +74,10 @@ async def _simulate(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)
     audio = load_audio(args.file)
     reference = Path(args.reference).read_text() if args.reference else None
+    if reference is not None:
+        from evaluation.text import require_scoring
+
+        require_scoring()  # before the engine starts: a missing scorer fails at once, saying what to install
     seg_path = Path(args.segments) if args.segments else Path(args.file).with_suffix(".segments.json")
     segments = json.loads(seg_path.read_text())["segments"] if seg_path.is_file() else None
 
@@ -114,6 +117,8 @@ async def _simulate(args: argparse.Namespace) -> int:
             result = await engine.transcribe(DecodeRequest(audio, language=options.language, task=options.task))
             summary["offline_text_chars"] = len(result.text)
             if reference is not None:
+                from evaluation.text import wer  # only with a reference: scoring is a tool, not the product
+
                 summary["offline_wer"] = round(wer([reference], [result.text]), 4)
         summary["model"] = engine.info.model
     finally:

@@ -158,7 +158,7 @@ def _stream_summary(
         "final_partial_interval_s": stats.partial_interval_s,
     }
     if reference is not None:
-        from bench.evalset import wer
+        from evaluation.text import wer
 
         out["wer"] = round(wer([reference], [session.transcript.text]), 4)
     return out, final_lat, first_partial

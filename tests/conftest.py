@@ -62,6 +62,6 @@ def engine(settings):
 
 @pytest.fixture(scope="session")
 def english_clips():
-    from bench.evalset import clips
+    from evaluation import clips
 
     return clips(kind="speech", lang="en")

@@ -174,3 +174,26 @@ def start_new(tab: Any) -> None:
     if isinstance(sink, LiveRecorder):
         sink.archive()
     tab.clear()
+
+
+async def keep_upload(store: TranscriptStore | None, browser_value: Any, name: str, result: Any, duration: float) -> str | None:
+    """Keep a transcribed recording in this browser's history; a failure only warns.
+
+    `result` is the engine's `Transcription` (segments with times; its text when it has none).
+    """
+    browser_id = browser_id_of(browser_value)
+    if store is None or browser_id is None:
+        return None
+    segments = list(result.segments or [])
+    if not segments and (result.text or "").strip():
+        from engine.base import Segment
+
+        segments = [Segment(start=0.0, end=duration, text=result.text)]
+    try:
+        return await asyncio.to_thread(
+            store.save_upload, browser_id, name, segments, duration=duration, language=getattr(result, "language", None)
+        )
+    except StoreError as exc:
+        log.error("transcript store: the recording's transcript was not kept: %s", exc)
+        gr.Warning(f"The transcript is shown here but could not be kept in your history ({exc}).")
+        return None

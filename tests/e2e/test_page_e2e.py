@@ -118,7 +118,7 @@ def _get_json(url: str, timeout: float = 10) -> dict:
 
 @pytest.fixture(scope="module")
 def clip():
-    from bench.evalset import clips
+    from evaluation import clips
 
     found = [c for c in clips(kind="speech", lang="en") if c.name == CLIP_NAME]
     if not found:
@@ -287,7 +287,7 @@ class TestBrowser:
     """Run by `test_page_in_browser` inside the loopback namespace (not collected outside)."""
 
     def test_live_two_pages_stop_restart(self, server, clip, fake_mic_wav, playwright_instance):
-        from bench.evalset import wer
+        from evaluation import wer
 
         p = playwright_instance
         offline = _offline_text(server, clip)
@@ -417,7 +417,7 @@ class TestBrowser:
             browser.close()
 
     def test_upload_tab_transcribes_a_recording(self, server, clip, playwright_instance):
-        from bench.evalset import wer
+        from evaluation import wer
 
         browser = _launch(playwright_instance, None)
         try:
@@ -433,7 +433,7 @@ class TestBrowser:
 
     def test_upload_tab_long_recording_shows_progress(self, server, playwright_instance):
         """A 3.9-minute file: the long-form path, a progress text while it runs, every stretch kept."""
-        from bench.evalset import longform_files, wer
+        from evaluation import longform_files, wer
 
         long_file = next(f for f in longform_files() if f.path.name.startswith("ljspeech"))
         browser = _launch(playwright_instance, None)

@@ -6,7 +6,10 @@
   "500", "503", "hang" (reads the request, never answers), "close" (headers and half a
   body, then drops the connection), "reset" (drops the connection without a word),
   "garbage" (200 with a body that is not JSON), "stream_cut" (one server-sent event, then
-  the connection drops). It records every request it sees.
+  the connection drops), "redirect" (307 to another host, with an HTML page), "moved"
+  (301 to another path on the same host), "no_verbose" (400 to a `verbose_json` request,
+  "ok" to any other), "slow" ("ok" after `slow_s`), "401_echo" (401 whose message
+  repeats the Authorization header, as some servers do). It records every request it sees.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class MisbehavingServer:
     text: str = "hello from the fake endpoint"
     seen: list[Seen] = field(default_factory=list)
     hang_s: float = 30.0
+    slow_s: float = 0.3
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -103,6 +107,11 @@ class MisbehavingServer:
                 if not self.path.endswith(("/audio/transcriptions", "/audio/translations")):
                     self._json(404, {"error": {"message": f"{self.path} not found", "type": "invalid_request_error"}})
                     return
+                if behaviour == "no_verbose":
+                    behaviour = "400" if seen.field("response_format") == "verbose_json" else "ok"
+                if behaviour == "slow":
+                    time.sleep(outer.slow_s)
+                    behaviour = "ok"
                 if behaviour == "ok":
                     if seen.field("stream") == "true":
                         self._sse([outer.text[: len(outer.text) // 2], outer.text[len(outer.text) // 2 :]])
@@ -118,6 +127,14 @@ class MisbehavingServer:
                     status = int(behaviour)
                     headers = {"Retry-After": "0"} if status == 429 else {}
                     self._json(status, {"error": {"message": f"fake {status}", "type": "test", "code": None}}, headers)
+                elif behaviour == "redirect":
+                    self._raw(307, b"<html>Moved</html>", "text/html",
+                              {"Location": "https://elsewhere.example:8443/v1/audio/transcriptions"})
+                elif behaviour == "moved":
+                    self._raw(301, b"", "text/html", {"Location": "/v2/audio/transcriptions"})
+                elif behaviour == "401_echo":
+                    said = seen.headers.get("authorization", "")
+                    self._json(401, {"error": {"message": f"Invalid credentials {said!r} for {self.path}", "type": "auth"}})
                 elif behaviour == "hang":
                     outer._stop.wait(outer.hang_s)
                     self.close_connection = True

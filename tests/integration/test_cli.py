@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from bench.evalset import clips, normalize, read_audio, wer
+from evaluation import clips, normalize, read_audio, wer
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, DecodeRequest
 

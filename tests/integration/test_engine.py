@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from bench.evalset import longform_files, normalize, read_audio, wer
+from evaluation import longform_files, normalize, read_audio, wer
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest
 
 JFK = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

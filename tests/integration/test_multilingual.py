@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.evalset import clips
+from evaluation import clips
 
 ROOT = Path(__file__).resolve().parents[2]
 

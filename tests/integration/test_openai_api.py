@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 
-from bench.evalset import wer
+from evaluation import wer
 from tests.integration.misbehaving_server import serve_app
 
 MAX_WER = 0.3  # tiny.en on short clean clips; the engine tests hold the tighter bounds

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.evalset import clips, read_audio, wer
+from evaluation import clips, read_audio, wer
 from engine.base import DecodeRequest
 from tests.integration.misbehaving_server import serve_app
 

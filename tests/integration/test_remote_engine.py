@@ -17,8 +17,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from bench.evalset import clips, read_audio, wer
-from engine.base import EngineUnavailable
+from evaluation import clips, read_audio, wer
+from engine.base import DecodeRequest, EngineUnavailable
 from engine.remote import RemoteEngine, RemoteError
 from tests.integration.misbehaving_server import serve_app, vllm_server
 
@@ -63,7 +63,7 @@ def _remote(url: str, **kw) -> RemoteEngine:
 async def test_vllm_serve_transcribe(vllm_url, en_clips):
     engine = _remote(vllm_url)  # REMOTE_MODEL unset: the engine asks /v1/models
     try:
-        results = await asyncio.gather(*(engine.transcribe(read_audio(c.path)) for c in en_clips))
+        results = await asyncio.gather(*(engine.transcribe(DecodeRequest(read_audio(c.path))) for c in en_clips))
     finally:
         await engine.close()
     assert engine.info.model == "whisper-base"
@@ -74,11 +74,11 @@ async def test_vllm_serve_timestamps_language_and_wav(vllm_url, en_clips, de_cli
     engine = _remote(vllm_url, model="whisper-base", audio_format="wav")
     try:
         clip = en_clips[0]
-        result = await engine.transcribe(read_audio(clip.path), timestamps=True)
+        result = await engine.transcribe(DecodeRequest(read_audio(clip.path), timestamps=True))
         assert result.segments and result.segments[-1].end <= clip.duration + 0.5
         assert result.language == "en"
         assert result.avg_logprob is not None
-        german = await engine.transcribe(read_audio(de_clip.path), language="de")
+        german = await engine.transcribe(DecodeRequest(read_audio(de_clip.path), language="de"))
         assert wer([de_clip.text], [german.text]) < 0.8, german.text  # base on German: rough, but German
     finally:
         await engine.close()
@@ -88,7 +88,7 @@ async def test_vllm_serve_stream(vllm_url, en_clips):
     engine = _remote(vllm_url, model="whisper-base")
     clip = en_clips[0]
     try:
-        deltas = [d async for d in engine.transcribe_stream(read_audio(clip.path), language="en")]
+        deltas = [d async for d in engine.transcribe_stream(DecodeRequest(read_audio(clip.path), language="en"))]
     finally:
         await engine.close()
     assert len(deltas) > 1
@@ -98,8 +98,8 @@ async def test_vllm_serve_stream(vllm_url, en_clips):
 async def test_vllm_serve_translate(vllm_url, de_clip):
     engine = _remote(vllm_url, model="whisper-base")
     try:
-        german = await engine.transcribe(read_audio(de_clip.path), language="de")
-        english = await engine.transcribe(read_audio(de_clip.path), language="de", task="translate")
+        german = await engine.transcribe(DecodeRequest(read_audio(de_clip.path), language="de"))
+        english = await engine.transcribe(DecodeRequest(read_audio(de_clip.path), language="de", task="translate"))
     finally:
         await engine.close()
     assert english.text and english.text != german.text
@@ -114,9 +114,9 @@ async def test_vllm_serve_errors_are_clear(vllm_url):
     audio = _faint_noise()
     try:
         with pytest.raises(RemoteError, match="404.*ENDPOINT_URL"):
-            await wrong_prefix.transcribe(audio)
+            await wrong_prefix.transcribe(DecodeRequest(audio))
         with pytest.raises(EngineUnavailable):
-            await wrong_model.transcribe(audio)
+            await wrong_model.transcribe(DecodeRequest(audio))
     finally:
         await wrong_prefix.close()
         await wrong_model.close()
@@ -186,9 +186,9 @@ def own_api(engine):
 async def test_remote_engine_on_the_apps_own_api(own_api, en_clips, engine):
     remote = _remote(own_api, token="own-key")
     try:
-        results = await asyncio.gather(*(remote.transcribe(read_audio(c.path)) for c in en_clips))
-        deltas = [d async for d in remote.transcribe_stream(read_audio(en_clips[0].path))]
-        timed = await remote.transcribe(read_audio(en_clips[0].path), timestamps=True)
+        results = await asyncio.gather(*(remote.transcribe(DecodeRequest(read_audio(c.path))) for c in en_clips))
+        deltas = [d async for d in remote.transcribe_stream(DecodeRequest(read_audio(en_clips[0].path)))]
+        timed = await remote.transcribe(DecodeRequest(read_audio(en_clips[0].path), timestamps=True))
     finally:
         await remote.close()
     assert remote.info.model == engine.info.model
@@ -203,7 +203,7 @@ async def test_remote_engine_on_the_apps_own_api_wrong_key(own_api):
     remote = _remote(own_api, token="wrong", model="whisper-1")
     try:
         with pytest.raises(RemoteError, match="401.*HF_TOKEN"):
-            await remote.transcribe(_faint_noise())
+            await remote.transcribe(DecodeRequest(_faint_noise()))
     finally:
         await remote.close()
 
@@ -218,7 +218,7 @@ async def test_remote_long_audio_is_split_here(own_api):
     assert len(audio) > 30 * 16000
     remote = _remote(own_api, token="own-key", model="whisper-1")
     try:
-        result = await remote.transcribe(audio, timestamps=True)
+        result = await remote.transcribe(DecodeRequest(audio, timestamps=True))
     finally:
         await remote.close()
     starts = [s.start for s in result.segments]

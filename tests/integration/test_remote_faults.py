@@ -12,7 +12,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from engine.base import AudioError, EngineUnavailable
+from engine.base import AudioError, DecodeRequest, EngineUnavailable
 from engine.remote import RemoteEngine, RemoteError
 from tests.integration.misbehaving_server import MisbehavingServer, free_port, serve_app
 
@@ -28,7 +28,6 @@ def server():
 def make_engine(url: str, **kw) -> RemoteEngine:
     kw.setdefault("retries", 3)
     kw.setdefault("timeout_s", 2.0)
-    kw.setdefault("backoff_base_s", 0.01)
     kw.setdefault("model", "fake-whisper")
     return RemoteEngine(url, **kw)
 
@@ -37,7 +36,7 @@ async def test_ok_sends_token_model_and_flac(server):
     server.behave("ok")
     engine = make_engine(server.url, token="hf_secret")
     try:
-        result = await engine.transcribe(AUDIO, language="en", prompt="Names: Ada")
+        result = await engine.transcribe(DecodeRequest(AUDIO, language="en", prompt="Names: Ada"))
     finally:
         await engine.close()
     assert result.text == server.text
@@ -56,7 +55,7 @@ async def test_silence_is_answered_locally(server):
     server.behave("ok")
     engine = make_engine(server.url)
     try:
-        result = await engine.transcribe(np.zeros(16000, np.float32), language="en")
+        result = await engine.transcribe(DecodeRequest(np.zeros(16000, np.float32), language="en"))
     finally:
         await engine.close()
     assert result.text == "" and result.duration == pytest.approx(1.0)
@@ -68,7 +67,7 @@ async def test_connections_are_reused(server):
     engine = make_engine(server.url)
     try:
         for _ in range(3):
-            await engine.transcribe(AUDIO)
+            await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     assert len({seen.client_port for seen in server.seen}) == 1  # one keep-alive connection
@@ -79,7 +78,7 @@ async def test_wav_upload_and_hf_path_prefix(server):
     # A Hugging Face Inference Endpoint URL: the /api/v1 prefix is kept; a full route is trimmed.
     engine = make_engine(f"http://127.0.0.1:{server.port}/api/v1/audio/transcriptions", audio_format="wav")
     try:
-        result = await engine.transcribe(AUDIO)
+        result = await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     assert result.text == server.text
@@ -89,9 +88,9 @@ async def test_wav_upload_and_hf_path_prefix(server):
 
 async def test_model_asked_from_endpoint_when_unset(server):
     server.behave("ok")
-    engine = RemoteEngine(server.url, backoff_base_s=0.01)
+    engine = RemoteEngine(server.url)
     try:
-        await engine.transcribe(AUDIO)
+        await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     assert server.seen[0].field("model") == "fake-whisper"
@@ -102,7 +101,7 @@ async def test_verbose_json_segments_and_signals(server):
     server.behave("ok")
     engine = make_engine(server.url)
     try:
-        result = await engine.transcribe(AUDIO, timestamps=True)
+        result = await engine.transcribe(DecodeRequest(AUDIO, timestamps=True))
     finally:
         await engine.close()
     assert server.seen[0].field("response_format") == "verbose_json"
@@ -124,7 +123,7 @@ async def test_client_errors_are_clear_and_not_retried(server, status, words):
     engine = make_engine(server.url)
     try:
         with pytest.raises(EngineUnavailable) as info:
-            await engine.transcribe(AUDIO)
+            await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     for word in words:
@@ -137,7 +136,7 @@ async def test_413_is_an_audio_error(server):
     engine = make_engine(server.url)
     try:
         with pytest.raises(AudioError, match="413"):
-            await engine.transcribe(AUDIO)
+            await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     assert len(server.seen) == 1
@@ -148,7 +147,7 @@ async def test_transient_faults_are_retried(server, fault):
     server.behave(fault, "ok")
     engine = make_engine(server.url, timeout_s=1.0)
     try:
-        result = await engine.transcribe(AUDIO)
+        result = await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     assert result.text == server.text
@@ -160,7 +159,7 @@ async def test_gives_up_after_retries_with_the_last_reason(server):
     engine = make_engine(server.url, retries=2)
     try:
         with pytest.raises(RemoteError, match="500"):
-            await engine.transcribe(AUDIO)
+            await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
     assert len(server.seen) == 3
@@ -171,7 +170,7 @@ async def test_unreadable_answer(server):
     engine = make_engine(server.url)
     try:
         with pytest.raises(RemoteError, match="unreadable"):
-            await engine.transcribe(AUDIO)
+            await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
 
@@ -180,7 +179,7 @@ async def test_connection_refused():
     engine = make_engine(f"http://127.0.0.1:{free_port()}/v1", retries=1)
     try:
         with pytest.raises(RemoteError, match="no answer"):
-            await engine.transcribe(AUDIO)
+            await engine.transcribe(DecodeRequest(AUDIO))
     finally:
         await engine.close()
 
@@ -189,7 +188,7 @@ async def test_stream_retries_before_first_delta(server):
     server.behave("503", "ok")
     engine = make_engine(server.url)
     try:
-        deltas = [d async for d in engine.transcribe_stream(AUDIO)]
+        deltas = [d async for d in engine.transcribe_stream(DecodeRequest(AUDIO))]
     finally:
         await engine.close()
     assert "".join(deltas) == server.text
@@ -204,7 +203,7 @@ async def test_stream_cut_after_first_delta_is_a_clear_error(server):
     got: list[str] = []
     try:
         with pytest.raises(RemoteError, match="midway"):
-            async for delta in engine.transcribe_stream(AUDIO):
+            async for delta in engine.transcribe_stream(DecodeRequest(AUDIO)):
                 got.append(delta)
     finally:
         await engine.close()
@@ -233,7 +232,7 @@ async def test_one_hung_request_does_not_hold_up_the_others(server):
     server.behave("hang", "ok", "ok", "ok", "ok")
     engine = make_engine(server.url, timeout_s=1.5)
     try:
-        results = await asyncio.gather(*(engine.transcribe(AUDIO) for _ in range(4)))
+        results = await asyncio.gather(*(engine.transcribe(DecodeRequest(AUDIO)) for _ in range(4)))
     finally:
         await engine.close()
     assert [r.text for r in results] == [server.text] * 4
@@ -271,7 +270,7 @@ async def test_english_only_remote_refuses_translation_locally(server):
     engine = make_engine(server.url, model="whisper-tiny.en")
     try:
         with pytest.raises(ValueError, match="English-only"):
-            await engine.transcribe(AUDIO, task="translate")
+            await engine.transcribe(DecodeRequest(AUDIO, task="translate"))
     finally:
         await engine.close()
     assert server.seen == []
@@ -328,7 +327,7 @@ def test_app_answers_503_not_500_when_its_remote_engine_fails(server):
 
 
 def _two_utterances() -> np.ndarray:
-    from bench.evalset import eval_dir, read_audio
+    from evaluation import eval_dir, read_audio
 
     def clip(name: str) -> np.ndarray:
         return read_audio(eval_dir() / "clips" / f"{name}.flac")

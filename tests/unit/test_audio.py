@@ -18,7 +18,7 @@ import pytest
 import soundfile
 import soxr
 
-from bench.evalset import clips
+from evaluation import clips
 from engine.audio import decode_pcm16, load_audio, validate_audio
 from engine.base import SAMPLE_RATE, AudioError
 

@@ -52,7 +52,7 @@ class Channel:
 
 @pytest.fixture(scope="module")
 def clip():
-    from bench.evalset import clips, read_audio
+    from evaluation import clips, read_audio
 
     found = [c for c in clips(kind="speech", lang="en") if c.name == CLIP]
     if not found:
@@ -115,7 +115,7 @@ async def test_frames_become_partials_then_finals(clip):
     assert partial_first, "no partial text before the first final"
     assert outputs and all(o.args[0] is tab for o in outputs)
     assert tab.transcript.finals, "no final"
-    from bench.evalset import wer
+    from evaluation import wer
 
     assert wer([c.text], [tab.transcript.text]) <= 0.1
     assert not tab.live and tab.partial is None

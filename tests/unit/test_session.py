@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soxr
 
-from bench.evalset import clips, eval_dir, normalize, read_audio, wer
+from evaluation import clips, eval_dir, normalize, read_audio, wer
 from engine.base import EngineUnavailable, Transcription
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
 from streaming.guards import is_repetition_loop

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.evalset import eval_dir, longform_files, read_audio, wer
+from evaluation import eval_dir, longform_files, read_audio, wer
 from engine.base import DecodeRequest
 from streaming.events import TranscriptEvent
 from streaming.harness import simulate

@@ -1,0 +1,134 @@
+"""The page's History tab: this browser's earlier transcripts, to open, download and delete.
+
+It lists what the store keeps for the browser's id (see web/recorder.py): live transcripts
+set aside with **New transcript** and transcribed recordings, newest first, each with its
+date (UTC), duration and first words. Opening one shows its text with times and offers
+txt, srt, vtt and json (the same writers as everywhere else: `streaming.transcript`).
+The live transcript now on the Live tab is not listed: Clear transcript is its delete.
+The list is read again whenever the tab is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from typing import Any
+
+import gradio as gr
+
+from streaming.events import TranscriptEvent
+from streaming.transcript import Transcript
+from web.recorder import browser_id_of
+from web.store import StoredTranscript, StoreError, TranscriptInfo, TranscriptStore
+
+FORMATS = ("txt", "srt", "vtt", "json")
+EMPTY = "Nothing here yet. Transcribed recordings, and live transcripts set aside with **New transcript**, appear here."
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def label(info: TranscriptInfo) -> str:
+    """`2026-12-02 18:51 UTC · 0:42 · recording talk.mp3 · And so my fellow …`"""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.created))
+    what = f"recording {info.title}" if info.kind == "upload" else "live"
+    words = info.first_words or "(no words)"
+    return f"{when} · {_duration(info.duration)} · {what} · {words}"
+
+
+def as_transcript(stored: StoredTranscript) -> Transcript:
+    """A stored transcript as `streaming.transcript.Transcript`, for its exports."""
+    return Transcript(
+        [
+            TranscriptEvent(
+                type="final", utterance_id=seg.utterance_id if seg.utterance_id is not None else i,
+                committed=seg.text, tentative="", start_s=seg.start, end_s=seg.end, latency_s=0.0,
+                language=stored.info.language,
+            )
+            for i, seg in enumerate(stored.segments)
+        ]
+    )
+
+
+def write_exports(stored: StoredTranscript, directory: str) -> list[str]:
+    """The transcript as txt, srt, vtt and json files in `directory` (paths in FORMATS order)."""
+    transcript = as_transcript(stored)
+    info = stored.info
+    stem = os.path.splitext(info.title)[0] if info.kind == "upload" and info.title else "transcript"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60] or "transcript"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(info.created))
+    paths = []
+    for fmt in FORMATS:
+        path = os.path.join(directory, f"{stem}-{stamp}.{fmt}")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(transcript.export(fmt))
+        paths.append(path)
+    return paths
+
+
+def shown_text(stored: StoredTranscript) -> str:
+    """One line per segment, `[m:ss] text`."""
+    return "\n".join(f"[{_duration(seg.start)}] {seg.text}" for seg in stored.segments)
+
+
+def build_history_tab(store: TranscriptStore, browser: gr.BrowserState) -> None:
+    """The History tab (call inside a `gr.Tabs` / `gr.Blocks`)."""
+    downloads_dir = tempfile.mkdtemp(prefix="rtw-history-")
+    with gr.Tab("History", id="history", elem_id="history-tab") as tab:
+        note = gr.Markdown(EMPTY, elem_id="history-note")
+        items = gr.Radio([], value=None, label="Earlier transcripts", elem_id="history-list", visible=False)
+        with gr.Group(visible=False) as viewer:
+            text = gr.Textbox(label="Transcript", lines=10, max_lines=30, interactive=False, show_copy_button=True, elem_id="history-text")
+            with gr.Row():
+                buttons = [
+                    gr.DownloadButton(f"⬇ {fmt}", value=None, interactive=False, size="sm", min_width=60, elem_id=f"history-download-{fmt}")
+                    for fmt in FORMATS
+                ]
+                delete = gr.Button("Delete", variant="stop", size="sm", elem_id="history-delete")
+
+    def closed() -> list[Any]:
+        return [gr.update(visible=False), "", *[gr.update(value=None, interactive=False) for _ in FORMATS]]
+
+    async def refresh(browser_value: Any) -> list[Any]:
+        browser_id = browser_id_of(browser_value)
+        try:
+            infos = await asyncio.to_thread(store.list_transcripts, browser_id) if browser_id else []
+        except StoreError as exc:
+            raise gr.Error(str(exc), title="History unavailable") from exc
+        if not infos:
+            return [gr.update(visible=True), gr.update(choices=[], value=None, visible=False), *closed()]
+        choices = [(label(i), i.id) for i in infos]
+        return [gr.update(visible=False), gr.update(choices=choices, value=None, visible=True), *closed()]
+
+    async def open_(transcript_id: str | None, browser_value: Any) -> list[Any]:
+        browser_id = browser_id_of(browser_value)
+        if not transcript_id or not browser_id:
+            return closed()
+        try:
+            stored = await asyncio.to_thread(store.get, transcript_id, browser_id)
+        except StoreError as exc:
+            raise gr.Error(str(exc), title="History unavailable") from exc
+        if stored is None:
+            raise gr.Error("That transcript is gone (deleted, or kept by another browser).")
+        directory = tempfile.mkdtemp(dir=downloads_dir)
+        paths = await asyncio.to_thread(write_exports, stored, directory)
+        return [gr.update(visible=True), shown_text(stored), *[gr.update(value=p, interactive=True) for p in paths]]
+
+    async def delete_(transcript_id: str | None, browser_value: Any) -> list[Any]:
+        browser_id = browser_id_of(browser_value)
+        if transcript_id and browser_id:
+            try:
+                await asyncio.wrap_future(store.delete(transcript_id, browser_id))
+            except StoreError as exc:
+                raise gr.Error(str(exc), title="Not deleted") from exc
+        return await refresh(browser_value)
+
+    listing = [note, items, viewer, text, *buttons]
+    tab.select(refresh, inputs=[browser], outputs=listing, show_progress="hidden")
+    items.input(open_, inputs=[items, browser], outputs=[viewer, text, *buttons], show_progress="hidden")
+    delete.click(delete_, inputs=[items, browser], outputs=listing, show_progress="hidden")
