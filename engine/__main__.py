@@ -6,28 +6,22 @@ can be piped or redirected as is.
 
 from __future__ import annotations
 
-import os
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import fields
 
-# Before vLLM is imported: its logs would otherwise go to stdout, mixed with the transcript.
-os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from dataclasses import fields  # noqa: E402
-
-from engine.base import DecodeRequest, TranscriptionError  # noqa: E402
-from settings import Settings  # noqa: E402
+from engine.base import DecodeRequest, TranscriptionError
+from engine.cli import command_parser, vllm_logs_to_stderr
+from settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("transcribe", help="transcribe an audio file (wav, flac, ogg/opus, mp3, m4a, ...)")
-    tr.add_argument("file")
+    parser, tr = command_parser(
+        "python -m engine", __doc__, "transcribe", "transcribe an audio file (wav, flac, ogg/opus, mp3, m4a, ...)"
+    )
     tr.add_argument("--language", default=None, help="ISO 639-1 code; detected when omitted (multilingual models)")
     tr.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     tr.add_argument("--prompt", default=None, help="text that conditions the decoder (names, spelling)")
@@ -73,6 +67,7 @@ async def _transcribe(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    vllm_logs_to_stderr()  # before the engine imports vLLM
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         print(asyncio.run(_transcribe(args)))

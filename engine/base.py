@@ -11,7 +11,8 @@ from typing import AsyncIterator, Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from settings import SAMPLE_RATE as SAMPLE_RATE  # defined once in settings; re-exported for the engine's callers
+
 Task = Literal["transcribe", "translate"]
 ProgressCallback = Callable[[float, float], None]
 

@@ -22,6 +22,16 @@ def default_model(has_gpu: bool) -> str:
     return GPU_DEFAULT if has_gpu else CPU_DEFAULT
 
 
+def embedded_ct2_dir(spec: str, cache_dir: Path) -> Path | None:
+    """The CTranslate2 checkpoint of an embedded model (`embedded:tiny.en`, `base`...),
+    None for any other spec. Also what `python -m engine.convert embedded:...` converts."""
+    spec = spec.strip()
+    if spec not in EMBEDDED and spec not in ("tiny.en", "base"):
+        return None
+    name = spec.split(":")[-1]
+    return tiny_en_ct2_dir() if name == "tiny.en" else base_ct2_dir(cache_dir)
+
+
 def resolve_model(spec: str, cache_dir: Path) -> str:
     """Return what vLLM's `model=` should get: a local directory or a hub repo id.
 
@@ -29,9 +39,9 @@ def resolve_model(spec: str, cache_dir: Path) -> str:
     (a CTranslate2 directory is converted); anything else is passed on as a hub id.
     """
     spec = spec.strip()
-    if spec in EMBEDDED or spec in ("tiny.en", "base"):
+    source = embedded_ct2_dir(spec, cache_dir)
+    if source is not None:
         name = spec.split(":")[-1]
-        source = tiny_en_ct2_dir() if name == "tiny.en" else base_ct2_dir(cache_dir)
         target = cache_dir / f"whisper-{name}-hf"
         log.info("embedded model %s: converting %s -> %s (once)", name, source, target)
         return str(convert_ct2_whisper(source, target))

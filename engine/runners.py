@@ -70,10 +70,6 @@ class InProcessRunner:
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
         self._thread.start()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._streams)
-
     async def generate(self, prompt: dict[str, Any], params: Any, priority: int = 0) -> AsyncIterator[Any]:
         if self._stopped:
             raise RuntimeError("engine is shut down")

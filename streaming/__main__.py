@@ -7,26 +7,19 @@ JSON line, then one line `{"summary": {...}}` (see `streaming.harness`). Logs go
 
 from __future__ import annotations
 
-import os
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
 
-os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from settings import Settings  # noqa: E402
+from engine.cli import command_parser, vllm_logs_to_stderr
+from settings import SAMPLE_RATE, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m streaming", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="stream an audio file through the pipeline and score it")
-    sim.add_argument("file")
+    parser, sim = command_parser("python -m streaming", __doc__, "simulate", "stream an audio file through the pipeline and score it")
     sim.add_argument("--realtime", action="store_true", help="feed on a real-time clock (default: as fast as possible)")
     sim.add_argument("--streams", type=int, default=1, help="concurrent simulated streams of the same file")
     sim.add_argument("--stagger", type=float, default=0.0, help="seconds between the starts of successive streams")
@@ -87,7 +80,7 @@ async def _simulate(args: argparse.Namespace) -> int:
     if args.long_utterance is not None:
         options.long_utterance_s = args.long_utterance or None
     if args.duration is not None:
-        audio = audio[: int(args.duration * 16_000)]
+        audio = audio[: int(args.duration * SAMPLE_RATE)]
         if segments is not None:
             segments = [s for s in segments if s["end"] <= args.duration]
             if reference is not None or args.reference is None:
@@ -129,6 +122,7 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    vllm_logs_to_stderr()  # before the engine imports vLLM
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     if args.command == "simulate":
         return asyncio.run(_simulate(args))

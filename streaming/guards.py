@@ -9,8 +9,8 @@ community"); and an autoregressive decoder that starts repeating itself keeps do
 and feeds it back as the prompt makes the loop permanent, so loops are cut before
 anything is committed or used as a prompt.
 
-`compression_ratio` is Whisper's own loop detector: gzip-compressible text (ratio
-above 2.4) is repetitive. It is calibrated for the text of one decode of at most 30 s
+`compression_ratio` (engine/quality.py, shared with the engine's own loop retry) is
+Whisper's loop detector: gzip-compressible text (ratio above 2.4) is repetitive. It is calibrated for the text of one decode of at most 30 s
 (a few hundred characters; ordinary prose of several thousand characters compresses
 past 2.4 too), which is what the streaming pipeline judges. It needs a fair amount of
 text to fire, so an n-gram check catches short loops in partials as well.
@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass
+
+from engine.quality import LOOP_COMPRESSION_RATIO, compression_ratio
 
 __all__ = [
     "CREDIT_PHRASES",
@@ -29,10 +30,8 @@ __all__ = [
     "GuardOptions",
     "compression_ratio",
     "drop_reason",
-    "is_phantom",
     "is_repetition_loop",
     "normalize_text",
-    "should_drop",
     "strip_repetition",
 ]
 
@@ -127,7 +126,7 @@ class GuardOptions:
     """Thresholds of `drop_reason`; the defaults follow Whisper's own where it has one."""
 
     #: Whisper's `compression_ratio_threshold`.
-    max_compression_ratio: float = 2.4
+    max_compression_ratio: float = LOOP_COMPRESSION_RATIO
     #: Consecutive copies of one word that count as a loop ("the the the the the").
     min_word_repeats: int = 5
     #: Consecutive copies of a 2..`max_period`-word phrase that count as a loop.
@@ -166,20 +165,6 @@ def _strip_tags(text: str) -> str:
     return _TAG_RE.sub(" ", text)
 
 
-def is_phantom(text: str) -> bool:
-    """True if the text is nothing but a known phantom phrase, credit or sound tag
-    (possibly repeated: "Thank you. Thank you.")."""
-    raw = text.strip()
-    if not raw:
-        return False
-    untagged = normalize_text(_strip_tags(raw))
-    if not untagged:
-        return True  # only tags / symbols: [Music], ♪, (silence)
-    if _is_credit(untagged):
-        return True
-    return _is_phantom_phrase(untagged)
-
-
 def _is_credit(norm: str) -> bool:
     # Prefix only: "the book was translated by her" mid-sentence is real speech.
     return norm.startswith(CREDIT_PHRASES) or "amara org" in norm
@@ -194,14 +179,6 @@ def _is_phantom_phrase(norm: str) -> bool:
         if len(words) % p == 0 and words == words[:p] * (len(words) // p):
             return " ".join(words[:p]) in PHANTOM_PHRASES
     return False
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's measure: UTF-8 length over zlib-compressed length (0.0 for empty text)."""
-    data = text.encode("utf-8")
-    if not data:
-        return 0.0
-    return len(data) / len(zlib.compress(data))
 
 
 _compression_ratio = compression_ratio  # reachable where a parameter shadows the name
@@ -372,25 +349,3 @@ def drop_reason(
             return "phantom"
     return None
 
-
-def should_drop(
-    text: str,
-    avg_logprob: float | None = None,
-    compression_ratio: float | None = None,
-    speech_ratio: float | None = None,
-    *,
-    no_speech_prob: float | None = None,
-    options: GuardOptions = DEFAULT_OPTIONS,
-) -> bool:
-    """True if the decode is most likely a hallucination or a loop (see `drop_reason`)."""
-    return (
-        drop_reason(
-            text,
-            avg_logprob,
-            compression_ratio,
-            speech_ratio,
-            no_speech_prob=no_speech_prob,
-            options=options,
-        )
-        is not None
-    )

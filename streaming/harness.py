@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.base import DecodeRequest
+from engine.base import SAMPLE_RATE, DecodeRequest
 from streaming.events import Event, TranscriptEvent
 from streaming.session import Session, SessionOptions
 
@@ -43,7 +43,7 @@ def to_frames(audio_16k: np.ndarray, *, rate: int = INPUT_RATE, frame_ms: int = 
     import soxr
 
     audio = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
-    x = soxr.resample(audio, 16_000, rate, quality="HQ") if rate != 16_000 else audio
+    x = soxr.resample(audio, SAMPLE_RATE, rate, quality="HQ") if rate != SAMPLE_RATE else audio
     pcm = (np.clip(x, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
     n = rate * frame_ms // 1000
     return [pcm[i : i + n].reshape(1, -1) for i in range(0, len(pcm), n)]
@@ -189,7 +189,7 @@ async def simulate(
     if warmup:
         # A server is warm when streams arrive; the first decodes of a fresh engine are
         # slower (allocations, caches), which would only measure start-up.
-        clip = np.array(audio_16k[: 16_000 * 3], dtype=np.float32, copy=True)
+        clip = np.array(audio_16k[: SAMPLE_RATE * 3], dtype=np.float32, copy=True)
         for _ in range(2):
             try:
                 await engine.transcribe(DecodeRequest(clip, language=options.language, task=options.task))
@@ -227,7 +227,7 @@ async def simulate(
         vals = [s[key] for s in per_stream if s.get(key) is not None]
         return round(float(np.mean(vals)), 4) if vals else None
 
-    audio_s = len(audio_16k) / 16_000
+    audio_s = len(audio_16k) / SAMPLE_RATE
     out: dict[str, object] = {
         "streams": len(per_stream),
         "realtime": realtime,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from settings import SAMPLE_RATE
+
 __all__ = ["FrameResampler", "ResamplerOptions", "to_mono_float32"]
 
 #: Largest channel count accepted; anything larger along the short axis is most likely
@@ -37,7 +39,7 @@ class ResamplerOptions:
     for speech and costs a few microseconds per 20 ms frame.
     """
 
-    out_rate: int = 16_000
+    out_rate: int = SAMPLE_RATE
     quality: str = "HQ"
 
 

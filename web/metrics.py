@@ -30,7 +30,7 @@ AUDIO_SECONDS = Counter(
 )
 INPUT_AUDIO_SECONDS = Counter(
     "rtw_input_audio_seconds",
-    "Seconds of audio received to transcribe, by source (api, realtime, page)",
+    "Seconds of audio received to transcribe through the API, by source (api, realtime)",
     ["source"],
     registry=REGISTRY,
 )

@@ -28,6 +28,7 @@ from starlette.formparsers import MultiPartException
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task
 from engine.formats import to_srt, to_vtt
+from engine.languages import language_name
 from settings import Settings
 from web import metrics
 from web.auth import require_api_key
@@ -41,16 +42,6 @@ FORM_OVERHEAD_BYTES = 1 << 20
 #: How much of an over-limit body is read (and thrown away) so the client sees the 413.
 DRAIN_LIMIT_BYTES = 64 << 20
 CREATED = int(time.time())
-
-LANGUAGE_NAMES = {
-    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
-    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
-    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
-    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
-    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
-    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
-}
-
 
 class _TooLarge(Exception):
     pass
@@ -262,7 +253,7 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
         return JSONResponse(
             {
                 "task": task,
-                "language": LANGUAGE_NAMES.get(language or "", language) if language else None,
+                "language": language_name(language) if language else None,
                 "duration": round(duration, 3),
                 "text": text,
                 "segments": segments,

@@ -24,6 +24,7 @@ from typing import Any
 import gradio as gr
 
 from engine.base import Engine
+from engine.languages import LANGUAGES, supported_languages
 from settings import Settings
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
 from web.sessions import StreamSlots
@@ -60,18 +61,21 @@ CSS = """
 #status .rtw-message { color: #d11; font-weight: 600; }
 """
 
-LANGUAGES = {
-    "en": "English", "zh": "Chinese", "de": "German", "es": "Spanish", "ru": "Russian", "ko": "Korean",
-    "fr": "French", "ja": "Japanese", "pt": "Portuguese", "tr": "Turkish", "pl": "Polish", "ca": "Catalan",
-    "nl": "Dutch", "ar": "Arabic", "sv": "Swedish", "it": "Italian", "id": "Indonesian", "hi": "Hindi",
-    "fi": "Finnish", "vi": "Vietnamese", "he": "Hebrew", "uk": "Ukrainian", "el": "Greek", "ms": "Malay",
-    "cs": "Czech", "ro": "Romanian", "da": "Danish", "hu": "Hungarian", "ta": "Tamil", "no": "Norwegian",
-    "th": "Thai", "ur": "Urdu", "hr": "Croatian", "bg": "Bulgarian", "lt": "Lithuanian", "la": "Latin",
-}
+def language_choices(languages: dict[str, str] = LANGUAGES) -> list[tuple[str, str]]:
+    """The language menu (page and upload tab): "detect" first, then by name
+    (`engine.languages.supported_languages(engine)`: what the model can be asked for)."""
+    return [("Detect automatically", "auto")] + sorted(((name, code) for code, name in languages.items()))
 
 
-def language_choices() -> list[tuple[str, str]]:
-    return [("Detect automatically", "auto")] + sorted(((name, code) for code, name in LANGUAGES.items()))
+def task_radio(*, visible: bool, elem_id: str) -> gr.Radio:
+    """Transcribe or translate to English (page and upload tab; multilingual models only)."""
+    return gr.Radio(
+        [("Transcribe", "transcribe"), ("Translate to English", "translate")],
+        value="transcribe",
+        label="Task",
+        visible=visible,
+        elem_id=elem_id,
+    )
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -223,20 +227,14 @@ def build_live_tab(
                 elem_id="mic",
             )
             language = gr.Dropdown(
-                language_choices(),
+                language_choices(supported_languages(engine)),
                 value=default_language,
                 label="Language",
                 info="Spoken language (changes apply to the next utterance)",
                 visible=multilingual,
                 elem_id="language",
             )
-            task = gr.Radio(
-                [("Transcribe", "transcribe"), ("Translate to English", "translate")],
-                value="transcribe",
-                label="Task",
-                visible=multilingual,
-                elem_id="task",
-            )
+            task = task_radio(visible=multilingual, elem_id="task")
             clear = gr.Button("Clear transcript", elem_id="clear", size="sm")
             with gr.Row():
                 dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-txt")
@@ -312,4 +310,3 @@ def build_live_tab(
         return render(state, engine, slots, force=True)
 
     clear.click(on_clear, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
-

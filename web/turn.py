@@ -14,7 +14,6 @@ HF_TOKEN). A failure to get credentials is logged and the page falls back to no 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -25,19 +24,19 @@ CLIENT_TTL_S = 600
 SERVER_TTL_S = 360_000
 
 
-def turn_mode(provider: str | None = None, environ: dict[str, str] | None = None) -> str:
-    """`none`, `hf` or `cloudflare` after resolving `auto`."""
-    env = os.environ if environ is None else environ
-    mode = (provider if provider is not None else env.get("TURN_PROVIDER", "auto")).strip().lower() or "auto"
+def turn_mode(provider: str = "auto", space_id: str = "") -> str:
+    """`none`, `hf` or `cloudflare` after resolving `auto` (TURN on a Space: `space_id` set).
+    Both come from settings (TURN_PROVIDER, SPACE_ID)."""
+    mode = (provider or "auto").strip().lower()
     if mode == "auto":
-        return "hf" if env.get("SPACE_ID") else "none"
+        return "hf" if space_id else "none"
     if mode not in ("none", "hf", "cloudflare"):
         raise ValueError(f"TURN_PROVIDER={mode!r}: use auto, none, hf or cloudflare")
     return mode
 
 
 def _token(hf_token: str | None) -> str | None:
-    token = (hf_token or os.environ.get("HF_TOKEN") or "").strip()
+    token = (hf_token or "").strip()
     return token or None
 
 
@@ -81,8 +80,8 @@ def server_rtc_configuration(mode: str, hf_token: str | None = None) -> dict[str
         return dict(NO_ICE)
 
 
-def rtc_configurations(provider: str | None = None, hf_token: str | None = None) -> tuple[Any, dict[str, Any]]:
+def rtc_configurations(provider: str = "auto", hf_token: str | None = None, space_id: str = "") -> tuple[Any, dict[str, Any]]:
     """(browser configuration, server configuration) for the page's WebRTC widget."""
-    mode = turn_mode(provider)
+    mode = turn_mode(provider, space_id)
     log.info("WebRTC: TURN %s", "off" if mode == "none" else f"via {mode}")
     return client_rtc_configuration(mode, hf_token), server_rtc_configuration(mode, hf_token)

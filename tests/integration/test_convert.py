@@ -1,4 +1,4 @@
-"""CTranslate2 -> Hugging Face Whisper conversion (engine/convert.py).
+"""CTranslate2 -> Hugging Face Whisper conversion (engine/convert/).
 
 The converted model must be the same model: it loads in transformers with no missing or
 unexpected weights, and greedy decoding gives the text faster-whisper gives on the
@@ -241,14 +241,14 @@ def test_generate_uses_generation_config(converted, hf_model, audios):
 
 def test_interrupted_conversion_leaves_no_model(tmp_path, monkeypatch):
     """A failure mid-write publishes nothing and leaves no staging dir behind."""
-    from engine import convert
+    from engine.convert import publish
 
     def boom(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(convert, "_write_tokenizer", boom)
+    monkeypatch.setattr(publish, "_write_tokenizer", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
-        convert.convert_ct2_whisper(tiny_en_ct2_dir(), tmp_path / "hf")
+        publish.convert_ct2_whisper(tiny_en_ct2_dir(), tmp_path / "hf")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -149,10 +149,16 @@ def test_dockerignore_keeps_local_environments_out():
         ({}, "cloudflare", "cloudflare"),
     ],
 )
-def test_turn_only_on_spaces_by_default(environ, provider, expected):
+def test_turn_only_on_spaces_by_default(environ, provider, expected, monkeypatch):
+    from settings import Settings
     from web.turn import turn_mode
 
-    assert turn_mode(provider, environ) == expected
+    for name in ("SPACE_ID", "TURN_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()  # the one reader of SPACE_ID and TURN_PROVIDER
+    assert turn_mode(provider or settings.turn_provider, settings.space_id) == expected
 
 
 def test_turn_failure_falls_back_to_no_relay(monkeypatch):
