@@ -14,37 +14,47 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from engine.base import Engine
 from engine.factory import create_engine
 from settings import Settings
 from web.api import include_api
+from web.auth import LOGIN_MESSAGE, DocsGate, page_auth
+from web.health import public_device, public_info
+from web.jobs import JobQueue
 from web.metered import metered
 from web.page import CSS, build_live_tab
+from web.redact import install_log_redaction
 from web.sessions import StreamSlots
 from web.turn import rtc_configurations
 from web.upload_tab import build_upload_tab
 
 log = logging.getLogger("app")
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
 
-def build_page(engine: Engine, settings: Settings, slots: StreamSlots) -> gr.Blocks:
-    client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token or None, settings.space_id)
+
+def build_page(engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None) -> gr.Blocks:
+    client_rtc, server_rtc = rtc_configurations(getattr(settings, "turn_provider", None), settings.hf_token or None)
     info = engine.info
-    with gr.Blocks(title="Real-time Whisper", css=CSS, analytics_enabled=False) as page:
+    # delete_cache: Gradio's copies of uploads and downloads go after an hour (checked every 10 min).
+    with gr.Blocks(title="Real-time Whisper", css=CSS, analytics_enabled=False, delete_cache=(600, 3600)) as page:
         gr.Markdown(
             f"## 🎙️ Real-time Whisper\n"
-            f"Model **{info.model}** on {info.engine} ({info.device}). Press **Record**, speak, "
+            f"Model **{info.model}** on {info.engine} ({public_device(info)}). Press **Record**, speak, "
             "and watch the words appear: grey italics are still tentative, plain text is settled."
         )
         with gr.Tab("Live", id="live"):
             build_live_tab(engine, settings, slots, rtc_configuration=client_rtc, server_rtc_configuration=server_rtc)
         with gr.Tab("Transcribe a recording", id="upload"):
-            build_upload_tab(engine, max_seconds=settings.max_audio_seconds)
+            build_upload_tab(engine, max_seconds=settings.max_audio_seconds, jobs=jobs)
     page.queue(default_concurrency_limit=None)
     return page
 
@@ -53,17 +63,31 @@ def build_app(engine: Engine, settings: Settings) -> FastAPI:
     api = FastAPI(title="Real-time Whisper")
     slots = StreamSlots(settings.max_streams)
     engine = metered(engine)  # once, for the API and the page alike (/metrics)
-    include_api(api, engine, settings, slots)
-    page = build_page(engine, settings, slots)
+    jobs = include_api(api, engine, settings, slots)  # one long-form queue for the API and the page
+    page = build_page(engine, settings, slots, jobs)
     api.state.slots = slots
     api.state.page = page
-    return gr.mount_gradio_app(api, page, path="/", max_file_size=f"{int(settings.max_upload_mb)}mb")
+    api.state.jobs = jobs
+    # API_KEY guards the page too (Gradio's login: any user name, the key as password),
+    # unless PUBLIC_PAGE=true says it is meant to be open.
+    auth = page_auth(settings.api_key, settings.public_page)
+    app = gr.mount_gradio_app(
+        api, page, path="/", max_file_size=f"{int(settings.max_upload_mb)}mb", auth=auth,
+        auth_message=LOGIN_MESSAGE if auth else None,
+    )
+    gradio_app = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "")
+
+    def page_session(cookies: dict[str, str]) -> bool:
+        return any(k.startswith("access-token") and v in gradio_app.tokens for k, v in cookies.items())
+
+    app.add_middleware(DocsGate, api_key=settings.api_key, session_ok=page_session)
+    return app
 
 
-def server_address(settings: Settings | None = None) -> tuple[str, int]:
-    """Host and port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (read by settings)."""
-    settings = settings or Settings.from_env()
-    return settings.server_name, int(settings.server_port)
+def server_address() -> tuple[str, int]:
+    host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
+    return host, port
 
 
 def main() -> None:
@@ -72,12 +96,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_args(args)
-    host, port = server_address(settings)
+    host, port = server_address()
     engine = create_engine(settings)
-    log.info("engine ready: %s", engine.info)
+    log.info("engine ready: %s", public_info(engine.info))  # no endpoint credentials in the log
     app = build_app(engine, settings)
     log.info("serving the page and the API on http://%s:%d", host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    install_log_redaction()  # after uvicorn set up its loggers: no ?api_key= in the access log
+    server.run()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Binar
 
 #: Above this fraction of NaN/Inf samples the audio is refused instead of repaired.
 MAX_NONFINITE_FRACTION = 0.01
+#: Most channels a 2-D array may have (see `downmix`).
+MAX_CHANNELS = 8
 #: Decoded audio may run this far past `max_seconds` (codec padding) before it is refused.
 DECODE_SLACK_S = 0.5
 #: The up-front check trusts container metadata only this far (estimated durations).
@@ -252,7 +254,14 @@ def _corrupt(label: str, decoded: int) -> AudioError:
 
 
 class _Buffer:
-    """A float32 array filled in place: one allocation when the duration is known up front."""
+    """A float32 array filled in place: never more than one copy of the audio in memory.
+
+    Reserved up front from the container's duration when it is known. When it is not
+    (or the header was wrong), the array grows in place with `ndarray.resize`: realloc,
+    which on Linux moves a large block's pages with mremap instead of copying them, so
+    growing never holds the old and the new array at once. The slack at the end is given
+    back the same way.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.data = np.empty(max(capacity, 4096), dtype=np.float32)
@@ -261,15 +270,14 @@ class _Buffer:
     def append(self, samples: np.ndarray) -> None:
         end = self.n + len(samples)
         if end > len(self.data):
-            grown = np.empty(max(end, 2 * len(self.data)), dtype=np.float32)
-            grown[: self.n] = self.data[: self.n]
-            self.data = grown
+            self.data.resize(max(end, 2 * len(self.data)), refcheck=False)  # no views of it exist
         self.data[self.n : end] = samples
         self.n = end
 
     def result(self) -> np.ndarray:
-        if len(self.data) - self.n > max(self.n // 8, SAMPLE_RATE):
-            return self.data[: self.n].copy()  # don't keep a much larger buffer alive
+        if len(self.data) - self.n > max(self.n // 64, SAMPLE_RATE):
+            self.data.resize(max(self.n, 1), refcheck=False)  # don't keep a much larger buffer alive
+            return self.data[: self.n]
         return self.data[: self.n]
 
 
@@ -336,7 +344,7 @@ def validate_audio(audio: np.ndarray) -> np.ndarray:
         a = a.astype(np.float32)
         owned = True
     if a.ndim == 2:
-        a = _to_mono(a)
+        a = downmix(a)
         owned = True
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
@@ -344,13 +352,23 @@ def validate_audio(audio: np.ndarray) -> np.ndarray:
     return _sanitize(a, owned=owned)
 
 
-def _to_mono(a: np.ndarray) -> np.ndarray:
+def downmix(a: np.ndarray) -> np.ndarray:
+    """A 2-D array's channels averaged to mono float32 (files, arrays and live frames alike).
+
+    The channel axis is the short one, at most `MAX_CHANNELS` long (a longer short axis
+    is a mis-shaped array, refused rather than guessed); channels last when both could be.
+    """
     rows, cols = a.shape
-    if cols <= 8 and cols <= rows:
-        return a.mean(axis=1, dtype=np.float32) if cols > 1 else a[:, 0].copy()
-    if rows <= 8:
-        return a.mean(axis=0, dtype=np.float32) if rows > 1 else a[0].copy()
-    raise AudioError(f"cannot tell channels from samples in audio of shape {a.shape}")
+    if rows == 1:  # (1, n), also an empty frame (1, 0)
+        return a[0].astype(np.float32)
+    if 0 < cols <= MAX_CHANNELS and cols <= rows:
+        return a.mean(axis=1, dtype=np.float32) if cols > 1 else a[:, 0].astype(np.float32)
+    if rows <= MAX_CHANNELS:
+        return a.mean(axis=0, dtype=np.float32) if rows > 1 else a[0].astype(np.float32)
+    raise AudioError(
+        f"cannot tell the channel axis of audio of shape {a.shape}; "
+        f"expected (channels, n) or (n, channels) with at most {MAX_CHANNELS} channels"
+    )
 
 
 def _sanitize(a: np.ndarray, *, owned: bool) -> np.ndarray:

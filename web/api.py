@@ -11,6 +11,7 @@ from engine.base import Engine
 from settings import Settings
 from web.errors import APIError, api_error_handler, error_body
 from web.health import health_router
+from web.jobs import JobQueue
 from web.metrics import metrics_router
 from web.openai_api import openai_router
 from web.realtime import realtime_router
@@ -19,12 +20,18 @@ from web.sessions import StreamSlots
 _HTTP_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 404: "invalid_request_error"}
 
 
-def include_api(app: FastAPI, engine: Engine, settings: Settings, slots: StreamSlots) -> None:
+def include_api(
+    app: FastAPI, engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None
+) -> JobQueue:
     """Mount /health, the OpenAI-compatible API, the realtime WebSocket and /metrics.
 
     /metrics counts the decodes of the engine it is given: `app.build_app` hands over
     the engine wrapped once by `web.metered.metered()` (the page shares that wrapper).
+    `jobs` is the long-form queue the page shares (one is made from the settings when
+    not given); it is returned.
     """
+    if jobs is None:
+        jobs = JobQueue(settings.max_jobs, settings.max_queued)
     app.add_exception_handler(APIError, api_error_handler)
 
     async def http_error(request: Request, exc: Exception):
@@ -54,7 +61,8 @@ def include_api(app: FastAPI, engine: Engine, settings: Settings, slots: StreamS
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.include_router(health_router(engine))
+    app.include_router(health_router(engine, jobs))
     app.include_router(metrics_router())
-    app.include_router(openai_router(engine, settings))
+    app.include_router(openai_router(engine, settings, jobs))
     app.include_router(realtime_router(engine, settings, slots))
+    return jobs

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from engine.base import AudioError, EngineUnavailable, TranscriptionError, UnsupportedRequest
+from web.redact import redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,23 @@ def from_engine_error(exc: BaseException) -> APIError:
     if isinstance(exc, UnsupportedRequest):
         return APIError(400, str(exc), code="unsupported_request")
     if isinstance(exc, EngineUnavailable):
-        return APIError(503, f"The transcription engine is unavailable: {exc}", type="server_error", code="engine_unavailable")
+        log.warning("engine unavailable: %s", redact_urls(str(exc)))
+        return APIError(503, f"The transcription engine is unavailable: {public_reason(exc)}", type="server_error", code="engine_unavailable")
     if isinstance(exc, TranscriptionError):
-        return APIError(502, f"The transcription engine failed: {exc}", type="server_error", code="engine_error")
+        log.warning("engine failed: %s", redact_urls(str(exc)))
+        return APIError(502, f"The transcription engine failed: {public_reason(exc)}", type="server_error", code="engine_error")
     if isinstance(exc, ValueError):
         return APIError(400, str(exc), code="invalid_value")
-    log.error("engine failure", exc_info=exc)
-    return APIError(
-        502, f"The transcription engine failed ({type(exc).__name__}: {exc})", type="server_error", code="engine_error"
-    )
+    log.error("engine failure: %s", redact_urls(repr(exc)))
+    return APIError(502, f"The transcription engine failed ({type(exc).__name__}).", type="server_error", code="engine_error")
+
+
+def public_reason(exc: BaseException) -> str:
+    """What a client may read of an engine failure: its first clause, URLs cut to the host.
+
+    The rest (an upstream server's own error body, "Server said: ...", a redirect page)
+    goes to the log only: it may hold anything, credentials and internal names included.
+    """
+    text = redact_urls(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    head = text.split(": ", 1)[0].split(". Server said", 1)[0]
+    return head[:200]

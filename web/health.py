@@ -1,19 +1,49 @@
-"""Liveness and engine description: what a load balancer or a Space health check reads."""
+"""Liveness and engine description: what a load balancer or a Space health check reads.
+
+Open to anyone even with API_KEY set, so it shows nothing secret: a remote endpoint
+appears as its host only (`public_info`), never with its path, query or credentials.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter
 
-from engine.base import Engine
+from engine.base import Engine, EngineInfo
+from web.redact import redact_urls, url_host
 
 
-def health_router(engine: Engine) -> APIRouter:
+def public_info(info: EngineInfo) -> dict[str, Any]:
+    """The engine's description with every URL cut down to its host and no token."""
+    data = asdict(info)
+    if info.engine == "remote" or "://" in str(info.device):
+        data["device"] = url_host(str(info.device)) if "://" in str(info.device) else str(info.device)
+    settings = {}
+    for key, value in (data.get("settings") or {}).items():
+        if "token" in key.lower() or "key" in key.lower() or "secret" in key.lower():
+            value = "set" if value not in (None, "", "none") else "none"
+        elif isinstance(value, str) and "://" in value:
+            value = redact_urls(value)
+        settings[key] = value
+    data["settings"] = settings
+    return data
+
+
+def public_device(info: EngineInfo) -> str:
+    """`info.device` as the page's header and status line may show it."""
+    return str(public_info(info)["device"])
+
+
+def health_router(engine: Engine, jobs: Any = None) -> APIRouter:
     router = APIRouter()
 
     @router.get("/health")
     async def health() -> dict[str, object]:
-        return {"status": "ok", "engine": asdict(engine.info)}
+        body: dict[str, object] = {"status": "ok", "engine": public_info(engine.info)}
+        if jobs is not None:
+            body["jobs"] = jobs.snapshot()
+        return body
 
     return router

@@ -13,6 +13,7 @@ caller can fix and 502/503 for engine failures; user input never gives a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -22,17 +23,18 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task
 from engine.formats import to_srt, to_vtt
-from engine.languages import language_name
 from settings import Settings
 from web import metrics
 from web.auth import require_api_key
 from web.errors import APIError, error_body, from_engine_error
+from web.jobs import ClientGone, JobQueue, JobsFull
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,22 @@ def model_ids(engine: Engine) -> list[str]:
     return ids
 
 
-def openai_router(engine: Engine, settings: Settings) -> APIRouter:
+LANGUAGE_NAMES = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
+    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
+    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
+    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
+    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
+}
+
+
+def openai_router(engine: Engine, settings: Settings, jobs: JobQueue | None = None) -> APIRouter:
+    """The /v1 routes; `jobs` is the long-form queue shared with the page (MAX_JOBS / MAX_QUEUED)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(settings.api_key))])
     max_upload = int(settings.max_upload_mb * 1024 * 1024)
+    if jobs is None:
+        jobs = JobQueue(settings.max_jobs, settings.max_queued)
 
     @router.get("/models")
     async def list_models() -> dict[str, Any]:
@@ -95,11 +110,11 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
     async def _run(request: Request, task: str) -> Response:
         form = await _read_form(request, max_upload)
         try:
-            return await _transcribe(form, task)
+            return await _transcribe(request, form, task)
         finally:
             await form.close()
 
-    async def _transcribe(form: Any, task: str) -> Response:
+    async def _transcribe(request: Request, form: Any, task: str) -> Response:
         upload = form.get("file")
         if upload is None:
             raise APIError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
@@ -146,34 +161,73 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
         except UnsupportedRequest as exc:  # before the upload is decoded: the one English-only rule
             param = "model" if task == "translate" else "language"
             raise APIError(400, f"The model {exc}.", param=param, code="unsupported_value") from exc
-        audio = await _decode_upload(upload)
-        duration = len(audio) / SAMPLE_RATE
-        metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
         if stream:
-            return await _stream(audio, language, task, prompt, temperature, duration)
-        try:
-            result = await engine.transcribe(
-                DecodeRequest(
-                    audio,
-                    language=language,
-                    task=task,  # type: ignore[arg-type]
-                    prompt=prompt,
-                    temperature=temperature,
-                    timestamps=response_format in ("verbose_json", "srt", "vtt"),
+            return await _stream_job(upload, language, task, prompt, temperature)
+
+        async def work() -> Response:
+            # Decoding holds the file's audio in memory: it happens inside the job slot.
+            audio = await _decode_upload(upload)
+            duration = len(audio) / SAMPLE_RATE
+            metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
+            try:
+                result = await engine.transcribe(
+                    DecodeRequest(
+                        audio,
+                        language=language,
+                        task=task,  # type: ignore[arg-type]
+                        prompt=prompt,
+                        temperature=temperature,
+                        timestamps=response_format in ("verbose_json", "srt", "vtt"),
+                    )
                 )
-            )
-        except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
-            raise from_engine_error(exc) from exc
-        return _render(result, response_format, task, duration)
+            except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
+                raise from_engine_error(exc) from exc
+            return _render(result, response_format, task, duration)
+
+        try:
+            return await jobs.run_until_disconnect(work, request.receive, source="api")
+        except JobsFull as exc:
+            raise _busy(exc) from None
+        except ClientGone:
+            return Response(status_code=499)  # nobody is there to read it
+
+    async def _stream_job(upload: UploadFile, language: str | None, task: str, prompt: str | None, temperature: float) -> Response:
+        """stream=true: the job slot is held until the last event is sent (or the client goes)."""
+        stack = contextlib.AsyncExitStack()
+        try:
+            await stack.enter_async_context(jobs.slot("api"))
+        except JobsFull as exc:
+            raise _busy(exc) from None
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                await stack.aclose()
+
+        try:
+            audio = await _decode_upload(upload)
+            duration = len(audio) / SAMPLE_RATE
+            metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
+            return await _stream(audio, language, task, prompt, temperature, duration, release)
+        except BaseException:
+            await release()
+            raise
 
     async def _decode_upload(upload: UploadFile) -> Any:
-        data = await upload.read()
-        if len(data) > max_upload:
+        # The upload stays in its spooled temp file (on disk past 1 MB): decoded from there,
+        # in a worker thread, never read into memory whole.
+        size = upload.size
+        if size is None:
+            size = await asyncio.to_thread(_file_size, upload.file)
+        if size > max_upload:
             raise _too_large(max_upload)
-        if not data:
+        if not size:
             raise APIError(400, f"The uploaded file '{upload.filename or 'file'}' is empty.", param="file", code="invalid_audio")
         try:
-            return await asyncio.to_thread(load_audio, data, max_seconds=settings.max_audio_seconds)
+            upload.file.seek(0)
+            return await asyncio.to_thread(load_audio, upload.file, max_seconds=settings.max_audio_seconds)
         except AudioError as exc:
             name = upload.filename or "the file"
             message = str(exc).replace("the audio data", f"'{name}'")
@@ -184,7 +238,10 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
                 400, f"Invalid file: '{upload.filename or 'file'}' could not be decoded as audio.", param="file", code="invalid_audio"
             ) from exc
 
-    async def _stream(audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float) -> Response:
+    async def _stream(
+        audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float,
+        release: Any,
+    ) -> Response:
         request = DecodeRequest(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]
         deltas = engine.transcribe_stream(request)
         # The first delta (or failure) is awaited before answering, so an engine that is
@@ -217,10 +274,14 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
                         await aclose()
                     except Exception:  # noqa: BLE001
                         pass
+                await release()
             text = "".join(parts).strip()
             yield _sse({"type": "transcript.text.done", "text": text, "usage": {"type": "duration", "seconds": math.ceil(duration)}})
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        # The background task frees the job slot too when the body never started (client gone).
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, background=BackgroundTask(release)
+        )
 
     def _render(result: Transcription, response_format: str, task: str, duration: float) -> Response:
         text = (result.text or "").strip()
@@ -253,7 +314,7 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
         return JSONResponse(
             {
                 "task": task,
-                "language": language_name(language) if language else None,
+                "language": LANGUAGE_NAMES.get(language or "", language) if language else None,
                 "duration": round(duration, 3),
                 "text": text,
                 "segments": segments,
@@ -265,6 +326,19 @@ def openai_router(engine: Engine, settings: Settings) -> APIRouter:
 
 
 # -- request parsing ---------------------------------------------------------------------
+
+
+def _busy(exc: JobsFull) -> APIError:
+    return APIError(
+        429, str(exc), type="rate_limit_exceeded", code="server_busy", headers={"Retry-After": str(exc.retry_after_s)}
+    )
+
+
+def _file_size(f: Any) -> int:
+    pos = f.tell()
+    end = f.seek(0, 2)
+    f.seek(pos)
+    return end
 
 
 def _too_large(limit: int) -> APIError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -18,10 +19,16 @@ import gradio as gr
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, DecodeRequest, Engine, TranscriptionError
 from engine.formats import to_srt, to_text, to_vtt
-from engine.languages import supported_languages
+from web.errors import public_reason
+from web.jobs import JobQueue, JobsFull
+
+#: Our download files are removed this long after Gradio copied them into its cache (s).
+DOWNLOAD_KEEP_S = 60.0
 
 
-def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
+def build_upload_tab(engine: Engine, *, max_seconds: float, jobs: JobQueue | None = None) -> None:
+    """The tab's components and events; `jobs` is the long-form queue shared with the API."""
+    jobs = jobs if jobs is not None else JobQueue(2, 8)
     multilingual = bool(engine.info.multilingual)
     with gr.Row():
         upload = gr.File(
@@ -31,13 +38,20 @@ def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
             elem_id="upload-file",
         )
         with gr.Column():
-            from web.page import language_choices, task_radio
+            from web.page import language_choices
 
             language = gr.Dropdown(
-                language_choices(supported_languages(engine)), value="auto", label="Language", visible=multilingual, elem_id="upload-language"
+                language_choices(), value="auto", label="Language", visible=multilingual, elem_id="upload-language"
             )
-            task = task_radio(visible=multilingual, elem_id="upload-task")
+            task = gr.Radio(
+                [("Transcribe", "transcribe"), ("Translate to English", "translate")],
+                value="transcribe",
+                label="Task",
+                visible=multilingual,
+                elem_id="upload-task",
+            )
             button = gr.Button("Transcribe", variant="primary", elem_id="upload-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="upload-stop", size="sm")
     text = gr.Textbox(label="Transcript", lines=8, interactive=False, elem_id="upload-text", show_copy_button=True)
     with gr.Row():
         dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", elem_id="upload-download-txt")
@@ -46,16 +60,26 @@ def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
     srt = gr.Textbox(label="Subtitles (SRT)", lines=8, interactive=False, elem_id="upload-srt")
 
     async def transcribe(
-        path: str | None, lang: str, task_: str, progress: gr.Progress = gr.Progress()
+        path: str | None, lang: str, task_: str, request: gr.Request, progress: gr.Progress = gr.Progress()
     ) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Choose an audio file first.")
+        owner = getattr(request, "session_hash", None) or None
+        try:
+            # One queue with the API: MAX_JOBS at once; the tab's jobs end when it is closed.
+            return await jobs.run(lambda: _job(path, lang, task_, progress), source="page", owner=owner)
+        except JobsFull as exc:
+            raise gr.Error(str(exc), title="Busy") from None
+
+    async def _job(path: str, lang: str, task_: str, progress: gr.Progress) -> tuple[Any, ...]:
         name = os.path.basename(path)
         progress(0.0, desc="reading the file")
         try:
             audio = await asyncio.to_thread(load_audio, path, max_seconds=max_seconds)
         except (TranscriptionError, ValueError) as exc:
             raise gr.Error(str(exc), title="Not usable audio") from exc
+        finally:
+            _remove(path)  # Gradio's copy of the upload: decoded (or refused), no longer needed
         total = len(audio) / SAMPLE_RATE
         progress(0.0, desc=f"transcribing {total:.0f} s of audio")
 
@@ -75,9 +99,11 @@ def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
                 )
             )
         except (TranscriptionError, ValueError) as exc:
-            raise gr.Error(str(exc), title="Transcription failed") from exc
+            raise gr.Error(public_reason(exc), title="Transcription failed") from exc
         segments = result.segments
         out = tempfile.mkdtemp(prefix="rtw-upload-")
+        # Gradio copies returned files into its own cache; ours go once that is done.
+        asyncio.get_running_loop().call_later(DOWNLOAD_KEEP_S, shutil.rmtree, out, True)
         stem = os.path.splitext(name)[0] or "transcript"
         files = []
         for fmt, body in (("txt", to_text(segments) if segments else result.text), ("srt", to_srt(segments)), ("vtt", to_vtt(segments))):
@@ -87,9 +113,26 @@ def build_upload_tab(engine: Engine, *, max_seconds: float) -> None:
             files.append(gr.DownloadButton(value=p, interactive=True))
         return (result.text, to_srt(segments), *files)
 
-    button.click(
+    event = button.click(
         transcribe,
         inputs=[upload, language, task],
         outputs=[text, srt, dl_txt, dl_srt, dl_vtt],
-        concurrency_limit=None,
+        concurrency_limit=None,  # the JobQueue is the limit (MAX_JOBS / MAX_QUEUED), with a clear message
     )
+    # Stop cancels the job (the engine aborts its pieces); so does closing the tab.
+    stop.click(None, None, None, cancels=[event])
+    root = gr.context.Context.root_block
+    if root is not None:
+
+        async def on_close(request: gr.Request) -> None:  # async: on the event loop, like the jobs
+            if getattr(request, "session_hash", None):
+                jobs.cancel_owner(request.session_hash)
+
+        root.unload(on_close)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
