@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 import gradio as gr
 import uvicorn
@@ -37,12 +36,9 @@ from web.upload_tab import build_upload_tab
 
 log = logging.getLogger("app")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-
 
 def build_page(engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None) -> gr.Blocks:
-    client_rtc, server_rtc = rtc_configurations(getattr(settings, "turn_provider", None), settings.hf_token or None)
+    client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token or None, settings.space_id)
     info = engine.info
     # delete_cache: Gradio's copies of uploads and downloads go after an hour (checked every 10 min).
     with gr.Blocks(title="Real-time Whisper", css=CSS, analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -84,10 +80,10 @@ def build_app(engine: Engine, settings: Settings) -> FastAPI:
     return app
 
 
-def server_address() -> tuple[str, int]:
-    host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
-    port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
-    return host, port
+def server_address(settings: Settings | None = None) -> tuple[str, int]:
+    """Host and port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (read by settings)."""
+    settings = settings or Settings.from_env()
+    return settings.server_name, int(settings.server_port)
 
 
 def main() -> None:
@@ -96,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_args(args)
-    host, port = server_address()
+    host, port = server_address(settings)
     engine = create_engine(settings)
     log.info("engine ready: %s", public_info(engine.info))  # no endpoint credentials in the log
     app = build_app(engine, settings)

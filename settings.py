@@ -11,6 +11,10 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+#: Whisper's input rate: every layer hands audio around as 16 kHz mono float32
+#: (engine.base re-exports it for the engine's callers).
+SAMPLE_RATE = 16_000
+
 
 def _env(name: str, default: Any, cast: type = str) -> Any:
     raw = os.environ.get(name)
@@ -56,6 +60,7 @@ class Settings:
         "ENDPOINT_URL", "", "Base URL of an OpenAI-compatible API, path prefix included (e.g. `https://x.endpoints.huggingface.cloud/api/v1`)"
     )
     hf_token: str = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
+    openai_api_key: str = _field("OPENAI_API_KEY", "", "Bearer token for the remote endpoint when `HF_TOKEN` is empty")
     remote_model: str = _field("REMOTE_MODEL", "", "Model name sent to the remote endpoint")
     remote_timeout_s: float = _field("REMOTE_TIMEOUT_S", 60.0, "Seconds to wait for one remote response (connect: 10 s at most)", float)
     remote_retries: int = _field("REMOTE_RETRIES", 3, "Retries (with backoff) on 429, 5xx, timeouts and dropped connections", int)
@@ -70,6 +75,14 @@ class Settings:
     vad_threshold: float = _field("VAD_THRESHOLD", 0.5, "Silero speech probability that starts an utterance", float)
     max_streams: int = _field("MAX_STREAMS", 16, "Concurrent live streams (page + WebSocket); 0 = no limit", int)
     language: str = _field("LANGUAGE", "", "Default language of live streams (empty: detect; English-only models: en)")
+    # Server
+    server_name: str = _field(
+        "GRADIO_SERVER_NAME", "127.0.0.1", "Address the page and the API listen on (Gradio's own variable; the Docker image sets `0.0.0.0`)"
+    )
+    server_port: int = _field("GRADIO_SERVER_PORT", 7860, "Port of the page and the API (Gradio's own variable)", int)
+    space_id: str = _field(
+        "SPACE_ID", "", "Set by Hugging Face Spaces: `TURN_PROVIDER=auto` then relays WebRTC, and transcripts go to `/data` when writable"
+    )
     # Page
     turn_provider: str = _field(
         "TURN_PROVIDER",
@@ -126,6 +139,15 @@ def _env_cast(value: str, cast: type) -> Any:
     if cast is bool:
         return str(value).lower() in ("1", "true", "yes", "on")
     return cast(value)
+
+
+def eval_dir() -> "Path":
+    """The larger evaluation set for tests and benchmarks (not an app setting, so not in the
+    table): `EVAL_DIR`, else `../shared/eval` beside this checkout. It may not exist."""
+    from pathlib import Path
+
+    raw = os.environ.get("EVAL_DIR")
+    return Path(raw).expanduser() if raw else Path(__file__).resolve().parent.parent / "shared" / "eval"
 
 
 def markdown_table() -> str:

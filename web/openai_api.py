@@ -30,6 +30,7 @@ from starlette.formparsers import MultiPartException
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task
 from engine.formats import to_srt, to_vtt
+from engine.languages import language_name
 from settings import Settings
 from web import metrics
 from web.auth import require_api_key
@@ -314,7 +315,7 @@ def openai_router(engine: Engine, settings: Settings, jobs: JobQueue | None = No
         return JSONResponse(
             {
                 "task": task,
-                "language": LANGUAGE_NAMES.get(language or "", language) if language else None,
+                "language": language_name(language) if language else None,
                 "duration": round(duration, 3),
                 "text": text,
                 "segments": segments,

@@ -19,6 +19,7 @@ import gradio as gr
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, DecodeRequest, Engine, TranscriptionError
 from engine.formats import to_srt, to_text, to_vtt
+from engine.languages import supported_languages
 from web.errors import public_reason
 from web.jobs import JobQueue, JobsFull
 
@@ -38,18 +39,12 @@ def build_upload_tab(engine: Engine, *, max_seconds: float, jobs: JobQueue | Non
             elem_id="upload-file",
         )
         with gr.Column():
-            from web.page import language_choices
+            from web.page import language_choices, task_radio
 
             language = gr.Dropdown(
-                language_choices(), value="auto", label="Language", visible=multilingual, elem_id="upload-language"
+                language_choices(supported_languages(engine)), value="auto", label="Language", visible=multilingual, elem_id="upload-language"
             )
-            task = gr.Radio(
-                [("Transcribe", "transcribe"), ("Translate to English", "translate")],
-                value="transcribe",
-                label="Task",
-                visible=multilingual,
-                elem_id="upload-task",
-            )
+            task = task_radio(visible=multilingual, elem_id="upload-task")
             button = gr.Button("Transcribe", variant="primary", elem_id="upload-run")
             stop = gr.Button("Stop", variant="stop", elem_id="upload-stop", size="sm")
     text = gr.Textbox(label="Transcript", lines=8, interactive=False, elem_id="upload-text", show_copy_button=True)
