@@ -19,13 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from engine.audio import AudioError, downmix
 from settings import SAMPLE_RATE
 
 __all__ = ["FrameResampler", "ResamplerOptions", "to_mono_float32"]
-
-#: Largest channel count accepted; anything larger along the short axis is most likely
-#: a mis-shaped array (e.g. a (n, 480) block), so it is refused rather than guessed.
-MAX_CHANNELS = 8
 
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -46,11 +43,11 @@ class ResamplerOptions:
 def to_mono_float32(frame: np.ndarray) -> np.ndarray:
     """Convert one frame of any supported layout and dtype to a mono float32 vector.
 
-    Accepted shapes: (n,), (1, n), (n, 1), (channels, n) and (n, channels); the channel
-    axis is the short one (at most `MAX_CHANNELS`). Integers are scaled to [-1, 1);
-    channels are averaged. Non-finite samples (NaN/inf) are replaced by 0 because a
-    single NaN inside the resampler's filter history would poison every later sample
-    of the connection.
+    Accepted shapes: (n,), (1, n), (n, 1), (channels, n) and (n, channels); channels are
+    averaged by the rule every audio input follows (`engine.audio.downmix`: the short
+    axis, at most 8). Integers are scaled to [-1, 1). Non-finite samples (NaN/inf) are
+    replaced by 0 because a single NaN inside the resampler's filter history would
+    poison every later sample of the connection.
     """
     if not isinstance(frame, np.ndarray):
         raise ValueError(  # noqa: TRY004 - one exception type for every bad frame
@@ -69,20 +66,10 @@ def to_mono_float32(frame: np.ndarray) -> np.ndarray:
     if audio.ndim == 1:
         mono = audio
     elif audio.ndim == 2:
-        rows, cols = audio.shape
-        if rows == 1:
-            mono = audio[0]
-        elif cols == 1:
-            mono = audio[:, 0]
-        elif rows <= cols and rows <= MAX_CHANNELS:
-            mono = audio.mean(axis=0, dtype=np.float32)
-        elif cols < rows and cols <= MAX_CHANNELS:
-            mono = audio.mean(axis=1, dtype=np.float32)
-        else:
-            raise ValueError(
-                f"cannot tell the channel axis of an audio frame of shape {audio.shape}; "
-                f"expected (n,), (channels, n) or (n, channels) with at most {MAX_CHANNELS} channels"
-            )
+        try:
+            mono = downmix(audio)
+        except AudioError as exc:
+            raise ValueError(str(exc)) from None  # one exception type for every bad frame
     else:
         raise ValueError(
             f"audio frame must have 1 or 2 dimensions, got shape {audio.shape}"
