@@ -61,16 +61,6 @@ def model_ids(engine: Engine) -> list[str]:
     return ids
 
 
-LANGUAGE_NAMES = {
-    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
-    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
-    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
-    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
-    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
-    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
-}
-
-
 def openai_router(engine: Engine, settings: Settings, jobs: JobQueue | None = None) -> APIRouter:
     """The /v1 routes; `jobs` is the long-form queue shared with the page (MAX_JOBS / MAX_QUEUED)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(settings.api_key))])
