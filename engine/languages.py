@@ -9,7 +9,11 @@ The names serve the page's language menu, the API's `verbose_json` (which report
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+#: A language token of Whisper's vocabulary (`<|en|>`, `<|haw|>`), the code captured.
+LANGUAGE_TOKEN = re.compile(r"^<\|([a-z]{2,3})\|>$")
 
 #: Code -> English name, in the order of Whisper's language tokens.
 LANGUAGES: dict[str, str] = {

@@ -8,18 +8,17 @@ parsed into segments without relying on how a tokenizer prints them.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from engine.base import Segment, Task, UnsupportedRequest
+from engine.languages import LANGUAGE_TOKEN
 
 # Whisper allows at most half of its 448-token context for the previous-text prompt.
 MAX_PROMPT_TOKENS = 223
 TIMESTAMP_STEP_S = 0.02
-_LANG_TOKEN = re.compile(r"^<\|([a-z]{2,3}|haw|yue)\|>$")
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class WhisperVocabulary:
 
         language_ids = {}
         for token, token_id in tokenizer.get_vocab(with_added_tokens=True).items():
-            match = _LANG_TOKEN.match(token)
+            match = LANGUAGE_TOKEN.match(token)
             if match and token not in ("<|nocaptions|>", "<|nospeech|>"):
                 language_ids[match.group(1)] = token_id
         no_timestamps = tid("<|notimestamps|>")

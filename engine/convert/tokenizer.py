@@ -8,12 +8,12 @@ fast and slow WhisperTokenizer paths read.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_LANGUAGE_RE = re.compile(r"^<\|[a-z]{2,3}\|>$")
+from engine.languages import LANGUAGE_TOKEN
+
 N_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|> in 0.02 s steps
 
 
@@ -96,7 +96,7 @@ def _check_special_layout(tokens: list[str], s: SpecialTokens) -> None:
     expected = ["<|%.2f|>" % (i * 0.02) for i in range(N_TIMESTAMPS)]
     if timestamps != expected:
         raise ValueError(f"expected {N_TIMESTAMPS} timestamp tokens after <|notimestamps|>")
-    bad = [t for t in s.languages if not _LANGUAGE_RE.match(f"<|{t}|>")]
+    bad = [t for t in s.languages if not LANGUAGE_TOKEN.match(f"<|{t}|>")]
     if bad:
         raise ValueError(f"unexpected tokens between <|startoftranscript|> and <|translate|>: {bad}")
 
