@@ -199,6 +199,11 @@ def cuda_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["encoder-windows"]:  # encoder bucket sets vs the full window (bench/encoder_windows.py)
+        from bench.encoder_windows import main as encoder_windows
+
+        return encoder_windows(argv[1:])
     args = build_parser().parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from bench import report

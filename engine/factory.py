@@ -32,4 +32,4 @@ def create_engine(settings: Settings) -> Engine:
     spec = settings.model or default_model(options.device == "cuda")
     model_path = resolve_model(spec, Path(settings.model_cache))
     log.info("loading %s (%s) on %s", spec, model_path, options.device)
-    return VllmEngine(model_path, options, model_name=spec)
+    return VllmEngine(model_path, options, model_name=spec, encoder_window=settings.encoder_window)

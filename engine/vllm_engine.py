@@ -108,12 +108,17 @@ def choose_options(
 class VllmEngine:
     """Whisper on vLLM, in this process. Safe to call from any event loop, concurrently."""
 
-    def __init__(self, model: str, options: VllmOptions, *, model_name: str | None = None) -> None:
+    def __init__(
+        self, model: str, options: VllmOptions, *, model_name: str | None = None, encoder_window: str = "full"
+    ) -> None:
         from vllm.engine.arg_utils import EngineArgs
+
+        from engine.whisper_buckets import engine_kwargs, parse_window
 
         self.options = options
         for reason in options.reasons:
             log.info("vLLM setting: %s", reason)
+        window_args, window = engine_kwargs(parse_window(encoder_window), runner=options.runner)
         args = EngineArgs(
             model=model,
             dtype=options.dtype,
@@ -131,6 +136,7 @@ class VllmEngine:
             # One encoder pass fits a step (max_num_batched_tokens), so the order of the
             # waiting queue decides who waits: finals before partials (engine.base).
             scheduling_policy="priority",
+            **window_args,
         )
         if options.runner == "inprocess":
             from engine.runners import InProcessRunner
@@ -152,6 +158,7 @@ class VllmEngine:
                 "kv_cache_dtype": options.kv_cache_dtype,
                 "max_num_seqs": options.max_num_seqs,
                 "runner": options.runner,
+                "encoder_window": window.describe(),
             },
         )
 

@@ -1,0 +1,128 @@
+"""Encoder windows that follow the audio: which window a clip gets, and how vLLM is told.
+
+Stock Whisper pads every clip to 30 s, so a 2 s utterance costs the encoder work (and
+cross-attention width) of 30 s. In `bucketed` mode the mel is padded only up to the
+clip's length rounded up to a bucket (a few fixed sizes keep the number of encoder
+shapes small), and the encoder's placeholder count follows per request; the vLLM side
+lives in `engine.whisper_bucketed_model` and is registered from here, in this process.
+
+`ENCODER_WINDOW` (settings.py) is `bucketed` (the default buckets below), `full` (30 s
+for every clip: stock vLLM, the comparison and fallback mode), or an explicit list of
+bucket sizes in seconds such as `5,10,30`, optionally with `+P`: at least P seconds of
+padding after the audio (`5,10,30+1`), as Whisper only learnt to end a transcript where
+the speech is followed by some silence (used by `python -m bench encoder-windows`).
+
+This module imports nothing from vLLM: the bucket rule is a pure function.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+HOP_LENGTH = 160  # Whisper's mel hop: 100 mel frames per second
+MEL_FRAMES_PER_ENCODER_FRAME = 2  # conv2 has stride 2: 3000 mel frames -> 1500 encoder frames
+FULL_WINDOW_S = 30.0
+#: Chosen with `python -m bench encoder-windows` (see BENCHMARKS.md): the smallest set
+#: whose WER stays within 1.02x of the full window on every eval set.
+DEFAULT_BUCKETS_S: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0)
+ARCHITECTURE = "WhisperBucketedForConditionalGeneration"
+DEFAULT_PAD_S = 0.0
+#: The attributes carrying the bucket sizes and padding on the model's Hugging Face config (hf_overrides).
+CONFIG_KEY = "encoder_buckets_s"
+PAD_KEY = "encoder_bucket_pad_s"
+
+
+@dataclass(frozen=True)
+class EncoderWindow:
+    """How the encoder window is chosen: `buckets` is empty in full-window mode."""
+
+    mode: str  # "bucketed" or "full"
+    buckets: tuple[float, ...] = ()
+    pad_s: float = 0.0
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.mode == "full":
+            return "full (30 s for every clip)" + (f": {self.reason}" if self.reason else "")
+        pad = f", >= {self.pad_s:g} s padding" if self.pad_s else ""
+        return "bucketed " + "/".join(f"{b:g}" for b in self.buckets) + " s" + pad
+
+
+def parse_window(value: str) -> EncoderWindow:
+    """`bucketed`, `full` or a comma list of seconds (each in (0, 30], 30 added if missing), `+P` padding."""
+    text = (value or "bucketed").strip().lower()
+    if text == "full":
+        return EncoderWindow("full")
+    if text == "bucketed":
+        return EncoderWindow("bucketed", DEFAULT_BUCKETS_S, DEFAULT_PAD_S)
+    text, _, pad_text = text.partition("+")
+    try:
+        sizes = sorted({float(x) for x in text.split(",") if x.strip()})
+        pad_s = float(pad_text) if pad_text.strip() else 0.0
+    except ValueError:
+        raise ValueError(f"ENCODER_WINDOW={value!r}: use 'bucketed', 'full' or seconds like '5,10,30'") from None
+    if not sizes or sizes[0] <= 0 or sizes[-1] > FULL_WINDOW_S or not 0 <= pad_s < FULL_WINDOW_S:
+        raise ValueError(f"ENCODER_WINDOW={value!r}: bucket sizes must lie in (0, 30] seconds")
+    for size in sizes:
+        if (size * SAMPLE_RATE) % (HOP_LENGTH * MEL_FRAMES_PER_ENCODER_FRAME):
+            raise ValueError(f"ENCODER_WINDOW={value!r}: {size:g} s is not a multiple of 20 ms (one encoder frame)")
+    if sizes[-1] < FULL_WINDOW_S:
+        sizes.append(FULL_WINDOW_S)  # a clip longer than every bucket still gets Whisper's window
+    if sizes == [FULL_WINDOW_S]:
+        return EncoderWindow("full")
+    return EncoderWindow("bucketed", tuple(sizes), pad_s)
+
+
+def bucket_seconds(num_samples: int, buckets: tuple[float, ...], pad_s: float = 0.0) -> float:
+    """The smallest bucket that holds the clip and `pad_s` after it; the largest one (30 s) otherwise."""
+    if not buckets:
+        return FULL_WINDOW_S
+    duration = num_samples / SAMPLE_RATE + pad_s
+    for size in buckets:
+        if duration <= size + 1e-9:
+            return size
+    return buckets[-1]
+
+
+def bucket_samples(num_samples: int, buckets: tuple[float, ...], pad_s: float = 0.0) -> int:
+    """Samples the clip is padded to (the feature extractor's `max_length`)."""
+    return int(round(bucket_seconds(num_samples, buckets, pad_s) * SAMPLE_RATE))
+
+
+def mel_frames(window_samples: int) -> int:
+    """Mel frames of a window: Whisper drops the last STFT frame, so 480000 samples -> 3000."""
+    return window_samples // HOP_LENGTH
+
+
+def encoder_frames(num_samples: int, buckets: tuple[float, ...], pad_s: float = 0.0) -> int:
+    """Encoder positions (= cross-attention width, = placeholder tokens) of a clip."""
+    return math.ceil(mel_frames(bucket_samples(num_samples, buckets, pad_s)) / MEL_FRAMES_PER_ENCODER_FRAME)
+
+
+def engine_kwargs(window: EncoderWindow, *, runner: str) -> tuple[dict[str, Any], EncoderWindow]:
+    """Extra `EngineArgs` for the chosen window, and the window that will really run.
+
+    Registration lives in this process's vLLM registries, so it only reaches an engine
+    core running here (the in-process runner). `AsyncLLM` spawns its engine core in a
+    child process where our architecture is unknown: that runner gets the full window
+    (a `vllm.general_plugins` entry point would be needed to register it there).
+    """
+    if window.mode == "full":
+        log.info("encoder window: %s", window.describe())
+        return {}, window
+    if runner != "inprocess":
+        window = EncoderWindow("full", reason=f"runner {runner!r} has its engine core in a child process")
+        log.warning("encoder window: %s", window.describe())
+        return {}, window
+    from engine.whisper_bucketed_model import register
+
+    register()
+    log.info("encoder window: %s", window.describe())
+    overrides = {"architectures": [ARCHITECTURE], CONFIG_KEY: list(window.buckets), PAD_KEY: window.pad_s}
+    return {"hf_overrides": overrides}, window

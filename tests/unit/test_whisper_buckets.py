@@ -1,0 +1,77 @@
+"""The encoder window rule (engine.whisper_buckets): pure functions, no vLLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.whisper_buckets import (
+    DEFAULT_BUCKETS_S,
+    EncoderWindow,
+    bucket_samples,
+    bucket_seconds,
+    encoder_frames,
+    engine_kwargs,
+    mel_frames,
+    parse_window,
+)
+
+SR = 16_000
+BUCKETS = (5.0, 10.0, 15.0, 20.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    "seconds, bucket",
+    [(0.1, 5.0), (2.0, 5.0), (5.0, 5.0), (5.01, 10.0), (9.99, 10.0), (14.2, 15.0), (20.0, 20.0), (29.9, 30.0), (30.0, 30.0), (45.0, 30.0)],
+)
+def test_smallest_bucket_that_holds_the_clip(seconds: float, bucket: float) -> None:
+    assert bucket_seconds(int(seconds * SR), BUCKETS) == bucket
+
+
+def test_encoder_frames_follow_the_bucket_50_per_second() -> None:
+    # conv2's stride 2: 100 mel frames per second -> 50 encoder frames per second.
+    assert [encoder_frames(int(s * SR), BUCKETS) for s in (1, 7, 12, 19, 28)] == [250, 500, 750, 1000, 1500]
+    assert mel_frames(30 * SR) == 3000
+    assert encoder_frames(60 * SR, BUCKETS) == 1500  # longer clips are cut to Whisper's 30 s
+
+
+def test_full_window_is_1500_frames_for_every_clip() -> None:
+    assert encoder_frames(SR, ()) == 1500
+    assert bucket_samples(SR, ()) == 30 * SR
+
+
+def test_parse_window_modes() -> None:
+    assert parse_window("full") == EncoderWindow("full")
+    assert parse_window("bucketed") == EncoderWindow("bucketed", DEFAULT_BUCKETS_S)
+    assert parse_window("") == EncoderWindow("bucketed", DEFAULT_BUCKETS_S)
+    assert parse_window("20,10").buckets == (10.0, 20.0, 30.0)  # sorted, 30 s added
+    assert parse_window("30") == EncoderWindow("full")
+    assert parse_window("full").describe().startswith("full")
+    assert parse_window("10,30").describe() == "bucketed 10/30 s"
+
+
+def test_padding_moves_a_clip_that_ends_near_its_bucket_up() -> None:
+    # 4.3 s fills a 5 s window to 0.7 s of its end: with 1 s of padding it takes 10 s.
+    assert bucket_seconds(int(4.3 * SR), BUCKETS, 1.0) == 10.0
+    assert bucket_seconds(int(3.9 * SR), BUCKETS, 1.0) == 5.0
+    assert bucket_seconds(int(29.5 * SR), BUCKETS, 1.0) == 30.0  # never past Whisper's window
+    window = parse_window("5,10,30+1")
+    assert (window.buckets, window.pad_s) == ((5.0, 10.0, 30.0), 1.0)
+    assert window.describe() == "bucketed 5/10/30 s, >= 1 s padding"
+
+
+@pytest.mark.parametrize("bad", ["fast", "0,10", "10,45", "2.345", "5,10+x", "5,10+40"])
+def test_parse_window_rejects_nonsense(bad: str) -> None:
+    with pytest.raises(ValueError, match="ENCODER_WINDOW"):
+        parse_window(bad)
+
+
+def test_full_window_adds_no_engine_args() -> None:
+    kwargs, window = engine_kwargs(parse_window("full"), runner="inprocess")
+    assert kwargs == {} and window.mode == "full"
+
+
+def test_a_child_process_engine_core_falls_back_to_full() -> None:
+    # AsyncLLM's engine core is spawned: our registration does not exist there.
+    kwargs, window = engine_kwargs(parse_window("bucketed"), runner="asyncllm")
+    assert kwargs == {} and window.mode == "full" and "child process" in window.describe()
+
