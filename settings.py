@@ -54,6 +54,12 @@ class Settings:
     enforce_eager: str = _field(
         "ENFORCE_EAGER", "auto", "`auto`, `true` or `false`: skip torch.compile / CUDA graphs", str
     )
+    encoder_window: str = _field(
+        "ENCODER_WINDOW",
+        "full",
+        "`bucketed`: the encoder's window follows the audio (padded up to 5/10/15/20/30 s), `full`: 30 s for every clip "
+        "(stock Whisper; comparison and fallback), or bucket sizes in seconds such as `10,20,30`",
+    )
     kv_cache_dtype: str = _field("KV_CACHE_DTYPE", "auto", "`auto` (fp8 on GPUs of compute capability ≥ 8.9) or a vLLM dtype")
     # Remote endpoint
     endpoint_url: str = _field(
