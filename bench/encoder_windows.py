@@ -25,7 +25,7 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ CONCURRENCY = 8
 SHORT_S = 10.0
 #: Duration bands for the per-band WER (upper bounds, seconds).
 BANDS = (5.0, 10.0, 15.0, 20.0, 30.0, float("inf"))
-DEFAULT_CONFIGS = "full,5:10:15:20:30,10:20:30,15:30,faster-whisper-int8"
+DEFAULT_CONFIGS = "full,5:10:15:20:30+1,10:15:20:30,faster-whisper-int8"
 #: A bucket set passes when its WER is within this factor of the full window's.
 WER_TOLERANCE = 1.02
 
@@ -147,15 +147,14 @@ def run_child(name: str, plan: dict) -> dict:
         long_wall = time.monotonic() - t
     finally:
         engine.close()
-    audio_s = lambda xs: sum(len(a) for a in xs) / SR  # noqa: E731
     return {
         "config": name,
         "settings": getattr(engine, "settings", {}),
         "texts": texts,
         "long_texts": long_texts,
-        "rtfx_bs1_short": round(audio_s(bs1) / bs1_wall, 2),
-        "rtfx_conc8": round(audio_s(clips) / conc_wall, 2),
-        "rtfx_longform": round(audio_s(longs) / long_wall, 2) if long_texts else None,
+        "rtfx_bs1_short": round(_seconds(bs1) / bs1_wall, 2),
+        "rtfx_conc8": round(_seconds(clips) / conc_wall, 2),
+        "rtfx_longform": round(_seconds(longs) / long_wall, 2) if long_texts else None,
         "wall_s": {"bs1": round(bs1_wall, 1), "conc8": round(conc_wall, 1), "longform": round(long_wall, 1)},
         "rss_after_load_mb": rss_loaded,
         "peak_rss_mb": _peak_rss_mb(),
@@ -163,6 +162,10 @@ def run_child(name: str, plan: dict) -> dict:
 
 
 # -- the parent: run every child, score, compare -------------------------------------------
+
+
+def _seconds(audios: list) -> float:
+    return sum(len(a) for a in audios) / SR
 
 
 def score(plan: dict, rec: dict) -> dict:
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "bench.encoder_windows", "--child", name, "--plan", str(plan_path)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=1800,
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,
         )
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
@@ -266,13 +269,22 @@ def main(argv: list[str] | None = None) -> int:
             rec["child_wall_s"] = round(time.monotonic() - t, 1)
             results[name] = rec
         print(f"[encoder-windows] {name}: {({k: v for k, v in results[name].items() if k not in ('texts', 'long_texts')})}", file=sys.stderr, flush=True)
+        _write(args, argv, plan, results, started)  # a later config that dies keeps the earlier ones
     plan_path.unlink(missing_ok=True)
+    out = _write(args, argv, plan, results, started)
+    print(table(results, out["verdicts"]))
+    print(f"\npassing (WER within {WER_TOLERANCE}x of full on clips and every long-form file): {', '.join(out['passing']) or 'none'}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _write(args: argparse.Namespace, argv: list[str] | None, plan: dict, results: dict, started: float) -> dict:
     verdicts = compare(results)
     passing = [n for n, v in verdicts.items() if v["passes"]]
     out = {
         "meta": {
             "command": "python -m bench encoder-windows " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "compiled": not args.eager,
             "clips": len(plan["clips"]),
             "bs1_clips": len(plan["bs1_indices"]),
@@ -286,10 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "passing": passing,
     }
     args.out.write_text(json.dumps(out, indent=1, ensure_ascii=False))
-    print(table(results, verdicts))
-    print(f"\npassing (WER within {WER_TOLERANCE}x of full on clips and every long-form file): {', '.join(passing) or 'none'}")
-    print(f"wrote {args.out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

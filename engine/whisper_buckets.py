@@ -92,7 +92,7 @@ def bucket_seconds(num_samples: int, buckets: tuple[float, ...], pad_s: float = 
 
 def bucket_samples(num_samples: int, buckets: tuple[float, ...], pad_s: float = 0.0) -> int:
     """Samples the clip is padded to (the feature extractor's `max_length`)."""
-    return int(round(bucket_seconds(num_samples, buckets, pad_s) * SAMPLE_RATE))
+    return round(bucket_seconds(num_samples, buckets, pad_s) * SAMPLE_RATE)
 
 
 def mel_frames(window_samples: int) -> int:
