@@ -24,7 +24,14 @@ from typing import Any
 import gradio as gr
 
 from streaming.events import TranscriptEvent
-from web.store import MAX_SEGMENTS_PER_TRANSCRIPT, StoredTranscript, StoreError, TranscriptStore, new_id, valid_id
+from web.store import (
+    MAX_SEGMENTS_PER_TRANSCRIPT,
+    StoredTranscript,
+    StoreError,
+    TranscriptStore,
+    new_id,
+    valid_id,
+)
 
 log = logging.getLogger(__name__)
 

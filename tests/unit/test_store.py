@@ -1,0 +1,283 @@
+"""The transcript store (web/store.py) on a real SQLite file, and the tab's sink (web/recorder.py).
+
+Checked: finals written one by one come back in order after a reopen (a restart); other
+browsers see nothing; concurrent writers from many threads lose nothing; a write after
+close, a corrupt file, a file that is not a database and a locked file give clear errors
+(the last three at start); the per-browser limit; a tab's finals reach the file as they
+land, Clear deletes them for good, New keeps them in the history, and a fresh tab of the
+same browser gets them back with times that go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from engine.base import Segment
+from streaming.events import TranscriptEvent
+from web import store_sql as store_module
+from web.store import (
+    DB_NAME,
+    StoreClosedError,
+    StoreError,
+    TranscriptStore,
+    new_id,
+    valid_id,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = TranscriptStore.open_dir(str(tmp_path / "data"))
+    yield s
+    s.close()
+
+
+def _final(i: int, start: float, end: float, text: str) -> TranscriptEvent:
+    return TranscriptEvent(type="final", utterance_id=i, committed=text, tentative="", start_s=start, end_s=end, latency_s=0.3)
+
+
+def test_finals_survive_a_restart_in_order(tmp_path):
+    data = str(tmp_path / "data")
+    s = TranscriptStore.open_dir(data)
+    browser, tid = new_id(), new_id()
+    secret = s.browser_secret()
+    for i in range(5):
+        s.append_final(tid, browser, i * 2.0, i * 2.0 + 1.5, f" sentence {i} ", utterance_id=i, language="en")
+    s.close()  # pending writes are finished first
+
+    s = TranscriptStore.open_dir(data)
+    try:
+        assert s.browser_secret() == secret  # the browser's stored id stays readable after a restart
+        got = s.current_live(browser)
+        assert got is not None and got.info.id == tid and got.info.kind == "live"
+        assert [seg.text for seg in got.segments] == [f"sentence {i}" for i in range(5)]
+        assert got.info.duration == pytest.approx(9.5)
+        assert got.info.first_words.startswith("sentence 0 sentence 1")
+        assert got.info.language == "en"
+    finally:
+        s.close()
+    assert oct(os.stat(os.path.join(data, DB_NAME)).st_mode & 0o777) == "0o600"
+
+
+def test_other_browsers_see_nothing(store):
+    mine, theirs, tid = new_id(), new_id(), new_id()
+    store.append_final(tid, mine, 0, 1, "private words").result()
+    assert store.current_live(theirs) is None
+    assert store.get(tid, theirs) is None
+    assert store.list_transcripts(theirs, include_current=True) == []
+    assert store.delete(tid, theirs).result() is False
+    with pytest.raises(StoreError, match="another browser"):
+        store.append_final(tid, theirs, 1, 2, "injected").result()
+    assert [s.text for s in store.get(tid, mine).segments] == ["private words"]
+
+
+def test_uploads_delete_and_history(store):
+    browser = new_id()
+    live = new_id()
+    store.append_final(live, browser, 0, 1, "live words").result()
+    up = store.save_upload(browser, "talk.mp3", [Segment(0, 2, "hello"), Segment(2, 4, "  "), Segment(4, 6, "world")], duration=6.5)
+    history = store.list_transcripts(browser)
+    assert [h.id for h in history] == [up]  # the current live transcript is on the Live tab, not here
+    assert history[0].title == "talk.mp3" and history[0].segment_count == 2 and history[0].duration == 6.5
+    assert {h.id for h in store.list_transcripts(browser, include_current=True)} == {up, live}
+    store.archive(live, browser).result()
+    assert store.current_live(browser) is None
+    assert [h.id for h in store.list_transcripts(browser)] == [up, live]
+    assert store.delete(up, browser).result() is True
+    assert store.get(up, browser) is None
+    with sqlite3.connect(store.path) as db:  # gone from the file, segments included
+        assert db.execute("SELECT COUNT(*) FROM segments WHERE transcript_id = ?", (up,)).fetchone()[0] == 0
+
+
+def test_concurrent_writers_from_threads_lose_nothing(store):
+    browser = new_id()
+    shared = new_id()
+    own = [new_id() for _ in range(8)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def writer(k: int) -> None:
+        try:
+            start.wait()
+            futures = []
+            for i in range(40):
+                futures.append(store.append_final(own[k], browser, i, i + 1, f"w{k} n{i}"))
+                futures.append(store.append_final(shared, browser, i, i + 1, f"s{k} n{i}"))
+                if i % 10 == 0:
+                    store.list_transcripts(browser)  # reads in between
+            for f in futures:
+                f.result()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for k in range(8):
+        got = store.get(own[k], browser)
+        assert [s.text for s in got.segments] == [f"w{k} n{i}" for i in range(40)]  # each thread's order kept
+    shared_texts = [s.text for s in store.get(shared, browser).segments]
+    assert len(shared_texts) == 320 and len(set(shared_texts)) == 320
+    with sqlite3.connect(store.path) as db:
+        seqs = [r[0] for r in db.execute("SELECT seq FROM segments WHERE transcript_id = ? ORDER BY seq", (shared,))]
+    assert seqs == list(range(320))
+
+
+def test_write_after_close_is_a_clear_error(tmp_path):
+    s = TranscriptStore.open_dir(str(tmp_path))
+    s.close()
+    s.close()  # twice is fine
+    with pytest.raises(StoreClosedError, match="closed"):
+        s.append_final(new_id(), new_id(), 0, 1, "late")
+    with pytest.raises(StoreClosedError):
+        s.list_transcripts(new_id())
+
+
+def test_a_file_that_is_not_a_database_fails_at_start(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"these are meeting notes, not a database\n" * 200)
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="corrupt or not a SQLite file") as info:
+        TranscriptStore.open_dir(str(tmp_path))
+    assert "DATA_DIR" in str(info.value) and str(tmp_path) in str(info.value)
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_corrupt_database_fails_at_start(tmp_path):
+    s = TranscriptStore.open_dir(str(tmp_path))
+    browser = new_id()
+    for i in range(300):
+        s.append_final(new_id() if i % 50 == 0 else "t" * 32, browser, i, i + 1, "words of a long meeting " * 8)
+    s.list_transcripts(browser)
+    s.close()
+    path = tmp_path / DB_NAME
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # damage pages in the middle of the file (the header stays valid)
+        f.seek(size // 3)
+        f.write(os.urandom(size // 3))
+    with pytest.raises(StoreError, match="corrupt"):
+        TranscriptStore.open_dir(str(tmp_path))
+
+
+def test_a_locked_database_fails_at_start(tmp_path):
+    first = TranscriptStore.open_dir(str(tmp_path))
+    first.close()
+    other = sqlite3.connect(str(tmp_path / DB_NAME), isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+        t0 = time.monotonic()
+        with pytest.raises(StoreError, match="locked by another process"):
+            TranscriptStore.open_dir(str(tmp_path), busy_timeout_s=0.3)
+        assert time.monotonic() - t0 < 5
+        other.execute("ROLLBACK")
+        TranscriptStore.open_dir(str(tmp_path)).close()  # usable once the lock is gone
+    finally:
+        other.close()
+
+
+def test_ids_are_unguessable_and_checked():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(valid_id(i) and len(i) == 32 for i in ids)
+    for bad in (None, "", "short", "x" * 200, "../../etc/passwd", 123, "a b c d e f g h i j k l m n o p"):
+        assert not valid_id(bad)
+
+
+def test_transcripts_per_browser_are_bounded(store, monkeypatch):
+    monkeypatch.setattr(store_module, "MAX_TRANSCRIPTS_PER_BROWSER", 3)
+    browser = new_id()
+    ids = [store.save_upload(browser, f"f{i}.wav", [Segment(0, 1, f"file {i}")], duration=1) for i in range(5)]
+    kept = [h.id for h in store.list_transcripts(browser)]
+    assert kept == ids[-3:][::-1]  # newest first, the oldest went
+    other = new_id()
+    store.save_upload(other, "x.wav", [Segment(0, 1, "x")], duration=1)
+    assert len(store.list_transcripts(browser)) == 3  # another browser's limit is its own
+
+
+# -- the tab's sink ----------------------------------------------------------------------
+
+
+async def test_tab_finals_clear_new_and_restore(store):
+    from web.live import TabState
+    from web.recorder import attach, start_new
+
+    tab = TabState()
+    browser = await attach(tab, None, store)  # first visit: a new id
+    assert valid_id(browser)
+    tab.apply(_final(0, 0.5, 2.0, "first words"), offset_s=0.0)
+    tab.apply(_final(1, 3.0, 4.5, "second words"), offset_s=0.0)
+    tab.apply(_final(2, 5.0, 5.5, "   "), offset_s=0.0)  # empty: not a line, not stored
+    await asyncio.sleep(0)
+    await asyncio.to_thread(lambda: None)
+    stored = store.current_live(browser)  # queued after the writes: sees them
+    assert [s.text for s in stored.segments] == ["first words", "second words"]
+
+    # A reload (a fresh tab of the same browser): the transcript is back, times go on.
+    again = TabState()
+    assert await attach(again, browser, store) == browser
+    assert [f.text for f in again.transcript.finals] == ["first words", "second words"]
+    again.apply(_final(0, 0.2, 1.0, "after the reload"), offset_s=again.offset_s)
+    assert again.transcript.finals[-1].start_s >= 4.5
+    stored = store.current_live(browser)
+    assert [s.text for s in stored.segments][-1] == "after the reload"
+
+    # Another browser: its own, empty transcript.
+    stranger = TabState()
+    await attach(stranger, None, store)
+    assert stranger.transcript.finals == []
+
+    # New transcript: the old one goes to the history, the next final starts another.
+    old_id = stored.info.id
+    start_new(again)
+    assert again.transcript.finals == []
+    again.apply(_final(1, 0.0, 1.0, "a fresh start"), offset_s=again.offset_s)
+    current = store.current_live(browser)
+    assert current.info.id != old_id and [s.text for s in current.segments] == ["a fresh start"]
+    assert [h.id for h in store.list_transcripts(browser)] == [old_id]
+
+    # Clear: gone for good, from the file too.
+    again.clear()
+    assert store.delete(new_id(), browser).result() is False  # (a barrier: the delete ran)
+    assert store.current_live(browser) is None
+    assert store.get(current.info.id, browser) is None
+    fresh = TabState()
+    await attach(fresh, browser, store)
+    assert fresh.transcript.finals == []
+
+
+async def test_a_failing_store_is_shown_not_fatal(tmp_path):
+    from web.live import TabState
+    from web.recorder import attach
+
+    s = TranscriptStore.open_dir(str(tmp_path))
+    tab = TabState()
+    await attach(tab, None, s)
+    s.close()
+    tab.apply(_final(0, 0.0, 1.0, "spoken after the store closed"), offset_s=0.0)
+    assert [f.text for f in tab.transcript.finals] == ["spoken after the store closed"]  # still shown
+    assert tab.message and "could not be saved" in tab.message
+
+
+def test_database_size_is_bounded(store, monkeypatch):
+    monkeypatch.setattr(store_module, "MAX_DB_MB", 0.25)  # 256 KiB
+    browsers = [new_id() for _ in range(30)]
+    for b in browsers:
+        store.save_upload(b, "long.wav", [Segment(i, i + 1, "many words in a long recording " * 4) for i in range(60)], duration=60)
+    live, owner = new_id(), browsers[0]
+    store.append_final(live, owner, 0, 1, "the current live transcript is never pruned").result()
+    for b in browsers[:5]:
+        store.save_upload(b, "more.wav", [Segment(i, i + 1, "more words " * 10) for i in range(60)], duration=60)
+    with sqlite3.connect(store.path) as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        used = pages * db.execute("PRAGMA page_size").fetchone()[0]
+    assert used <= 0.25 * 1024 * 1024 + 64 * 1024  # the limit, give or take the newest transcript
+    assert store.current_live(owner).info.id == live
+    assert store.list_transcripts(browsers[10]) == []  # an old one went first
+    assert [h.title for h in store.list_transcripts(browsers[4])][:1] == ["more.wav"]  # the newest stayed
