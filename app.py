@@ -28,16 +28,21 @@ from web.auth import LOGIN_MESSAGE, DocsGate, page_auth
 from web.health import public_device, public_info
 from web.jobs import JobQueue
 from web.metered import metered
+from web.history import build_history_tab
 from web.page import CSS, build_live_tab
+from web.recorder import browser_state
 from web.redact import install_log_redaction
 from web.sessions import StreamSlots
+from web.store import StoreError, TranscriptStore
 from web.turn import rtc_configurations
 from web.upload_tab import build_upload_tab
 
 log = logging.getLogger("app")
 
 
-def build_page(engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None) -> gr.Blocks:
+def build_page(
+    engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None, store: TranscriptStore | None = None
+) -> gr.Blocks:
     client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token or None, settings.space_id)
     info = engine.info
     # delete_cache: Gradio's copies of uploads and downloads go after an hour (checked every 10 min).
@@ -47,20 +52,32 @@ def build_page(engine: Engine, settings: Settings, slots: StreamSlots, jobs: Job
             f"Model **{info.model}** on {info.engine} ({public_device(info)}). Press **Record**, speak, "
             "and watch the words appear: grey italics are still tentative, plain text is settled."
         )
+        # This browser's id (localStorage): its transcripts survive reloads and restarts.
+        browser = browser_state(store) if store is not None else None
         with gr.Tab("Live", id="live"):
-            build_live_tab(engine, settings, slots, rtc_configuration=client_rtc, server_rtc_configuration=server_rtc)
+            build_live_tab(
+                engine, settings, slots, rtc_configuration=client_rtc, server_rtc_configuration=server_rtc,
+                store=store, browser=browser,
+            )
         with gr.Tab("Transcribe a recording", id="upload"):
-            build_upload_tab(engine, max_seconds=settings.max_audio_seconds, jobs=jobs)
+            build_upload_tab(engine, max_seconds=settings.max_audio_seconds, jobs=jobs, store=store, browser=browser)
+        if store is not None and browser is not None:
+            build_history_tab(store, browser)
     page.queue(default_concurrency_limit=None)
     return page
 
 
-def build_app(engine: Engine, settings: Settings) -> FastAPI:
+def build_app(engine: Engine, settings: Settings, store: TranscriptStore | None = None) -> FastAPI:
+    """The one server; `store` defaults to the transcript database in DATA_DIR (closed at shutdown)."""
     api = FastAPI(title="Real-time Whisper")
+    if store is None:
+        store = TranscriptStore.open_dir(settings.data_dir)
+    api.state.store = store
+    api.router.on_shutdown.append(store.close)  # finishes pending writes first
     slots = StreamSlots(settings.max_streams)
     engine = metered(engine)  # once, for the API and the page alike (/metrics)
     jobs = include_api(api, engine, settings, slots)  # one long-form queue for the API and the page
-    page = build_page(engine, settings, slots, jobs)
+    page = build_page(engine, settings, slots, jobs, store)
     api.state.slots = slots
     api.state.page = page
     api.state.jobs = jobs
@@ -93,9 +110,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_args(args)
     host, port = server_address(settings)
+    try:  # before the engine: a bad DATA_DIR should fail in a second, not after the model loads
+        store = TranscriptStore.open_dir(settings.data_dir)
+    except StoreError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    log.info("transcripts kept in %s", store.path)
     engine = create_engine(settings)
     log.info("engine ready: %s", public_info(engine.info))  # no endpoint credentials in the log
-    app = build_app(engine, settings)
+    app = build_app(engine, settings, store)
     log.info("serving the page and the API on http://%s:%d", host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     install_log_redaction()  # after uvicorn set up its loggers: no ?api_key= in the access log

@@ -16,6 +16,10 @@ from typing import Any
 SAMPLE_RATE = 16_000
 
 
+#: The page's transcripts (web/store.py), unless DATA_DIR says otherwise.
+DEFAULT_DATA_DIR = "~/.local/share/rt-whisper"
+
+
 def _env(name: str, default: Any, cast: type = str) -> Any:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -95,6 +99,12 @@ class Settings:
         "auto",
         "WebRTC relay for the page: `auto` (TURN via FastRTC's Cloudflare/Hugging Face helper with `HF_TOKEN` on a Space, none elsewhere), `none`, `hf` or `cloudflare` (`CLOUDFLARE_TURN_KEY_ID` / `CLOUDFLARE_TURN_KEY_API_TOKEN`)",
     )
+    data_dir: str = _field(
+        "DATA_DIR",
+        DEFAULT_DATA_DIR,
+        "Where the page's transcripts are kept (one SQLite file). On a Space with persistent storage "
+        "(`SPACE_ID` set, `/data` writable) the default is `/data/rt-whisper`",
+    )
     # HTTP API
     api_key: str = _field(
         "API_KEY",
@@ -115,6 +125,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.model_cache = os.path.expanduser(self.model_cache)
+        if self.data_dir == DEFAULT_DATA_DIR and self.space_id and os.access("/data", os.W_OK):
+            self.data_dir = "/data/rt-whisper"  # a Space's persistent storage survives restarts
+        self.data_dir = os.path.expanduser(self.data_dir)
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -27,7 +27,9 @@ from engine.base import Engine
 from engine.languages import LANGUAGES, supported_languages
 from settings import Settings
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
+from web.recorder import attach, start_new
 from web.sessions import StreamSlots
+from web.store import TranscriptStore
 
 #: Finals shown in the panel; older ones stay in the downloads (keeps an hour-long page light).
 MAX_SHOWN_FINALS = 400
@@ -200,8 +202,13 @@ def build_live_tab(
     *,
     rtc_configuration: Any = None,
     server_rtc_configuration: dict[str, Any] | None = None,
+    store: TranscriptStore | None = None,
+    browser: gr.BrowserState | None = None,
 ) -> None:
-    """The live tab's components and events (call inside a `gr.Blocks`)."""
+    """The live tab's components and events (call inside a `gr.Blocks`).
+
+    With a `store` (and the page's `browser` id), the tab's transcript is kept in the
+    database: a reload or a restart shows it again (see web/recorder.py)."""
     from fastrtc import WebRTC
 
     from streaming.session import SessionOptions
@@ -235,7 +242,9 @@ def build_live_tab(
                 elem_id="language",
             )
             task = task_radio(visible=multilingual, elem_id="task")
-            clear = gr.Button("Clear transcript", elem_id="clear", size="sm")
+            with gr.Row():
+                clear = gr.Button("Clear transcript", elem_id="clear", size="sm")
+                new = gr.Button("New transcript", elem_id="new-transcript", size="sm", visible=store is not None)
             with gr.Row():
                 dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-txt")
                 dl_srt = gr.DownloadButton("⬇ srt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-srt")
@@ -310,3 +319,18 @@ def build_live_tab(
         return render(state, engine, slots, force=True)
 
     clear.click(on_clear, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
+
+    if store is not None and browser is not None and root is not None:
+
+        async def on_load(state: TabState, browser_value: Any) -> list[Any]:
+            # This browser's id (made now on its first visit) and its transcript so far.
+            browser_id = await attach(state, browser_value, store)
+            return [browser_id, *render(state, engine, slots, force=True)]
+
+        root.load(on_load, inputs=[tab, browser], outputs=[browser, *outputs], show_progress="hidden")
+
+        def on_new(state: TabState) -> list[Any]:
+            start_new(state)  # the transcript so far stays in the History tab
+            return render(state, engine, slots, force=True)
+
+        new.click(on_new, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")

@@ -22,13 +22,25 @@ from engine.formats import to_srt, to_text, to_vtt
 from engine.languages import supported_languages
 from web.errors import public_reason
 from web.jobs import JobQueue, JobsFull
+from web.recorder import keep_upload
+from web.store import TranscriptStore
 
 #: Our download files are removed this long after Gradio copied them into its cache (s).
 DOWNLOAD_KEEP_S = 60.0
 
 
-def build_upload_tab(engine: Engine, *, max_seconds: float, jobs: JobQueue | None = None) -> None:
-    """The tab's components and events; `jobs` is the long-form queue shared with the API."""
+def build_upload_tab(
+    engine: Engine,
+    *,
+    max_seconds: float,
+    jobs: JobQueue | None = None,
+    store: TranscriptStore | None = None,
+    browser: gr.BrowserState | None = None,
+) -> None:
+    """The tab's components and events; `jobs` is the long-form queue shared with the API.
+
+    With a `store`, each finished transcript is kept in this browser's history (`browser`
+    holds its id; see web/recorder.py)."""
     jobs = jobs if jobs is not None else JobQueue(2, 8)
     multilingual = bool(engine.info.multilingual)
     with gr.Row():
@@ -55,18 +67,18 @@ def build_upload_tab(engine: Engine, *, max_seconds: float, jobs: JobQueue | Non
     srt = gr.Textbox(label="Subtitles (SRT)", lines=8, interactive=False, elem_id="upload-srt")
 
     async def transcribe(
-        path: str | None, lang: str, task_: str, request: gr.Request, progress: gr.Progress = gr.Progress()
+        path: str | None, lang: str, task_: str, browser_value: Any, request: gr.Request, progress: gr.Progress = gr.Progress()
     ) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Choose an audio file first.")
         owner = getattr(request, "session_hash", None) or None
         try:
             # One queue with the API: MAX_JOBS at once; the tab's jobs end when it is closed.
-            return await jobs.run(lambda: _job(path, lang, task_, progress), source="page", owner=owner)
+            return await jobs.run(lambda: _job(path, lang, task_, progress, browser_value), source="page", owner=owner)
         except JobsFull as exc:
             raise gr.Error(str(exc), title="Busy") from None
 
-    async def _job(path: str, lang: str, task_: str, progress: gr.Progress) -> tuple[Any, ...]:
+    async def _job(path: str, lang: str, task_: str, progress: gr.Progress, browser_value: Any = None) -> tuple[Any, ...]:
         name = os.path.basename(path)
         progress(0.0, desc="reading the file")
         try:
@@ -106,11 +118,12 @@ def build_upload_tab(engine: Engine, *, max_seconds: float, jobs: JobQueue | Non
             with open(p, "w", encoding="utf-8") as f:
                 f.write(body)
             files.append(gr.DownloadButton(value=p, interactive=True))
+        await keep_upload(store, browser_value, name, result, total)
         return (result.text, to_srt(segments), *files)
 
     event = button.click(
         transcribe,
-        inputs=[upload, language, task],
+        inputs=[upload, language, task, browser if browser is not None else gr.State(None)],
         outputs=[text, srt, dl_txt, dl_srt, dl_vtt],
         concurrency_limit=None,  # the JobQueue is the limit (MAX_JOBS / MAX_QUEUED), with a clear message
     )
