@@ -30,6 +30,7 @@ from web.jobs import JobQueue
 from web.metered import metered
 from web.history import build_history_tab
 from web.page import CSS, build_live_tab
+from web.realtime import WS_MAX_SIZE
 from web.recorder import browser_state
 from web.redact import install_log_redaction
 from web.sessions import StreamSlots
@@ -119,7 +120,8 @@ def main() -> None:
     log.info("engine ready: %s", public_info(engine.info))  # no endpoint credentials in the log
     app = build_app(engine, settings, store)
     log.info("serving the page and the API on http://%s:%d", host, port)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    # ws_max_size: the realtime WebSocket's frame limit, enforced before a frame is buffered.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", ws_max_size=WS_MAX_SIZE))
     install_log_redaction()  # after uvicorn set up its loggers: no ?api_key= in the access log
     server.run()
 

@@ -85,6 +85,9 @@ class Settings:
     vad_threshold: float = _field("VAD_THRESHOLD", 0.5, "Silero speech probability that starts an utterance", float)
     max_streams: int = _field("MAX_STREAMS", 16, "Concurrent live streams (page + WebSocket); 0 = no limit", int)
     language: str = _field("LANGUAGE", "", "Default language of live streams (empty: detect; English-only models: en)")
+    realtime_idle_s: float = _field("REALTIME_IDLE_S", 300.0, "A realtime WebSocket that sends no audio this long is closed (other events do not count)", float)
+    realtime_backlog_s: float = _field("REALTIME_BACKLOG_S", 30.0, "Realtime audio accepted ahead of real time (s); beyond, chunks get a `rate_limited` error", float)
+    realtime_max_finals: int = _field("REALTIME_MAX_FINALS", 4, "Finals decoded at once per realtime connection; beyond, its next events wait", int)
     # Server
     server_name: str = _field(
         "GRADIO_SERVER_NAME", "127.0.0.1", "Address the page and the API listen on (Gradio's own variable; the Docker image sets `0.0.0.0`)"

@@ -268,6 +268,12 @@ class Segmenter:
             self._clear_utterance()
         return events
 
+    def discard(self) -> None:
+        """Drop the open utterance or candidate without ending it (a client's "clear"):
+        its audio is never handed out, nor used as the next utterance's pre-roll."""
+        self._clear_utterance()
+        self._prev_end = self._clock
+
     @property
     def pending_end_s(self) -> float | None:
         """Where the open utterance ends if the silence now running lasts to

@@ -72,6 +72,13 @@ SAMPLE_RATE = 16_000
 _END = object()
 
 
+@dataclass(frozen=True)
+class _Barrier:
+    """A marker in the event queue: `events()` resolves it instead of yielding it."""
+
+    future: asyncio.Future
+
+
 @dataclass
 class SessionOptions:
     language: str | None = None
@@ -105,6 +112,9 @@ class SessionOptions:
     #: Decodes in flight per engine (all sessions) above which no partial starts
     #: (`streaming.scheduler`); None: by the engine's device (2 on CPU).
     max_decodes_in_flight: int | None = None
+    #: The caller's decoder prompt (a realtime client's `prompt`: names, spelling, style)
+    #: for every decode of this stream, ahead of the previous text of a continuation.
+    prompt: str | None = None
 
     @classmethod
     def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
@@ -238,6 +248,51 @@ class Session:
         self._emit_status()
         self._end_events()
 
+    def commit(self) -> None:
+        """End the open utterance now (a client's commit): its final follows like any
+        other; the stream goes on, later audio starts a new utterance."""
+        if self._done:
+            return
+        for ev in self._segmenter.flush():
+            self._on_segment(ev)
+        self._schedule()
+
+    def clear(self) -> None:
+        """Drop the audio that has not ended an utterance yet (a client's clear): the open
+        utterance or candidate, with its partial and speculative decodes. Finals of
+        utterances that had already ended are not touched: they still arrive."""
+        if self._done:
+            return
+        self._segmenter.discard()
+        self._current = None
+        self._cancel_partial()
+        self._cancel_spec()
+        self._gate.forget(self)
+        self._update_lag(self._clock())
+
+    @property
+    def finals_in_flight(self) -> int:
+        """Finals being decoded (utterances that ended and whose final is not out yet)."""
+        return len(self._finals)
+
+    async def wait_final_done(self) -> None:
+        """Return when any final in flight is done (at once when there is none)."""
+        if self._finals:
+            await asyncio.wait(list(self._finals.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def wait_finals(self) -> None:
+        """Return when every final of the utterances ended so far is out."""
+        await self._wait_finals()
+
+    async def drained(self) -> None:
+        """Return once the reader of `events()` has taken every event queued so far and
+        asked for the next one (so it has handled them all). Needs a running reader."""
+        if self._ended:
+            return
+        marker = _Barrier(asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(marker)
+        await marker.future
+
     async def close(self) -> None:
         """Stop now: cancel every decode and end `events()`."""
         self._done = True
@@ -256,6 +311,10 @@ class Session:
         """Events in order until `finish()` has delivered the last final or `close()`."""
         while True:
             item = await self._queue.get()
+            if isinstance(item, _Barrier):
+                if not item.future.done():
+                    item.future.set_result(None)
+                continue
             if item is _END:
                 self._queue.put_nowait(_END)  # a second reader ends too
                 return
@@ -385,7 +444,16 @@ class Session:
         prompt is not used: measured on the LJ long-form with tiny.en, prompting every
         final with the previous one raised the WER from 5.6 % to 7.4 % (a prompt now
         and then makes Whisper invent a lead-in or drop words), while unprompted finals
-        match the offline whole-file WER."""
+        match the offline whole-file WER.
+
+        The caller's own prompt (`options.prompt`) is used on every decode, followed by
+        the previous text of a continuation (the words right before the audio belong
+        last). The engine keeps the last 224 tokens of a prompt (Whisper's limit)."""
+        own = (self.options.prompt or "").strip()
+        previous = self._previous_text(utt)
+        return " ".join(part for part in (own, previous) if part) or None
+
+    def _previous_text(self, utt: _Utt) -> str | None:
         if not self.options.use_prompt or not utt.continuation or not self._final_texts:
             return None
         text = " ".join(self._final_texts)

@@ -1,8 +1,12 @@
 """The page's live stream: one FastRTC handler per WebRTC connection, all on the one engine.
 
-    browser mic ──WebRTC──▶ LiveHandler.receive (int16 48 kHz frames) ──▶ streaming.Session
+    browser mic ──WebRTC──▶ LiveHandler.receive (int16 48 kHz frames) ──▶ streaming.service.LiveStream
                                                                                │ events
-    page ◀── AdditionalOutputs(TabState) ◀── LiveHandler.emit ◀── pump ◀───────┘
+    page ◀── AdditionalOutputs(TabState) ◀── LiveHandler.emit ◀── TabState.apply ◀──┘
+
+The stream itself (options from settings, the language / task check, the MAX_STREAMS
+slot, the session and its teardown) is `streaming.service`'s, shared with the realtime
+WebSocket; this module is FastRTC's side of it and the tab's view.
 
 A `TabState` belongs to one browser tab (a `gr.State`), not to a connection: it keeps the
 transcript across streams, so stopping and starting again, or a connection that dropped
@@ -12,14 +16,16 @@ handler; they share the engine and the process-wide `StreamSlots` limit (MAX_STR
 shared with the realtime WebSocket).
 
 Lifecycle of a handler (FastRTC calls these; `copy()` makes one per connection):
-- `start_up()`: wait for the page's inputs (tab state, language, task), take a stream
-  slot (or end the stream with a "server is full" message), start a `Session`.
-- `receive()`: feed frames to the session (frames that arrive before it exists are kept,
+- `start_up()`: wait for the page's inputs (tab state, language, task), open a stream
+  (or end the connection with a "server is full" message).
+- `receive()`: feed frames to the stream (frames that arrive before it exists are kept,
   up to a few seconds).
 - `emit()`: awaits the next change (never busy-loops) and hands the page a snapshot.
 - `shutdown()` (the connection closed: stop clicked, tab closed, network dropped): the
-  open utterance is flushed into a final, the slot is released. Frames arriving after
-  that are ignored.
+  open utterance is flushed into a final and every final is completed, however long
+  the page stays away (no timeout of our own: only the engine's retry deadline ends a
+  final, and then the committed words stand); then the slot is released. Frames
+  arriving after that are ignored.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from fastrtc import AdditionalOutputs, AsyncStreamHandler
 from fastrtc.utils import create_message
 
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
+from streaming.service import LiveStream, StreamService
 from streaming.transcript import Transcript
-from web.sessions import StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,6 @@ log = logging.getLogger(__name__)
 MAX_EARLY_AUDIO_S = 5.0
 #: How long `emit()` waits for a change before returning None (it is called in a loop).
 EMIT_WAIT_S = 0.25
-#: How long shutdown waits for the last final before aborting the session.
-FINISH_TIMEOUT_S = 60.0
 
 
 DROPPED_MESSAGE = "The connection dropped. Press Record to continue: the transcript so far is kept."
@@ -77,6 +81,18 @@ class LiveStats:
 STATS = LiveStats()
 
 
+@dataclass
+class RenderMarks:
+    """What the page last sent for a tab (web/page.py), so unchanged parts are skipped."""
+
+    signature: tuple | None = None  # the tab's visible state at the last render
+    finals_version: int = -1  # TabState.version the transcript panel shows
+    downloads_version: int = -1  # TabState.version the download files hold
+    downloads_at: float = 0.0  # time.monotonic() the download files were written
+    settled_at: float | None = None  # `ended_at` of the stream whose end got a full refresh
+    downloads: Any = None  # the tab's download writer (web.page), made on first use
+
+
 class TabState:
     """One browser tab's transcript and live view, across any number of streams.
 
@@ -100,6 +116,7 @@ class TabState:
         self.handler: "LiveHandler | None" = None
         self.ended_at: float | None = None  # time.monotonic() when the last stream ended
         self._stream_done: asyncio.Event | None = None
+        self.marks = RenderMarks()  # the page's render bookkeeping
         #: Where kept finals also go (web.recorder.LiveRecorder: the transcript database);
         #: None: this tab's transcript lives only in memory.
         self.sink: Any = None
@@ -182,43 +199,36 @@ class TabState:
 
 
 class LiveHandler(AsyncStreamHandler):
-    """One WebRTC connection's audio into one `streaming.Session`."""
+    """One WebRTC connection's audio into one `streaming.service.LiveStream`: FastRTC's
+    callbacks, the early frames and the page's snapshots; the stream itself (options,
+    slot, language checks, teardown) is `StreamService`'s."""
 
-    def __init__(
-        self,
-        engine: Any,
-        options: Any,
-        slots: StreamSlots,
-        *,
-        stats: LiveStats = STATS,
-        multilingual: bool = True,
-    ) -> None:
+    def __init__(self, service: StreamService, *, stats: LiveStats = STATS) -> None:
         super().__init__(expected_layout="mono", output_sample_rate=24_000, input_sample_rate=48_000)
-        self.engine = engine
-        self.options = options  # streaming.session.SessionOptions (defaults for every stream)
-        self.slots = slots
+        self.service = service
         self.stats = stats
-        self.multilingual = multilingual
         self.tab: TabState | None = None
-        self.session: Any = None
+        self.stream: LiveStream | None = None
         self.tab_offset_s = 0.0
         self.frames = 0
         self.audio_s = 0.0
         self._early: list[tuple[int, np.ndarray]] = []
         self._early_s = 0.0
         self._changed = asyncio.Event()
-        self._ready = asyncio.Event()
         self._close_message: str | None = None
         self._close_sent = False
-        self._slot = False
         self._stopped = False
-        self._pump: asyncio.Task | None = None
-        self._shutdown_task: asyncio.Task | None = None
+        self._shutdown_task: asyncio.Future | None = None
         #: Set when the page's Stop ended the stream (else the connection dropped).
         self.stop_requested = False
 
     def copy(self) -> "LiveHandler":
-        return LiveHandler(self.engine, self.options, self.slots, stats=self.stats, multilingual=self.multilingual)
+        return LiveHandler(self.service, stats=self.stats)
+
+    @property
+    def session(self) -> Any:
+        """The running `streaming.Session` (None before start and when refused)."""
+        return self.stream.session if self.stream is not None else None
 
     # -- inputs from the page -------------------------------------------------------
 
@@ -231,22 +241,27 @@ class LiveHandler(AsyncStreamHandler):
         if tab is not None:
             rest = args[args.index(tab) + 1 :]
             if len(rest) >= 1 and isinstance(rest[0], str):
-                language = rest[0].strip().lower() or None
+                language = rest[0]
             if len(rest) >= 2 and rest[1] in ("transcribe", "translate"):
                 task = rest[1]
-        if language in ("auto", "detect", "none"):
-            language = None
-        if not self.multilingual:
-            language, task = None, "transcribe"
         return tab, language, task
+
+    def _options(self, language: str | None, task: str) -> Any:
+        if not self.service.multilingual:
+            language, task = None, "transcribe"  # the page hides the selectors then
+        return self.service.options(language=language, task=task)
 
     def set_args(self, args: list[Any]) -> None:
         super().set_args(args)
         # Language / task changed while streaming: the next decode uses them.
-        if self.session is not None and not self._stopped:
+        if self.stream is not None and not self._stopped:
             _, language, task = self._page_inputs()
-            self.session.options.language = language or self.options.language
-            self.session.options.task = task
+            try:
+                self.stream.use(self._options(language, task))
+            except ValueError as exc:
+                if self.tab is not None:
+                    self.tab.message = str(exc)
+                    self._changed.set()
 
     # -- FastRTC callbacks ----------------------------------------------------------
 
@@ -259,36 +274,28 @@ class LiveHandler(AsyncStreamHandler):
         self.tab = tab if tab is not None else TabState()
         if self._stopped:
             return
-        if not self.slots.try_acquire():
-            self.stats.streams_refused += 1
-            self._close_message = full_message(self.slots.limit)
-            self.tab.message = self._close_message
-            log.info("live stream refused: %d/%d streams running", self.slots.active, self.slots.limit)
-            self._changed.set()
-            return
-        self._slot = True
-        from streaming.session import Session
-
-        options = dataclasses.replace(self.options, language=language or self.options.language, task=task)
         try:
-            self.session = Session(self.engine, options)
+            stream = self.service.open(self._options(language, task), self._on_event)
         except Exception as exc:
-            self._release()
-            self._close_message = f"Could not start the stream: {exc}"
-            self.tab.message = self._close_message
-            self._changed.set()
+            self._refuse(f"Could not start the stream: {exc}")
             raise
+        if stream is None:
+            self.stats.streams_refused += 1
+            slots = self.service.slots
+            self._refuse(full_message(slots.limit))
+            log.info("live stream refused: %d/%d streams running", slots.active, slots.limit)
+            return
+        self.stream = stream
         self.stats.streams_started += 1
         self.stats.active += 1
         self.tab.begin_stream(self)
         self.tab_offset_s = self.tab.offset_s
-        self._pump = asyncio.create_task(self._run_pump())
         for rate, array in self._early:
-            self.session.feed(array, rate)
+            stream.feed(array, rate)
         self._early.clear()
-        self._ready.set()
         self._changed.set()
-        log.info("live stream started (tab stream %d, %d/%s streams)", self.tab.streams, self.slots.active, self.slots.limit or "∞")
+        slots = self.service.slots
+        log.info("live stream started (tab stream %d, %d/%s streams)", self.tab.streams, slots.active, slots.limit or "∞")
 
     async def receive(self, frame: tuple[int, np.ndarray]) -> None:
         if self._stopped:
@@ -300,12 +307,12 @@ class LiveHandler(AsyncStreamHandler):
         self.stats.frames += 1
         self.stats.audio_s += seconds
         self.stats.last_frame_at = time.time()
-        if self.session is None:
+        if self.stream is None:
             if self._close_message is None and self._early_s < MAX_EARLY_AUDIO_S:
                 self._early.append((rate, np.array(array, copy=True)))
                 self._early_s += seconds
             return
-        self.session.feed(array, rate)
+        self.stream.feed(array, rate)
 
     async def emit(self) -> Any:
         if self._close_message is not None:
@@ -332,52 +339,50 @@ class LiveHandler(AsyncStreamHandler):
         return AdditionalOutputs(self.tab)
 
     async def shutdown(self) -> None:  # type: ignore[override]
-        """The connection is gone: flush the last utterance, release the slot. Idempotent."""
+        """The connection is gone: every final of an utterance that ended is completed
+        (however long the page stays away), the slot is given back. Idempotent."""
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.ensure_future(self._shutdown())
+            _SHUTDOWNS.add(self._shutdown_task)
+            self._shutdown_task.add_done_callback(_SHUTDOWNS.discard)
         await asyncio.shield(self._shutdown_task)
 
     # -- internals ------------------------------------------------------------------
 
-    async def _run_pump(self) -> None:
-        session = self.session
-        try:
-            async for ev in session.events():
-                if self.tab is not None:
-                    self.tab.apply(ev, self.tab_offset_s, current=self.tab.handler is self)
-                    self.tab.stream_audio_s = self.audio_s if self.tab.handler is self else self.tab.stream_audio_s
-                self._changed.set()
-        except Exception:
-            log.exception("live stream: event pump failed")
+    def _refuse(self, message: str) -> None:
+        self._close_message = message
+        if self.tab is not None:
+            self.tab.message = message
+        self._changed.set()
+
+    def _on_event(self, ev: Any) -> None:
+        tab = self.tab
+        if tab is not None:
+            current = tab.handler is self
+            tab.apply(ev, self.tab_offset_s, current=current)
+            if current:
+                tab.stream_audio_s = self.audio_s
+        self._changed.set()
 
     async def _shutdown(self) -> None:
         self._stopped = True
         self._early.clear()
-        session = self.session
+        stream = self.stream
         try:
-            if session is not None:
-                try:
-                    await asyncio.wait_for(session.finish(), FINISH_TIMEOUT_S)
-                except Exception as exc:  # timeout or engine failure: stop decoding
-                    log.warning("live stream: flush failed (%s); aborting the session", exc)
-                    await session.close()
-                if self._pump is not None:
-                    try:
-                        await asyncio.wait_for(self._pump, 5)
-                    except Exception:
-                        self._pump.cancel()
+            if stream is not None:
+                # No timeout: only the engine's own retry deadline ends a final, and then
+                # the words already committed stand as the final (streaming.session).
+                await stream.finish()
         finally:
-            if session is not None:
+            if stream is not None:
                 self.stats.active = max(0, self.stats.active - 1)
-            self._release()
             if self.tab is not None:
-                if session is not None and not self.stop_requested and self.tab.handler is self and not self.tab.message:
+                if stream is not None and not self.stop_requested and self.tab.handler is self and not self.tab.message:
                     self.tab.message = DROPPED_MESSAGE
                 self.tab.end_stream(self)
             self._changed.set()
             log.info("live stream ended: %.1f s of audio in %d frames", self.audio_s, self.frames)
 
-    def _release(self) -> None:
-        if self._slot:
-            self._slot = False
-            self.slots.release()
+
+#: Shutdowns running (a strong reference: FastRTC starts them as tasks it does not keep).
+_SHUTDOWNS: set[asyncio.Future] = set()

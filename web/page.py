@@ -162,11 +162,9 @@ class _Downloads:
 
 
 def _downloads_for(tab: TabState) -> _Downloads:
-    d = getattr(tab, "_downloads", None)
-    if d is None:
-        d = _Downloads()
-        tab._downloads = d  # type: ignore[attr-defined]
-    return d
+    if tab.marks.downloads is None:
+        tab.marks.downloads = _Downloads()
+    return tab.marks.downloads
 
 
 def _signature(tab: TabState) -> tuple:
@@ -176,19 +174,20 @@ def _signature(tab: TabState) -> tuple:
 
 def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = False) -> list[Any]:
     """Updates for [finals, partial, status, txt, srt, vtt]; unchanged parts are skipped."""
-    tab._signature = _signature(tab)  # type: ignore[attr-defined]
+    marks = tab.marks
+    marks.signature = _signature(tab)
     finals: Any = gr.skip()
-    if force or getattr(tab, "_rendered_version", -1) != tab.version:
+    if force or marks.finals_version != tab.version:
         finals = render_finals(tab)
-        tab._rendered_version = tab.version  # type: ignore[attr-defined]
+        marks.finals_version = tab.version
     downloads: list[Any] = [gr.skip()] * 3
     now = time.monotonic()
-    stale = getattr(tab, "_download_version", -1) != tab.version
-    if force or (stale and (not tab.live or now - getattr(tab, "_download_at", 0.0) >= DOWNLOAD_REFRESH_S)):
+    stale = marks.downloads_version != tab.version
+    if force or (stale and (not tab.live or now - marks.downloads_at >= DOWNLOAD_REFRESH_S)):
         paths = _downloads_for(tab).write(tab)
         downloads = [gr.DownloadButton(value=p, interactive=p is not None) for p in paths]
-        tab._download_version = tab.version  # type: ignore[attr-defined]
-        tab._download_at = now  # type: ignore[attr-defined]
+        marks.downloads_version = tab.version
+        marks.downloads_at = now
     return [finals, render_partial(tab), render_status(tab, engine, slots), *downloads]
 
 
@@ -211,11 +210,10 @@ def build_live_tab(
     database: a reload or a restart shows it again (see web/recorder.py)."""
     from fastrtc import WebRTC
 
-    from streaming.session import SessionOptions
+    from streaming.service import StreamService
 
     multilingual = bool(engine.info.multilingual)
-    options = SessionOptions.from_settings(settings)
-    handler = LiveHandler(engine, options, slots, multilingual=multilingual)
+    handler = LiveHandler(StreamService.from_settings(engine, settings, slots))
     default_language = (settings.language or "auto") if multilingual else "en"
     if default_language not in LANGUAGES:
         default_language = "auto"
@@ -303,12 +301,12 @@ def build_live_tab(
         if state.live:
             return [gr.skip()] * len(outputs)
         ended = state.ended_at
-        if ended is not None and time.monotonic() - ended > SETTLE_REFRESH_S and getattr(state, "_settled_at", None) != ended:
+        if ended is not None and time.monotonic() - ended > SETTLE_REFRESH_S and state.marks.settled_at != ended:
             # Once, a moment after a stream ended: everything again, whatever updates
             # raced with the end of the stream.
-            state._settled_at = ended  # type: ignore[attr-defined]
+            state.marks.settled_at = ended
             return render(state, engine, slots, force=True)
-        if getattr(state, "_signature", None) == _signature(state):
+        if state.marks.signature == _signature(state):
             return [gr.skip()] * len(outputs)
         return render(state, engine, slots)
 

@@ -31,12 +31,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(app, port: int | None = None) -> Iterator[str]:
-    """Serve an ASGI app on loopback; yields its base URL (http://127.0.0.1:PORT)."""
+def serve_app(app, port: int | None = None, **config_options: object) -> Iterator[str]:
+    """Serve an ASGI app on loopback; yields its base URL (http://127.0.0.1:PORT).
+    `config_options` go to `uvicorn.Config` (e.g. the app's own `ws_max_size`)."""
     import uvicorn
 
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets-sansio", **config_options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
     thread.start()

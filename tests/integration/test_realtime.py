@@ -16,15 +16,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from evaluation import clips, read_audio, wer
 from engine.base import DecodeRequest
+from evaluation import clips, read_audio, wer
 from tests.integration.misbehaving_server import serve_app
 
 STREAM_WER_SLACK = 0.08  # ~4 words of the 55: a short text cannot hold a purely relative bound ("wood cutters" alone costs 2)
 API_KEY = "rt-key"
 
 
-def _app(engine, *, slots: int = 4, api_key: str = ""):
+def _app(engine, *, slots: int = 4, api_key: str = "", **settings_changes):
     from fastapi import FastAPI
 
     from settings import Settings
@@ -33,6 +33,8 @@ def _app(engine, *, slots: int = 4, api_key: str = ""):
 
     settings = Settings()
     settings.api_key = api_key
+    for name, value in settings_changes.items():
+        setattr(settings, name, value)
     app = FastAPI()
     include_api(app, engine, settings, StreamSlots(slots))
     return app
@@ -212,25 +214,43 @@ async def test_bad_events_get_error_events_and_the_connection_lives_on(ws_url):
         assert (await _recv(ws, 30))["type"] == "input_audio_buffer.cleared"
 
 
-async def test_full_server_refuses_politely(engine):
+def _active_sessions(url: str) -> float:
+    line = next(l for l in httpx.get(url + "/metrics").text.splitlines() if l.startswith("rtw_active_sessions "))
+    return float(line.split()[1])
+
+
+async def _wait_active(url: str, value: float) -> None:
+    for _ in range(100):
+        if _active_sessions(url) == value:
+            return
+        await asyncio.sleep(0.1)
+    assert _active_sessions(url) == value
+
+
+async def test_slot_is_taken_at_the_first_audio_and_a_full_server_refuses_politely(engine):
+    """A connection holds no slot until its first audio (issue 12: sockets that never send
+    audio locked everyone out); past MAX_STREAMS the first audio is refused with 1013."""
+    quiet = _pcm16_b64(np.zeros(2400, np.float32))
     with serve_app(_app(engine, slots=1)) as url:
-        async with connect(_wsurl(url)) as first:
+        async with connect(_wsurl(url)) as first, connect(_wsurl(url)) as second:
             assert (await _recv(first))["type"] == "transcription_session.created"
-            metrics = httpx.get(url + "/metrics").text
-            assert "rtw_active_sessions 1.0" in metrics
-            async with connect(_wsurl(url)) as second:
-                event = await _recv(second)
-                assert event["type"] == "error" and event["error"]["code"] == "server_full"
-                with pytest.raises(ConnectionClosed) as info:
-                    await asyncio.wait_for(second.recv(), 10)
-                assert info.value.rcvd.code == 1013
-        # the slot is given back when the first one leaves
-        for _ in range(50):
-            if "rtw_active_sessions 0.0" in httpx.get(url + "/metrics").text:
-                break
-            await asyncio.sleep(0.1)
+            assert (await _recv(second))["type"] == "transcription_session.created"
+            assert _active_sessions(url) == 0, "a connection without audio holds a slot"
+            await first.send(json.dumps({"type": "input_audio_buffer.append", "audio": quiet}))
+            await _wait_active(url, 1)
+            await second.send(json.dumps({"type": "input_audio_buffer.append", "audio": quiet}))
+            event = await _recv(second)
+            assert event["type"] == "error" and event["error"]["code"] == "server_full"
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(second.recv(), 10)
+            assert info.value.rcvd.code == 1013
+        await _wait_active(url, 0)  # the slot is given back when the first one leaves
         async with connect(_wsurl(url)) as third:
             assert (await _recv(third))["type"] == "transcription_session.created"
+            await third.send(json.dumps({"type": "input_audio_buffer.append", "audio": quiet}))
+            await third.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            assert (await _recv(third))["type"] == "input_audio_buffer.cleared"
+            assert _active_sessions(url) == 1
 
 
 async def test_api_key(engine):
@@ -282,3 +302,164 @@ async def test_official_openai_sdk_realtime_client(ws_url):
                 transcripts.append(event.transcript)
                 break
     assert wer([clip.text], [" ".join(transcripts)]) <= 0.3, transcripts
+
+
+def _speech_clips(n: int):
+    return [c for c in clips(kind="speech", lang="en") if 2 <= c.duration <= 6][:n]
+
+
+async def _update16k(ws, **transcription) -> dict:
+    await ws.send(
+        json.dumps(
+            {
+                "type": "transcription_session.update",
+                "session": {"sample_rate": 16000, "input_audio_transcription": {"language": "en", **transcription}},
+            }
+        )
+    )
+    while (event := await _recv(ws))["type"] != "transcription_session.updated":
+        assert event["type"] != "error", event
+    return event
+
+
+async def _send_all(ws, audio: np.ndarray, rate: int = 16000, chunk_s: float = 0.1) -> None:
+    step = int(rate * chunk_s)
+    for i in range(0, len(audio), step):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _pcm16_b64(audio[i : i + step])}))
+
+
+async def test_clear_keeps_the_finals_of_utterances_that_had_ended(ws_url):
+    """Issue 11 B: `input_audio_buffer.clear` drops only audio that has not ended an
+    utterance. The first sentence has ended (its final is still being decoded when the
+    clear arrives: everything is sent at once); the second is cut off by the clear."""
+    first, second = _speech_clips(2)
+    audio = np.concatenate(
+        [np.zeros(8000, np.float32), read_audio(first.path), np.zeros(16000, np.float32), read_audio(second.path)[:24000]]
+    )
+    async with connect(_wsurl(ws_url)) as ws:
+        await _recv(ws)
+        await _update16k(ws)
+        await _send_all(ws, audio)
+        await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        events: list[dict] = []
+        await _collect_until_ack(ws, events)
+    assert "input_audio_buffer.cleared" in [e["type"] for e in events]
+    completed = [e for e in events if e["type"].endswith("transcription.completed")]
+    assert len(completed) == 1, completed
+    assert wer([first.text], [completed[0]["transcript"]]) <= 0.3, completed
+
+
+async def test_prompt_is_taken_and_echoed(ws_url):
+    """The client's `prompt` becomes the decoder prompt of its utterances (streaming.session,
+    tests/unit/test_stream_service.py checks it reaches every decode); here: it is accepted,
+    echoed, and a prompted stream still transcribes."""
+    (clip,) = _speech_clips(1)
+    audio = np.concatenate([np.zeros(8000, np.float32), read_audio(clip.path), np.zeros(16000, np.float32)])
+    async with connect(_wsurl(ws_url)) as ws:
+        await _recv(ws)
+        updated = await _update16k(ws, prompt="Arctic recordings, read aloud.")
+        assert updated["session"]["input_audio_transcription"]["prompt"] == "Arctic recordings, read aloud."
+        await _send_all(ws, audio)
+        events: list[dict] = []
+        await _collect_until_ack(ws, events)
+    text = " ".join(e["transcript"] for e in events if e["type"].endswith("transcription.completed"))
+    assert wer([clip.text], [text]) <= 0.3, text
+
+
+async def test_oversized_and_nested_events_get_errors_and_the_connection_lives(ws_url):
+    """Issue 12: the size is checked before parsing; nesting that blew Python's recursion
+    limit (and dropped the connection with a traceback) is an `invalid_json` error."""
+    from web.realtime_events import MAX_EVENT_CHARS
+
+    async with connect(_wsurl(ws_url)) as ws:
+        await _recv(ws)
+        await ws.send("x" * (MAX_EVENT_CHARS + 1))
+        event = await _recv(ws, 30)
+        assert event["type"] == "error" and event["error"]["code"] == "message_too_large", event
+        await ws.send("[" * 200_000 + "]" * 200_000)
+        event = await _recv(ws, 30)
+        assert event["type"] == "error" and event["error"]["code"] == "invalid_json", event
+        nested = '{"type": "session.update", "session": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001
+        await ws.send(nested)
+        assert (await _recv(ws, 30))["type"] == "error"
+        await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        assert (await _recv(ws, 30))["type"] == "input_audio_buffer.cleared"
+
+
+async def test_frames_past_the_server_limit_close_the_connection_before_buffering(engine):
+    """With the app's own `ws_max_size` (app.py), a frame past WS_MAX_SIZE is refused by
+    the server (1009) before it is held in memory; the server goes on serving."""
+    from web.realtime import WS_MAX_SIZE
+
+    with serve_app(_app(engine), ws_max_size=WS_MAX_SIZE) as url:
+        async with connect(_wsurl(url)) as ws:
+            await _recv(ws)
+            await ws.send("x" * (WS_MAX_SIZE + 1))
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 30)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        async with connect(_wsurl(url)) as ws:
+            assert (await _recv(ws))["type"] == "transcription_session.created"
+
+
+async def test_audio_far_ahead_of_real_time_is_rate_limited(engine):
+    """Issue 12: audio is accepted up to REALTIME_BACKLOG_S ahead of real time; past it each
+    chunk gets a `rate_limited` error (and is dropped) while the connection lives."""
+    with serve_app(_app(engine, realtime_backlog_s=5.0)) as url:
+        async with connect(_wsurl(url)) as ws:
+            await _recv(ws)
+            await _update16k(ws)
+            await _send_all(ws, np.zeros(16000 * 20, np.float32), chunk_s=1.0)  # 20 s at once
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            errors = []
+            while (event := await _recv(ws, 60))["type"] != "input_audio_buffer.cleared":
+                errors.append(event)
+        codes = [e["error"]["code"] for e in errors if e["type"] == "error"]
+        assert codes and set(codes) == {"rate_limited"}, errors
+        assert 10 <= len(codes) <= 16, codes  # ~5 s of the 20 were accepted
+        assert "ahead of real time" in errors[0]["error"]["message"]
+
+
+async def test_idle_timeout_counts_audio_not_events(engine):
+    """Issue 12: a socket that sent audio once and then only `input_audio_buffer.clear`
+    (every few hundred ms here) is closed after REALTIME_IDLE_S, and its slot comes back."""
+    with serve_app(_app(engine, realtime_idle_s=1.5)) as url:
+        async with connect(_wsurl(url)) as ws:
+            await _recv(ws)
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _pcm16_b64(np.zeros(2400, np.float32))}))
+            await _wait_active(url, 1)
+            idle = None
+            with pytest.raises(ConnectionClosed) as info:
+                for _ in range(100):  # 30 s at most; the old timer never fired here
+                    await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+                    try:
+                        while True:
+                            event = await _recv(ws, 0.3)
+                            if event["type"] == "error":
+                                idle = event
+                    except (asyncio.TimeoutError, TimeoutError):
+                        pass
+            assert idle is not None and idle["error"]["code"] == "idle_timeout", idle
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1000
+        await _wait_active(url, 0)
+
+
+async def test_finals_beyond_the_cap_wait_and_none_is_lost(engine):
+    """Issue 12: with REALTIME_MAX_FINALS=1, four utterances sent at once are decoded one
+    final at a time (the connection's reading waits): every one arrives, in order, no error."""
+    parts = [np.zeros(8000, np.float32)]
+    chosen = _speech_clips(4)
+    for c in chosen:
+        parts += [read_audio(c.path), np.zeros(12000, np.float32)]
+    with serve_app(_app(engine, realtime_max_finals=1, realtime_backlog_s=60.0)) as url:
+        async with connect(_wsurl(url)) as ws:
+            await _recv(ws)
+            await _update16k(ws)
+            await _send_all(ws, np.concatenate(parts))
+            events: list[dict] = []
+            await _collect_until_ack(ws, events)
+    assert not [e for e in events if e["type"] == "error"], events
+    completed = [e for e in events if e["type"].endswith("transcription.completed")]
+    assert len(completed) == len(chosen), [e["transcript"] for e in completed]
+    for c, done in zip(chosen, completed):
+        assert wer([c.text], [done["transcript"]]) <= 0.4, (c.text, done["transcript"])

@@ -75,6 +75,13 @@ def options(**changes):
     return SessionOptions(**changes)
 
 
+def handler_for(engine, slots: StreamSlots, stats: LiveStats | None = None) -> LiveHandler:
+    """The page's handler over the one streaming service, as web/page.py builds it."""
+    from streaming.service import StreamService
+
+    return LiveHandler(StreamService(engine, options(), slots), stats=stats or LiveStats())
+
+
 async def run_stream(handler: LiveHandler, tab: TabState, frames, *, language="auto", task="transcribe"):
     """start_up, receive every frame (letting decodes run), emit snapshots, shutdown."""
     from fastrtc import AdditionalOutputs
@@ -109,7 +116,7 @@ async def test_frames_become_partials_then_finals(clip):
     engine = WordsEngine(c.text, c.duration)
     slots = StreamSlots(4)
     stats = LiveStats()
-    handler = LiveHandler(engine, options(), slots, stats=stats).copy()
+    handler = handler_for(engine, slots, stats).copy()
     tab = TabState()
     outputs, partial_first = await run_stream(handler, tab, frames_48k(audio))
     assert partial_first, "no partial text before the first final"
@@ -133,7 +140,7 @@ async def test_restart_continues_the_same_transcript(clip):
     engine = WordsEngine(c.text, c.duration)
     slots = StreamSlots(4)
     tab = TabState()
-    proto = LiveHandler(engine, options(), slots, stats=LiveStats())
+    proto = handler_for(engine, slots)
     await run_stream(proto.copy(), tab, frames_48k(audio))
     first = list(tab.transcript.finals)
     assert first
@@ -151,7 +158,7 @@ async def test_tabs_are_independent(clip):
     c, audio = clip
     engine = WordsEngine(c.text, c.duration)
     slots = StreamSlots(4)
-    proto = LiveHandler(engine, options(), slots, stats=LiveStats())
+    proto = handler_for(engine, slots)
     tab_a, tab_b = TabState(), TabState()
     await asyncio.gather(run_stream(proto.copy(), tab_a, frames_48k(audio)), run_stream(proto.copy(), tab_b, frames_48k(audio)))
     assert tab_a.transcript.text and tab_a.transcript.text == tab_b.transcript.text
@@ -167,7 +174,7 @@ async def test_full_app_refuses_with_a_clear_message(clip):
     engine = WordsEngine(c.text, c.duration)
     slots = StreamSlots(1)
     stats = LiveStats()
-    proto = LiveHandler(engine, options(), slots, stats=stats)
+    proto = handler_for(engine, slots, stats)
     running = proto.copy()
     running.set_channel(Channel())
     running.set_args(["a", TabState(), "auto", "transcribe"])
@@ -195,7 +202,7 @@ async def test_full_app_refuses_with_a_clear_message(clip):
 async def test_language_and_task_reach_the_engine(clip):
     c, audio = clip
     engine = WordsEngine(c.text, c.duration, multilingual=True)
-    handler = LiveHandler(engine, options(), StreamSlots(2), stats=LiveStats(), multilingual=True)
+    handler = handler_for(engine, StreamSlots(2))
     await run_stream(handler, TabState(), frames_48k(audio)[:300], language="de", task="translate")
     assert engine.calls
     assert all(k.get("language") == "de" and k.get("task") == "translate" for k in engine.calls)
@@ -204,7 +211,7 @@ async def test_language_and_task_reach_the_engine(clip):
 async def test_english_only_model_ignores_language_and_task(clip):
     c, audio = clip
     engine = WordsEngine(c.text, c.duration, multilingual=False)
-    handler = LiveHandler(engine, options(), StreamSlots(2), stats=LiveStats(), multilingual=False)
+    handler = handler_for(engine, StreamSlots(2))
     await run_stream(handler, TabState(), frames_48k(audio)[:300], language="de", task="translate")
     assert engine.calls and all(k.get("task") == "transcribe" and k.get("language") in (None, "en") for k in engine.calls)
 

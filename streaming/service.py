@@ -1,0 +1,297 @@
+"""One live stream, whatever carries its audio.
+
+The page's WebRTC handler (`web/live.py`) and the realtime WebSocket (`web/realtime.py`)
+are thin adapters over this module; what both need is written here once:
+
+- `StreamSlots`: the process-wide MAX_STREAMS limit, shared by every transport.
+- `StreamService.options()`: a stream's `SessionOptions` from the settings' defaults and
+  the client's language / task / prompt, refused up front when the model cannot do it
+  (`engine.base.check_task`).
+- `StreamService.open()`: takes a slot (None when the server is full) and starts a
+  `LiveStream`.
+- `LiveStream`: the session, the pump that hands its events to the transport, the
+  bounds on what a client may push (audio ahead of real time, finals in flight) and
+  the teardown: `finish()` (every final of an
+  utterance that ended is delivered, however long it takes; only the engine's own retry
+  deadline ends one, and then the words already committed stand as the final) or
+  `abort()` (nobody is left to read the text). Either gives the slot back, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from engine.base import Engine, UnsupportedRequest, check_task
+from streaming.events import Event
+from streaming.session import Session, SessionOptions
+
+__all__ = ["AudioTooFast", "LiveStream", "StreamLimits", "StreamService", "StreamSlots", "normalize_language"]
+
+log = logging.getLogger(__name__)
+
+#: Longest decoder prompt a client may set (characters); Whisper keeps 224 tokens of it.
+MAX_PROMPT_CHARS = 2_000
+
+EventSink = Callable[[Event], "Awaitable[None] | None"]
+
+#: Teardowns running in the background (a strong reference: the loop keeps only weak ones).
+_TEARDOWNS: set[asyncio.Future] = set()
+
+
+class StreamSlots:
+    """Counts live streams; `try_acquire()` refuses past the limit (0: no limit) instead
+    of queueing. `on_change(active)` is told every change (web/ feeds a metrics gauge)."""
+
+    def __init__(self, limit: int, on_change: Callable[[int], None] | None = None) -> None:
+        self.limit = limit
+        self._active = 0
+        self._lock = threading.Lock()
+        self._on_change = on_change
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self.limit > 0 and self._active >= self.limit:
+                return False
+            self._active += 1
+            active = self._active
+        self._changed(active)
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._active = max(0, self._active - 1)
+            active = self._active
+        self._changed(active)
+
+    def _changed(self, active: int) -> None:
+        if self._on_change is not None:
+            self._on_change(active)
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What one client may push (the realtime WebSocket; the page's WebRTC audio arrives
+    in real time by construction)."""
+
+    #: Audio accepted ahead of real time (seconds received minus seconds since the first
+    #: audio): enough to send a short recording at once, not an hour of it
+    #: (REALTIME_BACKLOG_S).
+    max_backlog_s: float = 30.0
+    #: Finals being decoded at once per stream; past it, more audio waits (back-pressure;
+    #: REALTIME_MAX_FINALS).
+    max_finals_in_flight: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "StreamLimits":  # settings.Settings
+        return cls(max_backlog_s=float(settings.realtime_backlog_s), max_finals_in_flight=int(settings.realtime_max_finals))
+
+
+class AudioTooFast(Exception):
+    """Audio arrived further ahead of real time than `StreamLimits.max_backlog_s`."""
+
+    def __init__(self, ahead_s: float, limit_s: float) -> None:
+        super().__init__(
+            f"Audio is arriving {ahead_s:.1f} s ahead of real time (at most {limit_s:.0f} s is accepted): "
+            "this chunk was dropped; send audio at real-time pace."
+        )
+        self.ahead_s = ahead_s
+        self.limit_s = limit_s
+
+
+def normalize_language(language: str | None) -> str | None:
+    """A client's language choice: a code, or None for "detect" (empty, auto, detect, none)."""
+    if language is None:
+        return None
+    code = str(language).strip().lower()
+    return None if code in ("", "auto", "detect", "none") else code
+
+
+class StreamService:
+    """Options, slots and limits for every live stream of the process, on the one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        defaults: SessionOptions,
+        slots: StreamSlots,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        self.engine = engine
+        self.defaults = defaults
+        self.slots = slots
+        self.limits = limits or StreamLimits()
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Any, slots: StreamSlots) -> "StreamService":
+        return cls(engine, SessionOptions.from_settings(settings), slots, StreamLimits.from_settings(settings))
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.engine.info.multilingual)
+
+    def options(
+        self, *, language: str | None = None, task: str = "transcribe", prompt: str | None = None, **changes: Any
+    ) -> SessionOptions:
+        """A stream's options: the defaults with the client's choices. Raises
+        `UnsupportedRequest` (a ValueError with a message for the user) for what the
+        model cannot do (a language or translation on an English-only model)."""
+        language = normalize_language(language) or self.defaults.language
+        check_task(self.engine.info, language, task)
+        prompt = (prompt or "").strip() or None
+        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+            raise UnsupportedRequest(f"The prompt may have at most {MAX_PROMPT_CHARS} characters, not {len(prompt)}.")
+        return dataclasses.replace(self.defaults, language=language, task=task, prompt=prompt, **changes)  # type: ignore[arg-type]
+
+    def open(self, options: SessionOptions, on_event: EventSink) -> "LiveStream | None":
+        """Take a slot and start a stream whose events go to `on_event` (a function or a
+        coroutine function, called in order); None when MAX_STREAMS are running."""
+        if not self.slots.try_acquire():
+            return None
+        try:
+            session = Session(self.engine, options)
+        except BaseException:
+            self.slots.release()
+            raise
+        return LiveStream(session, self.slots, on_event, self.limits)
+
+
+class LiveStream:
+    """One running stream: feed it audio, read its events through `on_event`, then
+    `finish()` or `abort()` (both idempotent; the slot is given back once)."""
+
+    def __init__(
+        self,
+        session: Session,
+        slots: StreamSlots,
+        on_event: EventSink,
+        limits: StreamLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session
+        self.limits = limits
+        self.audio_s = 0.0  # seconds of audio received
+        self._slots: StreamSlots | None = slots
+        self._on_event = on_event
+        self._clock = clock
+        self._first_audio_at: float | None = None
+        self._teardown: asyncio.Future | None = None
+        self._pump = asyncio.ensure_future(self._run_pump())
+
+    # -- audio in ---------------------------------------------------------------------
+
+    def feed(self, frame: np.ndarray, sample_rate: int) -> None:
+        """Audio that arrives in real time by construction (WebRTC): fed as it is."""
+        seconds = frame.shape[-1] / float(sample_rate) if frame.size else 0.0
+        if seconds <= 0:
+            return
+        if self._first_audio_at is None:
+            self._first_audio_at = self._clock()
+        self.audio_s += seconds
+        self.session.feed(frame, sample_rate)
+
+    def ahead_s(self, more_s: float = 0.0) -> float:
+        """How far the audio received (plus `more_s`) runs ahead of the wall time since
+        the first audio arrived."""
+        if self._first_audio_at is None:
+            return 0.0
+        return self.audio_s + more_s - (self._clock() - self._first_audio_at)
+
+    async def accept(self, samples: np.ndarray, sample_rate: int) -> float:
+        """A client's audio (e.g. `engine.audio.decode_pcm16` of its bytes): refused past
+        the backlog (`AudioTooFast`), held while `max_finals_in_flight` finals are being
+        decoded (back-pressure: the client's next events wait), then fed. Returns its
+        seconds."""
+        if samples.size == 0:
+            return 0.0
+        seconds = samples.shape[-1] / float(sample_rate)
+        ahead = self.ahead_s(seconds)
+        if ahead > self.limits.max_backlog_s:
+            raise AudioTooFast(ahead, self.limits.max_backlog_s)
+        while self.session.finals_in_flight >= self.limits.max_finals_in_flight:
+            await self.session.wait_final_done()
+        self.feed(samples, sample_rate)
+        return seconds
+
+    def use(self, options: SessionOptions) -> None:
+        """New language / task / prompt for the decodes still to come (the page's selectors)."""
+        current = self.session.options
+        current.language, current.task, current.prompt = options.language, options.task, options.prompt
+
+    # -- control ----------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """End the open utterance now and return once every final so far has been handed
+        to `on_event` (a later answer to the client comes after them)."""
+        self.session.commit()
+        await self.session.wait_finals()
+        await self.session.drained()
+
+    def clear(self) -> None:
+        """Drop audio that has not ended an utterance; finals of ended ones still come."""
+        self.session.clear()
+
+    @property
+    def finished(self) -> bool:
+        return self._teardown is not None
+
+    async def finish(self) -> None:
+        """End of input: the open utterance becomes a final; returns once every final is
+        handed over. No timeout: see the module doc."""
+        await self._tear_down(self._finish)
+
+    async def abort(self) -> None:
+        """Stop now: cancel every decode (nobody is left to read the text)."""
+        await self.session.close()
+        await self._tear_down(self._drain)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _tear_down(self, how: Callable[[], Awaitable[None]]) -> None:
+        if self._teardown is None:
+            task = asyncio.ensure_future(how())
+            _TEARDOWNS.add(task)
+            task.add_done_callback(_TEARDOWNS.discard)
+            self._teardown = task
+        await asyncio.shield(self._teardown)
+
+    async def _finish(self) -> None:
+        try:
+            await self.session.finish()
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        try:
+            await self._pump  # the events end after finish() / close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()
+
+    async def _run_pump(self) -> None:
+        async for ev in self.session.events():
+            try:
+                result = self._on_event(ev)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a transport's failure must not stop the finals of others
+                log.exception("live stream: the event handler failed on %s", getattr(ev, "type", ev))
