@@ -61,7 +61,24 @@ def engine(settings):
 
 
 @pytest.fixture(scope="session")
-def english_clips():
+def test_data() -> Path:
+    """The small test-audio set inside the repository (tests/data): always there."""
+    from tests.datasets import TEST_DATA
+
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def eval_set() -> Path:
+    """The larger evaluation set (../shared/eval or EVAL_DIR); the test skips, saying why, without it."""
+    from tests.datasets import require_eval_set
+
+    return require_eval_set()
+
+
+@pytest.fixture(scope="session")
+def english_clips(eval_set):
+    """The larger set's English speech clips (175 of them)."""
     from evaluation import clips
 
-    return clips(kind="speech", lang="en")
+    return clips(kind="speech", lang="en", base=eval_set)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import soxr
 
 from streaming.resample import FrameResampler, ResamplerOptions, to_mono_float32
 
-EVAL = Path("/work/shared/eval")
+from tests.datasets import TEST_DATA
 FRAME_48K = 960  # 20 ms at 48 kHz, as FastRTC delivers
 
 
@@ -183,7 +182,7 @@ def test_unsupported_input_is_refused_clearly(frame, rate, match) -> None:
 def test_real_speech_round_trip_through_48k_frames() -> None:
     """A 16 kHz recording sent as 48 kHz int16 20 ms frames comes back nearly unchanged."""
     audio, rate = sf.read(
-        EVAL / "clips" / "ljspeech_coqui__LJ001-0001.flac", dtype="float32"
+        TEST_DATA / "clips" / "ljspeech_coqui__LJ001-0001.flac", dtype="float32"
     )
     assert rate == 16_000
     x48 = to_int16(soxr.resample(audio, 16_000, 48_000))

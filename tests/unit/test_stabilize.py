@@ -10,7 +10,7 @@ import pytest
 
 from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize_word
 
-EVAL = Path("/work/shared/eval")
+from tests.datasets import TEST_DATA, needs_eval_set, require_eval_set
 
 
 def test_first_hypothesis_is_all_tentative() -> None:
@@ -125,8 +125,8 @@ def test_normalize_word() -> None:
     assert normalize_word("Straße") == normalize_word("STRASSE")
 
 
-def _references() -> list[str]:
-    lines = (EVAL / "manifest.jsonl").read_text().splitlines()
+def _references(base: Path = TEST_DATA) -> list[str]:
+    lines = (base / "manifest.jsonl").read_text().splitlines()
     return [
         m["text"]
         for m in map(json.loads, lines)
@@ -134,12 +134,13 @@ def _references() -> list[str]:
     ]
 
 
-def test_simulated_partials_on_real_transcripts() -> None:
+@pytest.mark.parametrize(("which", "at_least"), [("tests/data", 10), pytest.param("eval set", 100, marks=needs_eval_set)])
+def test_simulated_partials_on_real_transcripts(which, at_least) -> None:
     """Partials that grow word by word, with the last word often cut or misheard: the
     committed text only grows, is always a prefix of the truth, and the final is exact."""
     rng = random.Random(0)
-    refs = _references()
-    assert len(refs) > 100
+    refs = _references(TEST_DATA if which == "tests/data" else require_eval_set())
+    assert len(refs) >= at_least
     for ref in refs:
         words = ref.split()
         la = LocalAgreement()
