@@ -46,7 +46,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Literal
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
@@ -54,12 +54,8 @@ from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, DecodeRequest
 from streaming.events import ErrorEvent, Event, StatusEvent, TranscriptEvent
 from streaming.guards import drop_reason, is_repetition_loop, strip_repetition
 from streaming.resample import FrameResampler
-from streaming.segmenter import (
-    Segmenter,
-    SegmenterOptions,
-    UtteranceEnded,
-    UtteranceStarted,
-)
+from streaming.options import SessionOptions, SessionStats
+from streaming.segmenter import Segmenter, UtteranceEnded, UtteranceStarted
 from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize_word
 from streaming.scheduler import gate_for
 from streaming.transcript import Transcript
@@ -77,86 +73,6 @@ class _Barrier:
     """A marker in the event queue: `events()` resolves it instead of yielding it."""
 
     future: asyncio.Future
-
-
-@dataclass
-class SessionOptions:
-    language: str | None = None
-    task: Literal["transcribe", "translate"] = "transcribe"
-    min_silence_ms: int = 500
-    partial_interval_s: float = 0.6
-    vad_threshold: float = 0.5
-    max_utterance_s: float = 25.0
-    use_prompt: bool = True
-    # -- finer knobs (not in Settings) ------------------------------------------------
-    #: Utterance audio (pre-roll included) before the first partial decode.
-    first_partial_s: float = 0.5
-    #: Ceiling of the adaptive partial interval; 0 disables partials.
-    max_partial_interval_s: float = 3.0
-    #: Start the final decode at the first silence (see module doc).
-    speculative_final: bool = True
-    #: Characters of previous final text used as the decoder prompt.
-    prompt_chars: int = 200
-    #: Seconds between status events while audio flows (also sent after every final).
-    status_interval_s: float = 2.0
-    #: Soft utterance limit: past this length a pause of `long_min_silence_ms` ends the
-    #: utterance (long speech is cut at a natural pause, well before the forced cut at
-    #: `max_utterance_s`, whose final can only come after the limit is reached). None: off.
-    long_utterance_s: float | None = 12.0
-    long_min_silence_ms: int = 200
-    #: The final decode (whole utterance, full context) is authoritative: where it
-    #: disagrees with words committed by partials, it wins (counted in
-    #: `stats.revisions`). False keeps committed words and appends the final's tail
-    #: (committed text then never changes, at some cost in accuracy).
-    final_overrides_committed: bool = True
-    #: Decodes in flight per engine (all sessions) above which no partial starts
-    #: (`streaming.scheduler`); None: by the engine's device (2 on CPU).
-    max_decodes_in_flight: int | None = None
-    #: The caller's decoder prompt (a realtime client's `prompt`: names, spelling, style)
-    #: for every decode of this stream, ahead of the previous text of a continuation.
-    prompt: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
-        return cls(
-            language=(getattr(settings, "language", "") or None),
-            min_silence_ms=int(getattr(settings, "min_silence_ms", 500)),
-            partial_interval_s=float(getattr(settings, "partial_interval_s", 0.6)),
-            vad_threshold=float(getattr(settings, "vad_threshold", 0.5)),
-        )
-
-    def segmenter_options(self) -> SegmenterOptions:
-        start = min(max(self.vad_threshold, 0.05), 0.95)
-        return SegmenterOptions(
-            start_threshold=start,
-            end_threshold=max(0.0, start - 0.15),
-            min_silence_ms=self.min_silence_ms,
-            max_utterance_s=self.max_utterance_s,
-            cut_search_s=min(5.0, self.max_utterance_s / 2),
-            long_utterance_s=(
-                self.long_utterance_s
-                if self.long_utterance_s is not None and 0 < self.long_utterance_s < self.max_utterance_s
-                else None
-            ),
-            long_min_silence_ms=self.long_min_silence_ms,
-        )
-
-
-@dataclass
-class SessionStats:
-    lag_s: float = 0.0
-    max_lag_s: float = 0.0
-    partials: int = 0
-    finals: int = 0
-    revisions: int = 0
-    errors: int = 0
-    dropped: int = 0  # decodes dropped by the guards
-    last_final_latency_s: float | None = None
-    partial_interval_s: float = 0.6
-    audio_s: float = 0.0  # audio received (16 kHz seconds)
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
 
 
 @dataclass
