@@ -107,7 +107,13 @@ class RemoteEngine:
         if audio_format not in AUDIO_FORMATS:
             raise ValueError(f"REMOTE_AUDIO_FORMAT must be flac or wav, not {audio_format!r}")
         self._base_url = normalise_url(endpoint_url)  # may carry credentials: never shown
-        self.host = host_of(self._base_url)
+        try:
+            self.host = host_of(self._base_url)
+            valid = bool(httpx.URL(self._base_url).host)
+        except httpx.InvalidURL:
+            valid = False
+        if not valid:
+            raise ValueError("ENDPOINT_URL is not a valid URL: http(s)://host[:port]/path-prefix")
         self._redact = Redactor(self._base_url, token)
         self._token = token
         self.model = model
@@ -123,6 +129,7 @@ class RemoteEngine:
         http = httpx.AsyncClient(
             transport=LimitedTransport(httpx.AsyncHTTPTransport(limits=limits), self.limiter),
             follow_redirects=False,
+            event_hooks={"response": [self._log_failure]},
         )
         self._client = openai.AsyncOpenAI(**self._client_options(), http_client=http, max_retries=self.retries,
                                           timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)))
@@ -286,6 +293,11 @@ class RemoteEngine:
         await self._client.close()
 
     # -- internals --------------------------------------------------------------------
+
+    async def _log_failure(self, response: httpx.Response) -> None:
+        """Each failed attempt in the log (the openai client retries quietly)."""
+        if response.status_code >= 300:
+            log.warning("remote endpoint %s answered %d to %s", self.host, response.status_code, response.url.path)
 
     @property
     def verbose_json_offered(self) -> bool:

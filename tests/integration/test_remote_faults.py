@@ -263,6 +263,10 @@ def test_bad_configuration_is_refused():
         RemoteEngine("ftp://x")
     with pytest.raises(ValueError):
         RemoteEngine("http://x/v1", audio_format="mp3")
+    with pytest.raises(ValueError, match="not a valid URL"):
+        RemoteEngine("http://[::1/v1")
+    with pytest.raises(ValueError, match="not a valid URL"):
+        RemoteEngine("http://")
 
 
 async def test_english_only_remote_refuses_translation_locally(server):
@@ -327,10 +331,11 @@ def test_app_answers_503_not_500_when_its_remote_engine_fails(server):
 
 
 def _two_utterances() -> np.ndarray:
-    from evaluation import eval_dir, read_audio
+    from evaluation import read_audio
+    from tests.datasets import TEST_DATA
 
     def clip(name: str) -> np.ndarray:
-        return read_audio(eval_dir() / "clips" / f"{name}.flac")
+        return read_audio(TEST_DATA / "clips" / f"{name}.flac")
 
     gap = np.zeros(int(1.5 * 16000), np.float32)
     return np.concatenate(
