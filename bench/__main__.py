@@ -199,6 +199,10 @@ def cuda_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["soak"]:  # soak and abuse of the real app (bench/soak.py)
+        from bench.soak import main as soak
+
+        return soak((sys.argv[1:] if argv is None else argv)[1:])
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["encoder-windows"]:  # encoder bucket sets vs the full window (bench/encoder_windows.py)
         from bench.encoder_windows import main as encoder_windows

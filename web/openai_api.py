@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task
@@ -374,6 +375,8 @@ async def _read_form(request: Request, max_upload: int) -> Any:
     except _TooLarge:
         await _drain(request, DRAIN_LIMIT_BYTES)
         raise _too_large(max_upload) from None
+    except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
+        raise APIError(400, "The upload was cut off before it ended.", param="file", code="incomplete_upload") from None
     except MultiPartException as exc:
         raise APIError(400, f"Malformed multipart body: {exc.message}", param="file", code="invalid_multipart") from exc
     except (ValueError, KeyError) as exc:

@@ -33,8 +33,6 @@ from web.store import TranscriptStore
 
 #: Finals shown in the panel; older ones stay in the downloads (keeps an hour-long page light).
 MAX_SHOWN_FINALS = 400
-#: Downloads are rewritten at most this often while a stream runs (always at stop / clear).
-DOWNLOAD_REFRESH_S = 5.0
 #: A full refresh this long after a stream ended (see on_tick).
 SETTLE_REFRESH_S = 2.0
 #: How long "stop" waits for the last utterance's final.
@@ -149,6 +147,11 @@ class _Downloads:
         self.dir = tempfile.mkdtemp(prefix="rtw-transcript-")
 
     def write(self, tab: TabState) -> tuple[str | None, str | None, str | None]:
+        for old in os.listdir(self.dir):  # the previous set (Gradio serves its own copies)
+            try:
+                os.remove(os.path.join(self.dir, old))
+            except OSError:
+                pass
         if not tab.transcript.finals:
             return None, None, None
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -183,7 +186,9 @@ def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = F
     downloads: list[Any] = [gr.skip()] * 3
     now = time.monotonic()
     stale = marks.downloads_version != tab.version
-    if force or (stale and (not tab.live or now - marks.downloads_at >= DOWNLOAD_REFRESH_S)):
+    # Not while live: rewriting the whole transcript every few seconds costs O(n^2) bytes
+    # over a long session. Once it stops (Stop, a dropped connection, Clear) it is written once.
+    if (force or stale) and (not tab.live or not tab.transcript.finals):
         paths = _downloads_for(tab).write(tab)
         downloads = [gr.DownloadButton(value=p, interactive=p is not None) for p in paths]
         marks.downloads_version = tab.version
@@ -264,7 +269,9 @@ def build_live_tab(
         time_limit=None,
     )
 
-    def on_outputs(state: TabState, *_: Any) -> list[Any]:
+    # Every handler here is `async def`: Gradio runs plain `def` handlers in worker
+    # threads, and the tab's state must change on the event loop only, where finals land.
+    async def on_outputs(state: TabState, *_: Any) -> list[Any]:
         return render(state, engine, slots)
 
     dep = mic.on_additional_outputs(on_outputs, inputs=[tab], outputs=outputs, concurrency_limit=None, queue=True)
@@ -297,7 +304,7 @@ def build_live_tab(
     # state. While live, or when nothing changed, it sends nothing.
     timer = gr.Timer(1.0)
 
-    def on_tick(state: TabState) -> list[Any]:
+    async def on_tick(state: TabState) -> list[Any]:
         if state.live:
             return [gr.skip()] * len(outputs)
         ended = state.ended_at
@@ -312,7 +319,7 @@ def build_live_tab(
 
     timer.tick(on_tick, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
 
-    def on_clear(state: TabState) -> list[Any]:
+    async def on_clear(state: TabState) -> list[Any]:
         state.clear()
         return render(state, engine, slots, force=True)
 
@@ -327,7 +334,7 @@ def build_live_tab(
 
         root.load(on_load, inputs=[tab, browser], outputs=[browser, *outputs], show_progress="hidden")
 
-        def on_new(state: TabState) -> list[Any]:
+        async def on_new(state: TabState) -> list[Any]:
             start_new(state)  # the transcript so far stays in the History tab
             return render(state, engine, slots, force=True)
 

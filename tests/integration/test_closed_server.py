@@ -38,8 +38,13 @@ def _endpoint(fake: MisbehavingServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(fake):
-    env = remote_env(_endpoint(fake), API_KEY=KEY, HF_TOKEN=TOKEN, MAX_JOBS="1", MAX_QUEUED="0")
+def gradio_tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("gradio")
+
+
+@pytest.fixture(scope="module")
+def app(fake, gradio_tmp):
+    env = remote_env(_endpoint(fake), API_KEY=KEY, HF_TOKEN=TOKEN, MAX_JOBS="1", MAX_QUEUED="0", GRADIO_TEMP_DIR=str(gradio_tmp))
     with running_app(env) as running:
         yield running
 
@@ -106,7 +111,7 @@ def _transcribe_args(client: object, file: object) -> list[object]:
     return [file, "auto", "transcribe", *[None] * (len(parameters) - 3)]
 
 
-def test_gradio_client_without_the_key_is_refused_with_it_transcribes(app, clip, fake):
+def test_gradio_client_without_the_key_is_refused_with_it_transcribes(app, clip, fake, gradio_tmp):
     from gradio_client import Client, handle_file
 
     before = len(fake.seen)
@@ -120,6 +125,8 @@ def test_gradio_client_without_the_key_is_refused_with_it_transcribes(app, clip,
     client = Client(app.url, auth=("anyone", KEY), verbose=False)
     result = client.predict(*_transcribe_args(client, handle_file(clip)), api_name="/transcribe")
     assert FAKE_TEXT in result[0]
+    # Gradio's copy of the upload is deleted once decoded (it used to stay until restart).
+    assert not list(gradio_tmp.rglob("clip.wav")), list(gradio_tmp.rglob("*"))
 
 
 # -- nothing secret in /health, /metrics, the page, messages and logs -----------------------
@@ -217,3 +224,27 @@ def test_public_page_setting_keeps_the_page_open_and_the_api_closed(fake, clip):
         assert httpx.get(app.url + "/config").status_code == 200
         assert httpx.get(app.url + "/v1/models").status_code == 401
         assert httpx.get(app.url + "/docs").status_code == 401
+
+
+# -- memory: a long silent file -------------------------------------------------------------
+
+
+def test_an_hour_of_silence_costs_one_float32_copy(app, tmp_path):
+    """Issue 12: 4 hours of digital silence raised peak memory by 4.3 GB (a float64 copy and its
+    square for the split, a doubling buffer); now one 16 kHz float32 copy (230 MB per hour)."""
+    path = tmp_path / "silence-1h.flac"
+    with sf.SoundFile(path, "w", 16000, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(6):
+            f.write(np.zeros(16000 * 600, dtype=np.int16))
+    time.sleep(1.0)
+    app.reset_peak()
+    before = app.rss_mb()
+    with open(path, "rb") as f:
+        r = httpx.post(
+            app.url + "/v1/audio/transcriptions", headers=_bearer(), files={"file": ("silence.flac", f)}, data={"model": "whisper-1"},
+            timeout=600,
+        )
+    assert r.status_code == 200 and r.json()["text"] == ""
+    rise = app.peak_rss_mb() - before
+    print(f"1 h of silence: peak RSS rise {rise:.0f} MB")
+    assert rise < 450, f"peak RSS rose {rise:.0f} MB for one hour of audio (float32: 230 MB)"
