@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+# The page's transcript database (DATA_DIR): a throwaway folder, never the user's own.
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="rtw-test-data-"))
 
 TIERS = ("unit", "integration", "e2e")
 
