@@ -26,6 +26,7 @@ import gradio as gr
 from engine.base import Engine
 from engine.languages import LANGUAGES, supported_languages
 from settings import Settings
+from web.health import public_device  # the endpoint's host only, never its credentials
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
 from web.recorder import attach, start_new
 from web.sessions import StreamSlots
@@ -120,7 +121,7 @@ def render_partial(tab: TabState) -> str:
 
 def render_status(tab: TabState, engine: Engine, slots: StreamSlots) -> str:
     info = engine.info
-    parts = [f"Model <b>{html.escape(str(info.model))}</b>", f"{html.escape(str(info.engine))} on {html.escape(str(info.device))}"]
+    parts = [f"Model <b>{html.escape(str(info.model))}</b>", f"{html.escape(str(info.engine))} on {html.escape(public_device(info))}"]
     if tab.live:
         parts.append('<span class="rtw-live">● live</span>')
     elif tab.streams:
