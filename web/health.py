@@ -32,8 +32,9 @@ def public_info(info: EngineInfo) -> dict[str, Any]:
 
 
 def public_device(info: EngineInfo) -> str:
-    """`info.device` as the page's header and status line may show it."""
-    return str(public_info(info)["device"])
+    """`info.device` as the page's header and status line may show it (a URL: its host only)."""
+    device = str(getattr(info, "device", ""))
+    return url_host(device) if "://" in device else device
 
 
 def health_router(engine: Engine, jobs: Any = None) -> APIRouter:
