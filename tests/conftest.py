@@ -80,8 +80,16 @@ def eval_set() -> Path:
 
 
 @pytest.fixture(scope="session")
-def english_clips(eval_set):
-    """The larger set's English speech clips (175 of them)."""
+def english_clips(test_data):
+    """tests/data's English speech clips (14: LJ Speech, CMU ARCTIC, JFK; 1.6-11 s)."""
+    from evaluation import clips
+
+    return clips(kind="speech", lang="en", base=test_data)
+
+
+@pytest.fixture(scope="session")
+def eval_english_clips(eval_set):
+    """The larger set's English speech clips (175), for figures that need many; skips without it."""
     from evaluation import clips
 
     return clips(kind="speech", lang="en", base=eval_set)

@@ -13,7 +13,6 @@ Differences from `app.py`, all for a machine whose only network is loopback:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -27,25 +26,6 @@ def loopback_only_ice() -> None:
     import aioice.ice
 
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
-
-
-class FakeEngine:
-    """Says "word" twice per second of audio: enough to exercise the page."""
-
-    def __init__(self) -> None:
-        from engine.base import EngineInfo
-
-        self.info = EngineInfo(model="fake", engine="fake", device="cpu", multilingual=True)
-
-    async def transcribe(self, request):
-        from engine.base import Transcription
-
-        await asyncio.sleep(0.05)
-        n = max(1, int(request.duration * 2))
-        return Transcription(text=" ".join(["word"] * n), language="en", duration=request.duration)
-
-    async def close(self) -> None:
-        pass
 
 
 def main() -> None:
@@ -63,7 +43,9 @@ def main() -> None:
     settings.turn_provider = "none"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("E2E_FAKE_ENGINE") == "1":
-        engine = FakeEngine()
+        from tests.fakes import PageFakeEngine
+
+        engine = PageFakeEngine()
     else:
         from engine.factory import create_engine
 

@@ -1,6 +1,6 @@
 """The page in a real headless Chromium over real WebRTC, with the real engine.
 
-The browser's fake microphone plays an English clip of `../shared/eval` (padded with
+The browser's fake microphone plays an English clip of `tests/data` (padded with
 1.5 s of silence: the first moments are lost before audio flows). Server and browser run
 together in a network namespace with loopback only (`unshare -n`, or `unshare -rn` as
 a normal user), so nothing leaves the machine and WebRTC connects on 127.0.0.1; the
@@ -120,7 +120,9 @@ def _get_json(url: str, timeout: float = 10) -> dict:
 def clip():
     from evaluation import clips
 
-    found = [c for c in clips(kind="speech", lang="en") if c.name == CLIP_NAME]
+    from tests.datasets import TEST_DATA
+
+    found = [c for c in clips(kind="speech", lang="en", base=TEST_DATA) if c.name == CLIP_NAME]
     if not found:
         pytest.skip(f"{CLIP_NAME} is not in the eval set")
     return found[0]
@@ -435,7 +437,9 @@ class TestBrowser:
         """A 3.9-minute file: the long-form path, a progress text while it runs, every stretch kept."""
         from evaluation import longform_files, wer
 
-        long_file = next(f for f in longform_files() if f.path.name.startswith("ljspeech"))
+        from tests.datasets import require_eval_set
+
+        long_file = next(f for f in longform_files(require_eval_set()) if f.path.name.startswith("ljspeech"))
         browser = _launch(playwright_instance, None)
         try:
             page = _open(browser, server, record_button=False)

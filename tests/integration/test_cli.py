@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.datasets import TEST_DATA
 from evaluation import clips, normalize, read_audio, wer
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, DecodeRequest
@@ -21,7 +22,7 @@ JFK_TEXT = "and so my fellow americans ask not what your country can do for you 
 
 
 def jfk_path() -> Path:
-    return next(c.path for c in clips(kind="speech", lang="en") if "jfk" in c.name)
+    return next(c.path for c in clips(kind="speech", lang="en", base=TEST_DATA) if "jfk" in c.name)
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -77,11 +77,11 @@ def _decode(window: str, plan_path: Path) -> dict:
     return json.loads(line[7:])
 
 
-def test_wer_parity_with_full_window(english_clips, tmp_path) -> None:
-    """Every 6th English clip (short phone prompts to 35 s readings), both windows, same greedy decode."""
+def test_wer_parity_with_full_window(eval_english_clips, tmp_path) -> None:
+    """Every 6th English clip of the larger set (short phone prompts to 35 s readings), both windows, same greedy decode."""
     from evaluation import wer
 
-    chosen = english_clips[::6]
+    chosen = eval_english_clips[::6]
     plan = {
         "clips": [{"path": str(c.path), "text": c.text, "name": c.name, "duration": c.duration} for c in chosen],
         "bs1_indices": [0],

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from tests.datasets import TEST_DATA, require_eval_set
 from evaluation import longform_files, normalize, read_audio, wer
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest
 
@@ -33,7 +34,8 @@ def faster_whisper_tiny_en():
     return WhisperModel(str(tiny_en_ct2_dir()), device="cpu", compute_type="default", cpu_threads=2)
 
 
-async def test_wer_no_worse_than_faster_whisper(engine, english_clips, faster_whisper_tiny_en):
+async def test_wer_no_worse_than_faster_whisper(engine, eval_english_clips, faster_whisper_tiny_en):
+    english_clips = eval_english_clips  # 175 clips: a ratio of WERs needs many words
     """Same weights, same greedy decoding: our WER ≤ faster-whisper's + 10 % relative."""
     audios = [read_audio(c.path) for c in english_clips]
     ours = await asyncio.gather(*(engine.transcribe(DecodeRequest(a)) for a in audios))
@@ -58,7 +60,7 @@ def _repeated_ngrams(text: str, n: int = 5) -> int:
 
 async def test_longform_whole_file(engine):
     """A 3.9-minute file in one call: cut at pauses, decoded concurrently, joined cleanly."""
-    lf = next(f for f in longform_files() if f.path.name.startswith("ljspeech"))
+    lf = next(f for f in longform_files(require_eval_set()) if f.path.name.startswith("ljspeech"))
     audio = read_audio(lf.path)
     progress: list[tuple[float, float]] = []
     result = await engine.transcribe(DecodeRequest(audio, progress=lambda d, t: progress.append((d, t))))
@@ -142,7 +144,7 @@ async def test_prompt_is_sent_as_previous_text(engine, english_clips):
 
 
 def lf_first_clip_text() -> str:
-    return next(f for f in longform_files()).segments[0]["text"]
+    return next(f for f in longform_files(TEST_DATA)).segments[0]["text"]
 
 
 async def test_bad_arrays(engine):
@@ -154,7 +156,7 @@ async def test_bad_arrays(engine):
     for quiet in (np.zeros(5 * SAMPLE_RATE), np.random.default_rng(0).standard_normal(30 * SAMPLE_RATE) * 3e-5):
         silence = await engine.transcribe(DecodeRequest(quiet.astype(np.float32)))
         assert silence.text == "" and silence.language == "en"
-    clipped = np.clip(read_audio(next(f for f in longform_files()).path)[: 10 * SAMPLE_RATE] * 10, -1, 1)
+    clipped = np.clip(read_audio(next(f for f in longform_files(TEST_DATA)).path)[: 10 * SAMPLE_RATE] * 10, -1, 1)
     result = await engine.transcribe(DecodeRequest(clipped))
     assert re.search(r"exhibition", result.text, re.I)  # heavily clipped speech still transcribes
     assert wer([lf_first_clip_text()], [result.text]) < 0.5

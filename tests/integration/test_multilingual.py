@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.datasets import require_eval_set
 from evaluation import clips
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def _basic_wer(reference: str, hypothesis: str) -> float:
 
 
 def _clip(lang: str):
-    return next(c for c in clips(kind="speech", lang=lang) if c.duration < 25)
+    return next(c for c in clips(kind="speech", lang=lang, base=require_eval_set()) if c.duration < 25)
 
 
 def _cli_json(path: Path, *args: str) -> dict:

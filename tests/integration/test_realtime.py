@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from engine.base import DecodeRequest
+from tests.datasets import TEST_DATA
 from evaluation import clips, read_audio, wer
 from tests.integration.misbehaving_server import serve_app
 
@@ -86,7 +87,7 @@ async def test_clip_finals_match_offline_transcript(ws_url, engine):
     offline, as tests/unit/test_simulate.py holds the pipeline to) plus a few words' slack for
     such a short text."""
     names = ["ljspeech_coqui__LJ001-0001", "ljspeech_coqui__LJ001-0002", "ljspeech_coqui__LJ001-0003"]
-    by_name = {c.name: c for c in clips(kind="speech", lang="en")}
+    by_name = {c.name: c for c in clips(kind="speech", lang="en", base=TEST_DATA)}
     gap = np.zeros(int(1.2 * 16000), np.float32)
     parts = [gap[:8000]]
     for name in names:
@@ -155,7 +156,7 @@ async def test_24khz_default_and_ga_session_update(ws_url):
     """OpenAI's default 24 kHz PCM16 and the GA `session.update` shape."""
     import soxr
 
-    clip = next(c for c in clips(kind="speech", lang="en") if 2 <= c.duration <= 6)
+    clip = next(c for c in clips(kind="speech", lang="en", base=TEST_DATA) if 2 <= c.duration <= 6)
     audio = np.concatenate([np.zeros(8000, np.float32), read_audio(clip.path), np.zeros(16000, np.float32)])
     audio24 = soxr.resample(audio, 16000, 24000).astype(np.float32)
     async with connect(_wsurl(ws_url)) as ws:
@@ -271,7 +272,7 @@ async def test_official_openai_sdk_realtime_client(ws_url):
     """`AsyncOpenAI().realtime.connect(...)` (the GA interface) works against the WebSocket."""
     import openai
 
-    clip = next(c for c in clips(kind="speech", lang="en") if 2 <= c.duration <= 6)
+    clip = next(c for c in clips(kind="speech", lang="en", base=TEST_DATA) if 2 <= c.duration <= 6)
     audio = np.concatenate([np.zeros(8000, np.float32), read_audio(clip.path), np.zeros(16000, np.float32)])
     client = openai.AsyncOpenAI(base_url=ws_url + "/v1", api_key="unused")
     async with client.realtime.connect(model="whisper-1", extra_query={"intent": "transcription"}) as conn:
@@ -305,7 +306,7 @@ async def test_official_openai_sdk_realtime_client(ws_url):
 
 
 def _speech_clips(n: int):
-    return [c for c in clips(kind="speech", lang="en") if 2 <= c.duration <= 6][:n]
+    return [c for c in clips(kind="speech", lang="en", base=TEST_DATA) if 2 <= c.duration <= 6][:n]
 
 
 async def _update16k(ws, **transcription) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.datasets import TEST_DATA, require_eval_set
 from evaluation import clips, read_audio, wer
 from engine.base import DecodeRequest, EngineUnavailable
 from engine.remote import RemoteEngine, RemoteError
@@ -44,12 +45,12 @@ def vllm_url(base_model_dir):
 
 @pytest.fixture(scope="module")
 def en_clips():
-    return [c for c in clips(kind="speech", lang="en") if 3 <= c.duration <= 12][:3]
+    return [c for c in clips(kind="speech", lang="en", base=TEST_DATA) if 3 <= c.duration <= 12][:3]
 
 
 @pytest.fixture(scope="module")
 def de_clip():
-    return min((c for c in clips(kind="speech", lang="de")), key=lambda c: c.duration)
+    return min((c for c in clips(kind="speech", lang="de", base=require_eval_set())), key=lambda c: c.duration)
 
 
 def _remote(url: str, **kw) -> RemoteEngine:
@@ -212,7 +213,7 @@ async def test_remote_long_audio_is_split_here(own_api):
     """Over 30 s: split on silences locally, pieces decoded concurrently, segments in order."""
     import numpy as np
 
-    pieces = [read_audio(c.path) for c in clips(kind="speech", lang="en") if 4 <= c.duration <= 10][:5]
+    pieces = [read_audio(c.path) for c in clips(kind="speech", lang="en", base=TEST_DATA) if 4 <= c.duration <= 10][:5]
     gap = np.zeros(8000, dtype=np.float32)
     audio = np.concatenate([x for p in pieces for x in (p, gap)])
     assert len(audio) > 30 * 16000

@@ -19,13 +19,14 @@ import soundfile
 import soxr
 
 from evaluation import clips
+from tests.datasets import TEST_DATA
 from engine.audio import decode_pcm16, load_audio, validate_audio
 from engine.base import SAMPLE_RATE, AudioError
 
 
 @pytest.fixture(scope="module")
 def jfk_path() -> Path:
-    return next(c.path for c in clips(kind="speech", lang="en") if "jfk" in c.name)
+    return next(c.path for c in clips(kind="speech", lang="en", base=TEST_DATA) if "jfk" in c.name)
 
 
 @pytest.fixture(scope="module")

@@ -13,33 +13,10 @@ import numpy as np
 import pytest
 
 from web.live import LiveHandler, LiveStats, TabState
+from tests.fakes import WordsEngine
 from web.sessions import StreamSlots
 
 CLIP = "ljspeech_coqui__LJ001-0001"
-
-
-class WordsEngine:
-    """Returns the first words of `text`, as many as the audio's share of `duration`."""
-
-    def __init__(self, text: str, duration: float, multilingual: bool = False) -> None:
-        from engine.base import EngineInfo
-
-        self.words = text.split()
-        self.duration = duration
-        self.calls: list[dict] = []
-        self.info = EngineInfo(model="words", engine="fake", device="cpu", multilingual=multilingual)
-
-    async def transcribe(self, request):
-        from engine.base import Transcription
-
-        self.calls.append({"language": request.language, "task": request.task})
-        await asyncio.sleep(0.01)
-        seconds = request.duration
-        n = max(1, min(len(self.words), round(len(self.words) * seconds / self.duration)))
-        return Transcription(text=" ".join(self.words[:n]), language="en", duration=seconds, avg_logprob=-0.1, no_speech_prob=0.01, compression_ratio=1.2)
-
-    async def close(self) -> None:
-        pass
 
 
 class Channel:
@@ -53,8 +30,9 @@ class Channel:
 @pytest.fixture(scope="module")
 def clip():
     from evaluation import clips, read_audio
+    from tests.datasets import TEST_DATA
 
-    found = [c for c in clips(kind="speech", lang="en") if c.name == CLIP]
+    found = [c for c in clips(kind="speech", lang="en", base=TEST_DATA) if c.name == CLIP]
     if not found:
         pytest.skip(f"{CLIP} is not in the eval set")
     c = found[0]

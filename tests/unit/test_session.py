@@ -1,7 +1,8 @@
 """Session: frames in, partial/final/status/error events out.
 
-Most tests drive a real VAD and segmenter on real speech with a fake engine (instant,
-scriptable: failures, phantoms, loops); the last ones use the real vLLM engine.
+The tests drive a real VAD and segmenter on real speech (tests/data) with a fake engine
+(instant, scriptable: failures, phantoms, loops); the same session on the real vLLM engine:
+tests/integration/test_session_engine.py.
 """
 
 from __future__ import annotations
@@ -12,55 +13,19 @@ import numpy as np
 import pytest
 import soxr
 
-from evaluation import clips, eval_dir, normalize, read_audio, wer
-from engine.base import EngineUnavailable, Transcription
+from evaluation import normalize, read_audio
+from engine.base import Transcription
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
 from streaming.guards import is_repetition_loop
 from streaming.harness import to_frames
 from streaming.session import Session, SessionOptions, SessionStats
 from streaming.stabilize import normalize_word
+from tests.datasets import TEST_DATA
+from tests.fakes import FakeEngine
 
 SR = 16_000
-WORDS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen".split()
-
-
-class FakeEngine:
-    """Text grows with the audio (3 words a second), like a real decoder's would."""
-
-    def __init__(self, *, delay: float = 0.0, fail: int = 0, text: str | None = None, logprob: float = -0.2) -> None:
-        self.delay = delay
-        self.fail = fail
-        self.text = text
-        self.logprob = logprob
-        self.calls: list[dict] = []
-        self.active = 0
-        self.max_active = 0
-        self.cancelled = 0
-        self.session: Session | None = None
-
-    async def transcribe(self, request):
-        dur = request.duration
-        self.calls.append(
-            {"dur": dur, "prompt": request.prompt, "received_s": self.session.audio_s if self.session else None}
-        )
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            await asyncio.sleep(self.delay)
-            if self.fail > 0:
-                self.fail -= 1
-                raise EngineUnavailable("engine down")
-            text = self.text if self.text is not None else " ".join(WORDS[: max(1, int(dur * 3))])
-            return Transcription(text, "en", dur, avg_logprob=self.logprob)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        finally:
-            self.active -= 1
-
-
 def clip_audio(name: str) -> np.ndarray:
-    return read_audio(eval_dir() / "clips" / f"{name}.flac")
+    return read_audio(TEST_DATA / "clips" / f"{name}.flac")
 
 
 def silence(seconds: float) -> np.ndarray:
@@ -318,27 +283,6 @@ def test_stats_defaults() -> None:
     assert s.to_dict()["max_lag_s"] == 0.0
 
 
-# -- with the real engine ----------------------------------------------------------------
-
-
-async def test_real_engine_speech_clip(engine) -> None:
-    clip = next(c for c in clips(kind="speech", lang="en") if c.name == "openai_whisper__jfk")
-    audio = np.concatenate([silence(0.5), read_audio(clip.path), silence(1.0)])
-    session = Session(engine, SessionOptions(language="en"))
-    events = await run(session, audio, pace=0.005)
-    finals = transcript_events(events, "final")
-    assert finals
-    assert wer([clip.text], [session.transcript.text]) <= 0.15
-    assert not [e for e in events if isinstance(e, ErrorEvent)]
-    # Between partials of one utterance, committed text only grows. (The clip has a
-    # pause after "Americans,": CI once compared the last partial of the first utterance
-    # with the first of the second, whose committed text rightly starts empty.)
-    partials = transcript_events(events, "partial")
-    for a, b in zip(partials, partials[1:]):
-        if a.utterance_id == b.utterance_id:
-            assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
-
-
 async def test_partials_ask_for_background_priority(one_utterance) -> None:
     """Finals go first in the shared engine's queue; partials wait behind them."""
     from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT
@@ -378,20 +322,6 @@ async def test_committed_words_kept_when_final_overrides_is_off(one_utterance) -
         else:
             assert keys(final.text)[: len(keys(committed))] == keys(committed)
             assert session.stats.revisions == 0
-
-
-async def test_real_engine_no_events_on_nonspeech_clips(engine) -> None:
-    """Music, noise, hum and silence: no partial, no final, no error, on any of them."""
-    nonspeech = clips(kind="nonspeech")
-    assert len(nonspeech) >= 20
-    noisy = []
-    for clip in nonspeech:
-        session = Session(engine)
-        events = await run(session, read_audio(clip.path))
-        shown = [e for e in events if isinstance(e, (TranscriptEvent, ErrorEvent))]
-        if shown:
-            noisy.append((clip.name, [e.to_dict() for e in shown]))
-    assert noisy == []
 
 
 def test_reference_normaliser_sanity() -> None:
