@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -95,8 +96,12 @@ def free_port() -> int:
 # -- what the clients send -----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def speech_loop(offset: int) -> np.ndarray:
-    """~1 minute of real English speech: clips with 1.5 s pauses, a different order per stream."""
+    """~1 minute of real English speech: clips with 1.5 s pauses, a different order per stream.
+
+    Cached: decoding a dozen files on the clients' event loop stalls every client for
+    seconds on a busy machine (long enough to miss the server's keepalive pings)."""
     from evaluation import clips, read_audio
 
     chosen = clips(kind="speech", lang="en")[:: 7][:12]
@@ -127,7 +132,8 @@ class Stats:
 async def _ws(url: str, **kw: Any):
     from websockets.asyncio.client import connect
 
-    return await connect(url, additional_headers=kw.pop("headers", AUTH), open_timeout=30, **kw)
+    # No client keepalive pings: a busy client loop must not end an honest stream (the server pings).
+    return await connect(url, additional_headers=kw.pop("headers", AUTH), open_timeout=30, ping_interval=None, **kw)
 
 
 async def honest_stream(ws_url: str, index: int, stop: float, stats: Stats) -> None:
@@ -351,7 +357,8 @@ ABUSES = [
 
 
 async def watch(base: str, pid: int, stop: float, samples: list, health: list, failures: Counter) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+    # A fresh connection per probe: a kept-alive one may be closed by the server as it is reused.
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         t0 = time.monotonic()
         while time.monotonic() < stop:
             t = time.monotonic()
@@ -366,6 +373,9 @@ async def watch(base: str, pid: int, stop: float, samples: list, health: list, f
 
 async def run(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]:
     from evaluation import longform_files
+
+    for i in range(max(args.streams, 4)):
+        await asyncio.to_thread(speech_loop, i)  # decoded before the clock starts
 
     stats, samples, health = Stats(), [], []
     ws_url = base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
