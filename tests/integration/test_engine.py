@@ -34,7 +34,7 @@ def faster_whisper_tiny_en():
     return WhisperModel(str(tiny_en_ct2_dir()), device="cpu", compute_type="default", cpu_threads=2)
 
 
-async def test_wer_no_worse_than_faster_whisper(engine, eval_english_clips, faster_whisper_tiny_en):
+async def test_wer_no_worse_than_faster_whisper(eval_english_clips, engine, faster_whisper_tiny_en):
     english_clips = eval_english_clips  # 175 clips: a ratio of WERs needs many words
     """Same weights, same greedy decoding: our WER ≤ faster-whisper's + 10 % relative."""
     audios = [read_audio(c.path) for c in english_clips]

@@ -32,7 +32,7 @@ async def test_real_engine_speech_clip(engine) -> None:
             assert keys(b.committed)[: len(keys(a.committed))] == keys(a.committed)
 
 
-async def test_real_engine_no_events_on_nonspeech_clips(engine, eval_set) -> None:
+async def test_real_engine_no_events_on_nonspeech_clips(eval_set, engine) -> None:
     """The larger set's music, noise, hum and silence: no partial, no final, no error, on any of them."""
     nonspeech = clips(kind="nonspeech", base=eval_set)
     assert len(nonspeech) >= 20

@@ -18,7 +18,7 @@ from tests.unit.test_simulate import SR, longform
 
 
 @pytest.mark.slow
-async def test_realtime_longform_wer_matches_offline(engine, eval_set) -> None:
+async def test_realtime_longform_wer_matches_offline(eval_set, engine) -> None:
     """LJ long-form (3.9 min) streamed in real time: WER within 10 % (relative) of the
     offline whole-file transcription by the same engine."""
     lj = longform("ljspeech_LJ001_0001-0032", eval_set)
@@ -33,7 +33,7 @@ async def test_realtime_longform_wer_matches_offline(engine, eval_set) -> None:
 
 
 @pytest.mark.slow
-async def test_four_realtime_streams_keep_up(engine, eval_set) -> None:
+async def test_four_realtime_streams_keep_up(eval_set, engine) -> None:
     """Four concurrent real-time streams of the mixed long-form file (its first 100 s:
     speech of several sources, music, noise, silence) on one shared engine: every
     stream settles every utterance with the WER of a single stream, and the lag stays
