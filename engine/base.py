@@ -46,11 +46,17 @@ class EngineUnavailable(TranscriptionError):
 
 @dataclass(frozen=True)
 class Segment:
-    """A stretch of text with its position in the audio, in seconds."""
+    """A stretch of text with its position in the audio, in seconds.
+
+    `kind` is "gap" for speech the decoder did not give back even after the coverage
+    retries (engine/coverage.py): its text says so ("[inaudible 12.3-15.1 s]"), so a
+    transcript never has a silent hole.
+    """
 
     start: float
     end: float
     text: str
+    kind: str = "speech"
 
 
 @dataclass(frozen=True)

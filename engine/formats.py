@@ -104,12 +104,19 @@ def to_json(transcription: Transcription) -> dict[str, Any]:
 
     Times are rounded to the millisecond; segments with no text are left out.
     """
+    # The kinds of the segments `_cues` keeps (it skips those without text), in order.
+    kinds = [getattr(s, "kind", "speech") for s in transcription.segments if _clean(s.text)]
     return {
         "text": (transcription.text or "").strip(),
         "language": transcription.language,
         "duration": _milliseconds(transcription.duration) / 1000,
         "segments": [
-            {"id": i, "start": start, "end": end, "text": text}
-            for i, (start, end, text) in enumerate(_cues(transcription.segments))
+            {"id": i, "start": start, "end": end, "text": text, **_gap_note(kind)}
+            for i, ((start, end, text), kind) in enumerate(zip(_cues(transcription.segments), kinds))
         ],
     }
+
+
+def _gap_note(kind: str) -> dict[str, Any]:
+    """A gap segment (speech the engine could not decode, engine/coverage.py) says so in JSON."""
+    return {"kind": "gap", "error": "speech here could not be transcribed"} if kind == "gap" else {}

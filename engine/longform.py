@@ -136,7 +136,7 @@ async def transcribe_any(engine: WindowDecoder, request: DecodeRequest) -> Trans
     if is_silent(request.audio):
         result = _silent_result(engine, request)
     else:
-        result = await engine.transcribe_window(request)
+        result = await decode_covered(engine, request)
     if request.progress is not None:
         request.progress(result.duration, result.duration)
     return result
@@ -176,7 +176,7 @@ async def transcribe_long(
             audio=piece, language=language, prompt=request.prompt if first else None, timestamps=True, progress=None
         )
         async with in_flight:
-            result = await engine.transcribe_window(window, offset=start / SAMPLE_RATE)
+            result = await decode_covered(engine, window, start / SAMPLE_RATE)
         done += len(piece) / SAMPLE_RATE
         if progress is not None:
             progress(min(done, duration), duration)
@@ -196,3 +196,96 @@ async def transcribe_long(
         avg_logprob=float(np.mean(logprobs)) if logprobs else None,
         compression_ratio=max((r.compression_ratio or 0.0) for r in results),
     )
+
+
+# -- coverage: every stretch of speech comes back as text (engine/coverage.py) ----------
+
+#: How often a window that lost speech is halved again (2: at most 4 parts, ~7 s each).
+MAX_COVERAGE_DEPTH = 2
+#: A window shorter than this is not halved (each half needs a few words to judge).
+MIN_HALVED_S = 6.0
+
+
+def _sounding_spans(audio: np.ndarray, offset: float) -> list[tuple[float, float]]:
+    """Frames above the piece's own loudness floor, as spans: a cheap superset of speech.
+
+    A decode that passes the coverage check against these passes it against the VAD's
+    speech too (more seconds to fill, fewer covered), so the VAD runs only when this fails.
+    """
+    energy = _frame_energy_db(audio)
+    if len(energy) == 0:
+        return []
+    loud = energy > max(SplitOptions.silence_dbfs, float(energy.max()) - 40.0)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(np.int8), [0]])))
+    return [(offset + a * FRAME_S, offset + b * FRAME_S) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _middle_cut(audio: np.ndarray) -> int:
+    """The quietest 0.4 s stretch between 30 % and 70 % of the window (sample index)."""
+    energy = _frame_energy_db(audio)
+    width = max(1, int(SplitOptions.quiet_window_s / FRAME_S))
+    lo, hi = int(len(energy) * 0.3), int(len(energy) * 0.7)
+    loudness = np.array([energy[max(0, i - width // 2) : i + width // 2 + 1].max() for i in range(lo, hi)])
+    return (lo + int(np.argmin(loudness))) * int(FRAME_S * SAMPLE_RATE)
+
+
+def _joined(parts: list[Transcription], language: str | None, duration: float) -> Transcription:
+    segments = sorted((s for r in parts for s in r.segments), key=lambda s: s.start)
+    logprobs = [r.avg_logprob for r in parts if r.avg_logprob is not None]
+    return Transcription(
+        text=" ".join(s.text for s in segments),
+        language=language,
+        duration=duration,
+        segments=segments,
+        avg_logprob=float(np.mean(logprobs)) if logprobs else None,
+        compression_ratio=max((r.compression_ratio or 0.0) for r in parts) if parts else None,
+    )
+
+
+async def decode_covered(
+    engine: WindowDecoder, request: DecodeRequest, offset: float = 0.0, depth: int = 0
+) -> Transcription:
+    """One window decoded, then checked against what the VAD heard; lost speech decoded again.
+
+    Whisper may stop early (end-of-text while speech remains). Where the text is far
+    too short for the speech, or segment times leave speech uncovered, the window is
+    cut at its quietest middle point and both halves are decoded on their own (at most
+    `MAX_COVERAGE_DEPTH` times, so it cannot loop). Speech that still comes back empty
+    becomes a gap segment that says so. The check costs nothing when the text is
+    complete (an energy test); the VAD and any extra decode run only on a suspect window.
+    """
+    from engine.coverage import gap_segment, has_times, lost_speech, speech_after_words, word_count
+
+    result = await engine.transcribe_window(request, offset=offset)
+    audio, duration = request.audio, request.duration
+    start, end = offset, offset + duration
+    if not lost_speech(result.text, result.segments, _sounding_spans(audio, offset), start, end):
+        return result
+    from engine.vad import speech_regions  # onnxruntime: loaded on the first suspect window
+
+    regions = [(a + offset, b + offset) for a, b in await asyncio.to_thread(speech_regions, audio)]
+    lost = lost_speech(result.text, result.segments, regions, start, end)
+    if not lost:
+        return result
+    log.info("decode of %.1f-%.1f s lost speech at %s (%d words)", start, end, lost, word_count(result.text))
+    if depth < MAX_COVERAGE_DEPTH and duration >= MIN_HALVED_S:
+        cut = _middle_cut(audio)
+        first = request.with_(audio=audio[:cut], progress=None)
+        second = request.with_(audio=audio[cut:], prompt=None, progress=None)
+        parts = await asyncio.gather(
+            decode_covered(engine, first, offset, depth + 1),
+            decode_covered(engine, second, offset + cut / SAMPLE_RATE, depth + 1),
+        )
+        halves = _joined(list(parts), result.language, duration)
+        if word_count(halves.text) >= word_count(result.text):
+            return halves  # each half has marked what it still lost
+    gaps = []
+    for a, b in lost:
+        if not has_times(result.segments, start, end):  # the words sit at the start: the rest is lost
+            a = speech_after_words(regions, a, word_count(result.text))
+        if b - a >= 1.0:
+            gaps.append(gap_segment((a, b)))
+    if not gaps:
+        return result
+    log.warning("speech at %s could not be decoded; marked as gaps", [(g.start, g.end) for g in gaps])
+    return _joined([result, Transcription("", result.language, duration, gaps)], result.language, duration)
