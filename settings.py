@@ -15,7 +15,6 @@ from typing import Any
 #: (engine.base re-exports it for the engine's callers).
 SAMPLE_RATE = 16_000
 
-
 #: The page's transcripts (web/store.py), unless DATA_DIR says otherwise.
 DEFAULT_DATA_DIR = "~/.local/share/rt-whisper"
 

@@ -270,9 +270,11 @@ def build_live_tab(
         time_limit=None,
     )
 
-    # Every handler here is `async def`: Gradio runs plain `def` handlers in worker
-    # threads, and the tab's state must change on the event loop only, where finals land.
-    async def on_outputs(state: TabState, *_: Any) -> list[Any]:
+    # The tab's state must change on the event loop only, where finals land. Gradio runs
+    # plain `def` event handlers in worker threads, so the handlers below are `async def`;
+    # this one is the exception on purpose: FastRTC calls it, unawaited, from its own async
+    # generator (on the loop already), and an `async def` here hands Gradio a coroutine.
+    def on_outputs(state: TabState, *_: Any) -> list[Any]:
         return render(state, engine, slots)
 
     dep = mic.on_additional_outputs(on_outputs, inputs=[tab], outputs=outputs, concurrency_limit=None, queue=True)

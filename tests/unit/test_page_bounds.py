@@ -52,3 +52,27 @@ def test_live_tab_handlers_run_on_the_event_loop():
     assert ours, "no handlers found"
     threaded = [f.__name__ for f in ours if not inspect.iscoroutinefunction(f)]
     assert not threaded, f"plain def handlers run in worker threads: {threaded}"
+
+
+def test_fastrtc_output_callback_returns_values_not_coroutines():
+    """FastRTC's on_additional_outputs calls our callback unawaited inside its own async
+    generator (on the loop): an `async def` callback handed Gradio a coroutine and the
+    page's transcript never updated (CI's browser tests timed out waiting for a final)."""
+    import gradio as gr
+
+    from settings import Settings
+    from web.page import build_live_tab
+
+    with gr.Blocks() as page:
+        build_live_tab(_Engine(), Settings(), StreamSlots(4))
+    wrapped = []
+    for f in page.fns.values():
+        for cell in getattr(f.fn, "__closure__", None) or ():
+            try:
+                inner = cell.cell_contents
+            except ValueError:
+                continue
+            if callable(inner) and getattr(inner, "__module__", "") == "web.page":
+                wrapped.append(inner)
+    assert wrapped, "the additional-outputs callback was not found"
+    assert not [w.__name__ for w in wrapped if inspect.iscoroutinefunction(w)]
