@@ -75,7 +75,7 @@ class WhisperVocabulary:
         prompt: str | None,
         timestamps: bool,
     ) -> list[int]:
-        """The decoder prefix: [<|startofprev|> prompt] <|sot|> [lang task] [<|notimestamps|>].
+        """The decoder prefix: [<|startofprev|> prompt] <|sot|> [lang task] <|notimestamps|> or <|0.00|>.
 
         English-only models take no language or task tokens at all (adding them makes
         them emit nothing, which is what vLLM's own server does wrong with `.en`).
@@ -90,8 +90,12 @@ class WhisperVocabulary:
                 raise ValueError("a multilingual decoder prompt needs a language; detect it first")
             ids.append(self.language_id(language))
             ids.append(self.translate if task == "translate" else self.transcribe)
-        if not timestamps:
-            ids.append(self.no_timestamps)
+        # With timestamps the first output token must be a time. Whisper's own decoder
+        # enforces that with a logit rule; without it tiny.en on vLLM often emits
+        # <|notimestamps|> itself and the whole window comes back as one untimed segment
+        # (then the coverage check cannot see where the speech stopped being decoded).
+        # Starting the output at <|0.00|> is what that rule ends up choosing.
+        ids.append(self.timestamp_begin if timestamps else self.no_timestamps)
         return ids
 
     def language_id(self, language: str) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from engine.audio import validate_audio
 from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, check_task
 from engine.longform import transcribe_any
-from engine.quality import compression_ratio, is_loop
+from engine.quality import compression_ratio, is_loop, overruns_audio
 from engine.tokens import WhisperVocabulary
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 MAX_DECODER_TOKENS = 448
 # A loop costs a whole 448-token decode; real speech needs a few tokens per second.
 TOKENS_PER_SECOND = 10
+WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)
 MIN_TOKENS = 32
 
 
@@ -109,7 +110,7 @@ class VllmEngine:
     """Whisper on vLLM, in this process. Safe to call from any event loop, concurrently."""
 
     def __init__(
-        self, model: str, options: VllmOptions, *, model_name: str | None = None, encoder_window: str = "full"
+        self, model: str, options: VllmOptions, *, model_name: str | None = None, encoder_window: str = "bucketed"
     ) -> None:
         from vllm.engine.arg_utils import EngineArgs
 
@@ -161,6 +162,8 @@ class VllmEngine:
                 "encoder_window": window.describe(),
             },
         )
+        #: In bucketed mode a decode that ran past its audio is redone on the full window.
+        self._bucketed = window.mode == "bucketed"
 
     # -- public API -------------------------------------------------------------------
 
@@ -172,6 +175,11 @@ class VllmEngine:
         """Decode at most 30 s; retries once at a higher temperature if greedy output loops."""
         request = request.with_(language=await self._language_for(request))
         result = await self._decode(request, offset)
+        if self._bucketed and request.duration < WINDOW_S and overruns_audio(result.text, request.duration):
+            # Tiny models sometimes start over when a short window leaves them little
+            # silence after the speech; 30 s is what they were trained on.
+            log.info("short encoder window overran %.1f s of audio; decoding on the full window", request.duration)
+            result = await self._decode(request, offset, full_window=True)
         if is_loop(result.compression_ratio) and request.temperature == 0.0:
             log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio)
             retry = await self._decode(request.with_(prompt=None, temperature=0.4), offset)
@@ -189,7 +197,9 @@ class VllmEngine:
         language = await self._language_for(request)
         decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=False)
         params = self._params(request.audio, decoder, request.temperature)
-        async for output in self._runner.generate(self._prompt(request.audio, decoder), params, request.priority):
+        # Streamed text cannot be taken back, so the full window's safety here (see transcribe_window).
+        prompt = self._prompt(request.audio, decoder, full_window=self._bucketed)
+        async for output in self._runner.generate(prompt, params, request.priority):
             delta = output.outputs[0].text
             if delta:
                 yield delta
@@ -229,7 +239,11 @@ class VllmEngine:
             return request.language.lower()
         return await self.detect_language(request.audio, request.priority)
 
-    def _prompt(self, audio: np.ndarray, decoder_ids: list[int]) -> dict[str, Any]:
+    def _prompt(self, audio: np.ndarray, decoder_ids: list[int], *, full_window: bool = False) -> dict[str, Any]:
+        """The request for vLLM; `full_window` pads the audio with silence to 30 s, which is
+        exactly the stock Whisper window whatever the encoder-window setting."""
+        if full_window and len(audio) < WINDOW_SAMPLES:
+            audio = np.pad(audio, (0, WINDOW_SAMPLES - len(audio)))
         return {
             "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (audio, SAMPLE_RATE)}},
             "decoder_prompt": {"prompt_token_ids": decoder_ids},
@@ -250,14 +264,16 @@ class VllmEngine:
             output_kind=RequestOutputKind.DELTA,
         )
 
-    async def _decode(self, request: DecodeRequest, offset: float) -> Transcription:
+    async def _decode(self, request: DecodeRequest, offset: float, *, full_window: bool = False) -> Transcription:
         audio, language, timestamps = request.audio, request.language, request.timestamps
         duration = request.duration
         decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=timestamps)
         token_ids: list[int] = []
         logprob_sum = 0.0
         params = self._params(audio, decoder, request.temperature, logprobs=True)
-        async for output in self._runner.generate(self._prompt(audio, decoder), params, request.priority):
+        async for output in self._runner.generate(
+            self._prompt(audio, decoder, full_window=full_window), params, request.priority
+        ):
             completion = output.outputs[0]
             token_ids += completion.token_ids
             for token_id, entry in zip(completion.token_ids, completion.logprobs or []):

@@ -6,6 +6,7 @@ import pytest
 
 from engine.whisper_buckets import (
     DEFAULT_BUCKETS_S,
+    DEFAULT_PAD_S,
     EncoderWindow,
     bucket_samples,
     bucket_seconds,
@@ -41,8 +42,8 @@ def test_full_window_is_1500_frames_for_every_clip() -> None:
 
 def test_parse_window_modes() -> None:
     assert parse_window("full") == EncoderWindow("full")
-    assert parse_window("bucketed") == EncoderWindow("bucketed", DEFAULT_BUCKETS_S)
-    assert parse_window("") == EncoderWindow("bucketed", DEFAULT_BUCKETS_S)
+    assert parse_window("bucketed") == EncoderWindow("bucketed", DEFAULT_BUCKETS_S, DEFAULT_PAD_S)
+    assert parse_window("") == EncoderWindow("bucketed", DEFAULT_BUCKETS_S, DEFAULT_PAD_S)
     assert parse_window("20,10").buckets == (10.0, 20.0, 30.0)  # sorted, 30 s added
     assert parse_window("30") == EncoderWindow("full")
     assert parse_window("full").describe().startswith("full")
@@ -75,3 +76,39 @@ def test_a_child_process_engine_core_falls_back_to_full() -> None:
     kwargs, window = engine_kwargs(parse_window("bucketed"), runner="asyncllm")
     assert kwargs == {} and window.mode == "full" and "child process" in window.describe()
 
+
+
+# -- the short window's safety net: outputs that ran past their audio (engine.quality) ------
+
+from engine.quality import overruns_audio  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        # Seen with 5 s / 10 s buckets on ../shared/eval clips (bench encoder-windows).
+        ("then in the same operations with ugly ones. Then in the same operations with ugly ones.", 2.6),
+        ("A thin stripe runs down the middle. " * 6, 2.4),
+        ("especially as regards the lower case letters. And type very similar was used during the next "
+         "15 or 20 years, not only by Schofer, not only by Schofer, not only by Schofer", 9.5),
+        ("He was not an old-s-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y", 2.0),
+        ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen", 2.0),
+    ],
+)
+def test_overrun_outputs_are_caught(text: str, seconds: float) -> None:
+    assert overruns_audio(text, seconds)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("then in the same operations with ugly ones.", 2.6),
+        ("Yes. Yes. Yes.", 1.0),  # short repeats are speech, not a loop
+        ("I think that that is fine, I think.", 2.0),
+        ("Printing, in the only sense with which we are at present concerned, differs from most if not "
+         "from all the arts and crafts represented in the exhibition.", 9.6),
+        ("", 3.0),
+    ],
+)
+def test_ordinary_outputs_are_left_alone(text: str, seconds: float) -> None:
+    assert not overruns_audio(text, seconds)
