@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {','.join(SECTIONS)}")
     p.add_argument("--streams", default=None, help="stream counts, e.g. 1,2,4,8 (default: 1,2,4,8; quick: 1,4)")
     p.add_argument("--stream-seconds", type=float, default=None, help="streamed excerpt of the mixed long-form file (default 60; quick 20)")
+    p.add_argument("--stream-set", choices=["excerpt", "short"], default="excerpt", help="what each stream plays: the mixed file's excerpt, or many 1-3.5 s utterances (bench/short_utterances.py)")
     p.add_argument("--longform-max-s", type=float, default=300.0, help="offline long-form: cut each file after this many seconds, in a pause (0: whole files)")
     p.add_argument("--stagger-s", type=float, default=1.7, help="seconds between stream starts in the staggered runs (0: no staggered runs)")
     p.add_argument("--min-silence-ms", type=int, default=500, help="minimum silence that ends an utterance (streaming)")
@@ -95,7 +96,16 @@ def make_plan(args: argparse.Namespace) -> dict:
         counts = [int(x) for x in args.streams.split(",") if x.strip()]
     if args.stream_seconds:
         stream_s = args.stream_seconds
-    cut, segs, ref = _excerpt(mixed, stream_s)
+    if args.stream_set == "short":
+        from bench.short_utterances import build
+
+        path, segs, ref, cut = build(stream_s)
+        stream_item = {"path": str(path), "text": ref, "cut_s": cut}
+        stream_label = f"{len(segs)} short utterances (1-3.5 s, pauses 0.8-1.6 s)"
+    else:
+        cut, segs, ref = _excerpt(mixed, stream_s)
+        stream_item = {"path": str(mixed.path), "text": ref, "cut_s": cut}
+        stream_label = "the mixed long-form file"
     return {
         "model": args.model,
         "quick": args.quick,
@@ -106,7 +116,8 @@ def make_plan(args: argparse.Namespace) -> dict:
         "longform": longform,
         "nonspeech": [{"path": str(c.path), "text": "", "name": c.name} for c in nonspeech],
         "streaming": {
-            "item": {"path": str(mixed.path), "text": ref, "cut_s": cut},
+            "item": stream_item,
+            "label": stream_label,
             "segments": segs,
             "stream_counts": counts,
             # The same counts again with starts spread out, as independent speakers are:
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             "bs1_clips": len(plan["bs1_indices"]),
             "longform": [Path(x["path"]).stem + (f" (first {x['cut_s']} s)" if x.get("cut_s") else "") for x in plan["longform"]],
             "streamed_excerpt_s": plan["streaming"]["item"]["cut_s"],
+            "streamed_set": plan["streaming"]["label"],
         },
         "offline": {},
         "streaming": [],

@@ -30,6 +30,13 @@ def finish(out: dict) -> None:
     out["goals"] = goals(out)
 
 
+def _partials_per_min(r: dict) -> float | None:
+    """Partials one stream got per minute of its audio (the harness counts a mean per stream)."""
+    if r.get("partials") is None or not r.get("audio_s"):
+        return None
+    return r["partials"] / (r["audio_s"] / 60.0)
+
+
 def _streaming_runs(out: dict, *, staggered: bool) -> list[dict]:
     """Streaming runs without errors, started together (staggered=False) or staggered."""
     return [r for r in out.get("streaming", []) if "error" not in r and bool(r.get("stagger_s")) == staggered]
@@ -140,7 +147,7 @@ def table(out: dict) -> str:
         rows = []
         for r in runs:
             if "error" in r:
-                rows.append([run_label(r), "error: " + r["error"][:60]] + [""] * 9)
+                rows.append([run_label(r), "error: " + r["error"][:60]] + [""] * 10)
                 continue
             rows.append(
                 [
@@ -153,14 +160,15 @@ def table(out: dict) -> str:
                     _fmt(r.get("streaming_wer"), 3),
                     _fmt(r.get("offline_wer"), 3),
                     _fmt(r.get("revisions"), 1),
+                    _fmt(_partials_per_min(r), 1),
                     _fmt(r.get("cpu_busy")),
                     _fmt(r.get("realtime_ok")),
                 ]
             )
         parts.append(
-            f"\nStreaming (real time, {meta.get('streamed_excerpt_s')} s of the mixed long-form file per stream; "
+            f"\nStreaming (real time, {meta.get('streamed_excerpt_s')} s of {meta.get('streamed_set', 'the mixed long-form file')} per stream; "
             f"largest real-time count: {out.get('max_realtime_streams')})\n"
-            + _md(rows, ["streams", "final p50 s", "final p95 s", "1st partial s", "max lag s", "lag growth s", "stream WER", "offline WER", "revisions", "CPU busy", "real-time"])
+            + _md(rows, ["streams", "final p50 s", "final p95 s", "1st partial s", "max lag s", "lag growth s", "stream WER", "offline WER", "revisions", "partials/stream/min", "CPU busy", "real-time"])
         )
     h = out.get("hallucination")
     if h:

@@ -15,21 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from engine import languages
 from engine.base import SAMPLE_RATE, Segment, Transcription
 from engine.remote.errors import RemoteError
 
 AUDIO_FORMATS = ("flac", "wav")
-
-# Whisper's language names, for servers that answer "english" where a code is expected.
-_NAMES = {
-    "english": "en", "chinese": "zh", "german": "de", "spanish": "es", "russian": "ru", "korean": "ko",
-    "french": "fr", "japanese": "ja", "portuguese": "pt", "turkish": "tr", "polish": "pl", "catalan": "ca",
-    "dutch": "nl", "arabic": "ar", "swedish": "sv", "italian": "it", "indonesian": "id", "hindi": "hi",
-    "finnish": "fi", "vietnamese": "vi", "hebrew": "he", "ukrainian": "uk", "greek": "el", "malay": "ms",
-    "czech": "cs", "romanian": "ro", "danish": "da", "hungarian": "hu", "tamil": "ta", "norwegian": "no",
-    "thai": "th", "urdu": "ur", "croatian": "hr", "bulgarian": "bg", "lithuanian": "lt", "latin": "la",
-}
-
 
 def encode_audio(audio: np.ndarray, fmt: str = "flac") -> tuple[str, bytes, str]:
     """16 kHz mono 16-bit audio file: (filename, data, content type), as the openai client takes it."""
@@ -51,10 +41,10 @@ def encode_audio(audio: np.ndarray, fmt: str = "flac") -> tuple[str, bytes, str]
 
 
 def language_code(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
+    """The language a server answered ("en", "English" or "english") as a code; None if absent."""
+    if not isinstance(value, str) or not value.strip():
         return None
-    v = value.strip().lower()
-    return _NAMES.get(v, v)
+    return languages.language_code(value)
 
 
 def text_of_body(body: bytes, ctype: str) -> str:

@@ -37,6 +37,25 @@ def test_quick_plan_cuts_excerpts_in_pauses() -> None:
     assert len(full["longform"]) == 2 and len(full["nonspeech"]) >= 20
 
 
+def test_short_utterance_stream_set(eval_set) -> None:
+    """`--stream-set short`: many 1-3.5 s utterances with real pauses, times that match the audio."""
+    import soundfile
+
+    from bench.__main__ import build_parser, make_plan
+
+    plan = make_plan(build_parser().parse_args(["--stream-set", "short", "--stream-seconds", "30"]))
+    item, segs = plan["streaming"]["item"], plan["streaming"]["segments"]
+    audio, rate = soundfile.read(item["path"], dtype="float32")
+    assert rate == 16_000 and abs(len(audio) / rate - item["cut_s"]) < 0.01
+    assert len(segs) >= 8 and all(0 < s["end"] - s["start"] <= 3.5 for s in segs)
+    assert all(b["start"] - a["end"] >= 0.8 - 1e-6 for a, b in zip(segs, segs[1:]))  # real pauses between utterances
+    assert item["text"] == " ".join(s["text"] for s in segs)
+    for s in segs:  # speech inside each utterance's span, silence in the pauses
+        inside = audio[int(s["start"] * rate) : int(s["end"] * rate)]
+        assert float(abs(inside).max()) > 0.05
+    assert "short utterances" in plan["streaming"]["label"]
+
+
 def _fake_result() -> dict:
     offline = {
         name: {"rtfx_bs1": 10.0 + i, "rtfx_conc8": 30.0 + i, "rtfx_longform": 25.0, "wer": 0.05, "wer_clips": 0.04, "wer_longform": 0.06, "peak_rss_mb": 1000.0 + i}
