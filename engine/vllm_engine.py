@@ -162,7 +162,8 @@ class VllmEngine:
                 "encoder_window": window.describe(),
             },
         )
-        #: In bucketed mode a decode that ran past its audio is redone on the full window.
+        self._window = window
+        #: Streamed text cannot be redone, so a bucketed engine streams on the full window.
         self._bucketed = window.mode == "bucketed"
 
     # -- public API -------------------------------------------------------------------
@@ -175,14 +176,16 @@ class VllmEngine:
         """Decode at most 30 s; retries once at a higher temperature if greedy output loops."""
         request = request.with_(language=await self._language_for(request))
         result = await self._decode(request, offset)
-        if self._bucketed and request.duration < WINDOW_S and overruns_audio(result.text, request.duration):
+        full_window = False
+        if self._short_window(request.audio) and overruns_audio(result.text, request.duration):
             # Tiny models sometimes start over when a short window leaves them little
             # silence after the speech; 30 s is what they were trained on.
             log.info("short encoder window overran %.1f s of audio; decoding on the full window", request.duration)
+            full_window = True
             result = await self._decode(request, offset, full_window=True)
         if is_loop(result.compression_ratio) and request.temperature == 0.0:
             log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio)
-            retry = await self._decode(request.with_(prompt=None, temperature=0.4), offset)
+            retry = await self._decode(request.with_(prompt=None, temperature=0.4), offset, full_window=full_window)
             if (retry.compression_ratio or 0) < (result.compression_ratio or 0):
                 result = retry
         return result
@@ -238,6 +241,12 @@ class VllmEngine:
         if request.language:
             return request.language.lower()
         return await self.detect_language(request.audio, request.priority)
+
+    def _short_window(self, audio: np.ndarray) -> bool:
+        """Whether this clip's encoder window is shorter than Whisper's 30 s."""
+        from engine.whisper_buckets import FULL_WINDOW_S, bucket_seconds
+
+        return self._bucketed and bucket_seconds(len(audio), self._window.buckets, self._window.pad_s) < FULL_WINDOW_S
 
     def _prompt(self, audio: np.ndarray, decoder_ids: list[int], *, full_window: bool = False) -> dict[str, Any]:
         """The request for vLLM; `full_window` pads the audio with silence to 30 s, which is

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.quality import overruns_audio
+
 from engine.whisper_buckets import (
     DEFAULT_BUCKETS_S,
     DEFAULT_PAD_S,
@@ -80,17 +82,17 @@ def test_a_child_process_engine_core_falls_back_to_full() -> None:
 
 # -- the short window's safety net: outputs that ran past their audio (engine.quality) ------
 
-from engine.quality import overruns_audio  # noqa: E402
-
-
 @pytest.mark.parametrize(
     "text, seconds",
     [
         # Seen with 5 s / 10 s buckets on ../shared/eval clips (bench encoder-windows).
         ("then in the same operations with ugly ones. Then in the same operations with ugly ones.", 2.6),
         ("A thin stripe runs down the middle. " * 6, 2.4),
-        ("especially as regards the lower case letters. And type very similar was used during the next "
-         "15 or 20 years, not only by Schofer, not only by Schofer, not only by Schofer", 9.5),
+        (
+            "especially as regards the lower case letters. And type very similar was used during the next "
+            "15 or 20 years, not only by Schofer, not only by Schofer, not only by Schofer",
+            9.5,
+        ),
         ("He was not an old-s-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y-y", 2.0),
         ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen", 2.0),
     ],
@@ -105,8 +107,11 @@ def test_overrun_outputs_are_caught(text: str, seconds: float) -> None:
         ("then in the same operations with ugly ones.", 2.6),
         ("Yes. Yes. Yes.", 1.0),  # short repeats are speech, not a loop
         ("I think that that is fine, I think.", 2.0),
-        ("Printing, in the only sense with which we are at present concerned, differs from most if not "
-         "from all the arts and crafts represented in the exhibition.", 9.6),
+        (
+            "Printing, in the only sense with which we are at present concerned, differs from most if not "
+            "from all the arts and crafts represented in the exhibition.",
+            9.6,
+        ),
         ("", 3.0),
     ],
 )
