@@ -329,8 +329,11 @@ class RemoteEngine:
     async def _call(self, request: DecodeRequest, fmt: str, *, stream: bool = False) -> Any:
         """One upload through the openai client (its retries included); the raw answer."""
         await self._ensure_model()
+        # FLAC-encoding a 29 s piece takes tens of ms; a long file's hundreds of pieces
+        # on the event loop stalled every live stream and /health (8 s on a 4-hour file).
+        audio_file = await asyncio.to_thread(encode_audio, request.audio, self.audio_format)
         options: dict[str, Any] = {
-            "file": encode_audio(request.audio, self.audio_format),
+            "file": audio_file,
             "model": self.model or "whisper-1",
             "response_format": fmt,
             "temperature": request.temperature,
