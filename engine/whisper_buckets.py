@@ -22,12 +22,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from engine.base import SAMPLE_RATE, WINDOW_S
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 HOP_LENGTH = 160  # Whisper's mel hop: 100 mel frames per second
 MEL_FRAMES_PER_ENCODER_FRAME = 2  # conv2 has stride 2: 3000 mel frames -> 1500 encoder frames
-FULL_WINDOW_S = 30.0
+FULL_WINDOW_S = WINDOW_S  # Whisper's own window
 #: Chosen with `python -m bench encoder-windows` (see BENCHMARKS.md): the smallest set
 #: whose WER stays within 1.02x of the full window on every eval set. A 5 s window made
 #: tiny.en start over on 0-5 s clips (WER x1.9 even with the full-window retry), and a

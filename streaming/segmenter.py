@@ -38,6 +38,8 @@ from typing import Literal
 
 import numpy as np
 
+from engine.base import SAMPLE_RATE
+
 __all__ = [
     "Segmenter",
     "SegmenterEvent",
@@ -54,7 +56,7 @@ EndReason = Literal["silence", "max_length", "flush"]
 class SegmenterOptions:
     """Thresholds and durations of the segmenter (defaults suit Silero VAD v6 at 16 kHz)."""
 
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     start_threshold: float = 0.5
     end_threshold: float = 0.35
     min_speech_ms: int = 250

@@ -50,7 +50,7 @@ from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, DecodeRequest
+from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, SAMPLE_RATE, DecodeRequest
 from streaming.events import ErrorEvent, Event, StatusEvent, TranscriptEvent
 from streaming.guards import drop_reason, is_repetition_loop, strip_repetition
 from streaming.resample import FrameResampler
@@ -64,7 +64,6 @@ __all__ = ["Session", "SessionOptions", "SessionStats"]
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 _END = object()
 
 
