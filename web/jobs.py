@@ -56,6 +56,7 @@ class JobStats:
     started: int = 0
     finished: int = 0
     cancelled: int = 0
+    failed: int = 0
     refused: Counter = field(default_factory=Counter)  # by source (api, page)
 
     def to_dict(self) -> dict[str, object]:
@@ -63,6 +64,7 @@ class JobStats:
             "started": self.started,
             "finished": self.finished,
             "cancelled": self.cancelled,
+            "failed": self.failed,
             "refused": dict(self.refused),
         }
 
@@ -120,6 +122,9 @@ class JobQueue:
             yield
         except asyncio.CancelledError:
             self.stats.cancelled += 1
+            raise
+        except Exception:  # a bad file, an upload cut off midway: counted, then answered by the caller
+            self.stats.failed += 1
             raise
         else:
             self.stats.finished += 1

@@ -68,3 +68,23 @@ async def test_a_disconnect_cancels_the_job():
     with pytest.raises(ClientGone):
         await run
     assert cancelled.is_set() and jobs.running == 0 and jobs.stats.cancelled == 1
+
+
+async def test_every_started_job_is_counted_as_it_ends():
+    """started = finished + cancelled + failed once nothing runs (the 60-min soak's 258
+    uploads cut off midway were started and then counted nowhere)."""
+    from web.jobs import JobQueue
+
+    jobs = JobQueue(max_jobs=2, max_queued=2)
+
+    async def ok():
+        return 1
+
+    async def bad():
+        raise ValueError("not audio")
+
+    assert await jobs.run(ok) == 1
+    with pytest.raises(ValueError):
+        await jobs.run(bad)
+    stats = jobs.snapshot()
+    assert stats["started"] == 2 and stats["finished"] == 1 and stats["failed"] == 1 and stats["cancelled"] == 0
