@@ -46,7 +46,7 @@ class Case:
         return " ".join(t for _, _, t in self.sentences)
 
 
-def _trimmed(audio: np.ndarray, floor_db: float = 45.0) -> np.ndarray:
+def trimmed(audio: np.ndarray, floor_db: float = 45.0) -> np.ndarray:
     """The clip without its quiet edges, so the joins are as short as the gaps say."""
     power = np.convolve(audio.astype(np.float64) ** 2, np.ones(320) / 320, "same")
     level = 10 * np.log10(power + 1e-12)
@@ -66,7 +66,7 @@ def list_case(eval_dir: Path | None = None, layout: tuple[str | float, ...] = LI
             t += float(item)
             continue
         clip = by_name[item]
-        audio = _trimmed(read_audio(clip.path))
+        audio = trimmed(read_audio(clip.path))
         sentences.append((round(t, 3), round(t + len(audio) / SR, 3), clip.text))
         parts.append(audio)
         t += len(audio) / SR

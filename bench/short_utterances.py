@@ -27,7 +27,7 @@ def build(target_s: float = 60.0, seed: int = 0, eval_dir: Path | None = None) -
     """Write the recording (a WAV under the temp dir) and return (path, segments, reference, duration)."""
     import soundfile
 
-    from bench.coverage import _trimmed
+    from bench.coverage import trimmed
     from evaluation import clips, read_audio
 
     short = [c for c in clips(kind="speech", lang="en", base=eval_dir) if c.duration <= MAX_CLIP_S]
@@ -39,7 +39,7 @@ def build(target_s: float = 60.0, seed: int = 0, eval_dir: Path | None = None) -
     segments: list[dict] = []
     t = 0.5
     for clip in short:
-        audio = _trimmed(read_audio(clip.path))
+        audio = trimmed(read_audio(clip.path))
         segments.append({"start": round(t, 3), "end": round(t + len(audio) / SR, 3), "text": clip.text, "kind": "speech"})
         pause = rng.uniform(*PAUSE_S)
         parts += [audio, np.zeros(int(pause * SR), np.float32)]

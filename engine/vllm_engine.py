@@ -163,8 +163,6 @@ class VllmEngine:
             },
         )
         self._window = window
-        #: Streamed text cannot be redone, so a bucketed engine streams on the full window.
-        self._bucketed = window.mode == "bucketed"
 
     # -- public API -------------------------------------------------------------------
 
@@ -201,7 +199,7 @@ class VllmEngine:
         decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=False)
         params = self._params(request.audio, decoder, request.temperature)
         # Streamed text cannot be taken back, so the full window's safety here (see transcribe_window).
-        prompt = self._prompt(request.audio, decoder, full_window=self._bucketed)
+        prompt = self._prompt(request.audio, decoder, full_window=self._short_window(request.audio))
         async for output in self._runner.generate(prompt, params, request.priority):
             delta = output.outputs[0].text
             if delta:
@@ -244,9 +242,7 @@ class VllmEngine:
 
     def _short_window(self, audio: np.ndarray) -> bool:
         """Whether this clip's encoder window is shorter than Whisper's 30 s."""
-        from engine.whisper_buckets import FULL_WINDOW_S, bucket_seconds
-
-        return self._bucketed and bucket_seconds(len(audio), self._window.buckets, self._window.pad_s) < FULL_WINDOW_S
+        return self._window.seconds_for(len(audio)) < WINDOW_S
 
     def _prompt(self, audio: np.ndarray, decoder_ids: list[int], *, full_window: bool = False) -> dict[str, Any]:
         """The request for vLLM; `full_window` pads the audio with silence to 30 s, which is

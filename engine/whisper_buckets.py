@@ -50,6 +50,10 @@ class EncoderWindow:
     pad_s: float = 0.0
     reason: str = ""
 
+    def seconds_for(self, num_samples: int) -> float:
+        """The encoder window (seconds) a clip of `num_samples` gets: 30 s in full mode."""
+        return bucket_seconds(num_samples, self.buckets, self.pad_s) if self.mode == "bucketed" else FULL_WINDOW_S
+
     def describe(self) -> str:
         if self.mode == "full":
             return "full (30 s for every clip)" + (f": {self.reason}" if self.reason else "")

@@ -117,3 +117,12 @@ def test_overrun_outputs_are_caught(text: str, seconds: float) -> None:
 )
 def test_ordinary_outputs_are_left_alone(text: str, seconds: float) -> None:
     assert not overruns_audio(text, seconds)
+
+
+def test_window_seconds_per_clip_in_each_mode() -> None:
+    """What the engine asks before a full-window retry: full mode is 30 s for every clip."""
+    assert parse_window("full").seconds_for(2 * 16_000) == 30.0
+    window = parse_window("bucketed")
+    assert window.seconds_for(2 * 16_000) == 10.0  # 2 s + 1 s padding
+    assert window.seconds_for(9_500 * 16) == 15.0  # 9.5 s + 1 s > 10 s
+    assert window.seconds_for(29 * 16_000) == 30.0
