@@ -34,6 +34,58 @@ MAX_CHARS_PER_SECOND = 25.0
 MIN_REPEATED_WORDS = 3
 
 
+#: Copies of a phrase back to back at the end that prove a decode is stuck, so that it
+#: is stopped there (`stuck_in_loop`) instead of running to its token budget: four, or
+#: three once the text holds more words than its audio can (people do say a phrase
+#: twice or three times: "thank you very much, thank you very much").
+STUCK_COPIES = 4
+STUCK_COPIES_TOO_FAST = 3
+#: The longest phrase looked for while decoding (the check runs every few tokens).
+MAX_LOOP_PHRASE_WORDS = 30
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words without edge punctuation: what the repetition rules compare."""
+    words = [w.strip(".,!?;:\"'").lower() for w in text.split()]
+    return [w for w in words if w]
+
+
+def repeated_tail(words: list[str], max_words: int | None = None) -> int:
+    """Back-to-back copies of the phrase (at least `MIN_REPEATED_WORDS` words, at most
+    `max_words`) that ends `words`: 1 when the end does not repeat. The last copy may
+    start anywhere in the phrase, so a loop caught mid-sentence counts too. A phrase
+    that is itself one or two words said over ("no no no") does not count: people do."""
+    n = len(words)
+    longest = n // 2 if max_words is None else min(n // 2, max_words)
+    best = 1
+    for k in range(MIN_REPEATED_WORDS, longest + 1):
+        tail = words[n - k :]
+        if _period(tail) < MIN_REPEATED_WORDS:
+            continue  # "no no no", "I'm sorry I'm sorry": a word or two said again
+        copies = 1
+        while n - (copies + 1) * k >= 0 and words[n - (copies + 1) * k : n - copies * k] == tail:
+            copies += 1
+        best = max(best, copies)
+    return best
+
+
+def _period(words: list[str]) -> int:
+    """The shortest p with words[i] == words[i - p] throughout (len(words) if none)."""
+    for p in range(1, len(words)):
+        if all(words[i] == words[i - p] for i in range(p, len(words))):
+            return p
+    return len(words)
+
+
+def stuck_in_loop(text: str, duration_s: float) -> bool:
+    """True when text decoded so far from `duration_s` of audio ends in a loop the
+    decoder will not come out of: every further token is wasted engine time."""
+    words = words_of(text)
+    copies = repeated_tail(words, MAX_LOOP_PHRASE_WORDS)
+    too_fast = len(words) > MAX_WORDS_PER_SECOND * duration_s
+    return copies >= STUCK_COPIES or (copies >= STUCK_COPIES_TOO_FAST and too_fast)
+
+
 def overruns_audio(text: str, duration_s: float) -> bool:
     """True when a decode of `duration_s` of audio says more than the audio can hold.
 
@@ -45,12 +97,7 @@ def overruns_audio(text: str, duration_s: float) -> bool:
     """
     if is_loop(compression_ratio(text)):
         return True
-    words = [w.strip(".,!?;:\"'").lower() for w in text.split()]
-    words = [w for w in words if w]
+    words = words_of(text)
     if len(words) > MAX_WORDS_PER_SECOND * duration_s + 3 or len(text) > MAX_CHARS_PER_SECOND * duration_s + 20:
         return True
-    n = len(words)
-    for k in range(MIN_REPEATED_WORDS, n // 2 + 1):
-        if words[n - 2 * k : n - k] == words[n - k :]:
-            return True
-    return False
+    return repeated_tail(words) >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -12,7 +13,7 @@ import numpy as np
 from engine.audio import validate_audio
 from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, check_task
 from engine.longform import transcribe_any
-from engine.quality import compression_ratio, is_loop, overruns_audio
+from engine.quality import compression_ratio, is_loop, overruns_audio, stuck_in_loop
 from engine.tokens import WhisperVocabulary
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ MAX_DECODER_TOKENS = 448
 TOKENS_PER_SECOND = 10
 WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)
 MIN_TOKENS = 32
+#: Tokens between two looks for a loop while a decode runs (`engine.quality.stuck_in_loop`).
+LOOP_CHECK_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -171,20 +174,24 @@ class VllmEngine:
         return await transcribe_any(self, request)
 
     async def transcribe_window(self, request: DecodeRequest, offset: float = 0.0) -> Transcription:
-        """Decode at most 30 s; retries once at a higher temperature if greedy output loops."""
+        """Decode at most 30 s; a decode that loops is stopped as soon as it repeats itself
+        (`_decode`), done again on the full window if it had a short one, then once more
+        at a higher temperature if it still loops."""
         request = request.with_(language=await self._language_for(request))
-        result = await self._decode(request, offset)
+        result, stuck = await self._decode(request, offset)
         full_window = False
-        if self._short_window(request.audio) and overruns_audio(result.text, request.duration):
+        if self._short_window(request.audio) and (stuck or overruns_audio(result.text, request.duration)):
             # Tiny models sometimes start over when a short window leaves them little
             # silence after the speech; 30 s is what they were trained on.
             log.info("short encoder window overran %.1f s of audio; decoding on the full window", request.duration)
             full_window = True
-            result = await self._decode(request, offset, full_window=True)
-        if is_loop(result.compression_ratio) and request.temperature == 0.0:
-            log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio)
-            retry = await self._decode(request.with_(prompt=None, temperature=0.4), offset, full_window=full_window)
-            if (retry.compression_ratio or 0) < (result.compression_ratio or 0):
+            result, stuck = await self._decode(request, offset, full_window=True)
+        if (stuck or is_loop(result.compression_ratio)) and request.temperature == 0.0:
+            log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio or 0)
+            retry, retry_stuck = await self._decode(
+                request.with_(prompt=None, temperature=0.4), offset, full_window=full_window
+            )
+            if (retry_stuck, retry.compression_ratio or 0) < (stuck, result.compression_ratio or 0):
                 result = retry
         return result
 
@@ -269,28 +276,43 @@ class VllmEngine:
             output_kind=RequestOutputKind.DELTA,
         )
 
-    async def _decode(self, request: DecodeRequest, offset: float, *, full_window: bool = False) -> Transcription:
+    async def _decode(
+        self, request: DecodeRequest, offset: float, *, full_window: bool = False
+    ) -> tuple[Transcription, bool]:
+        """One decode; the flag says it was stopped stuck in a loop.
+
+        Why stop: a looping decode otherwise runs to its token budget (up to 448 tokens,
+        one engine step each, seconds of the shared engine on a CPU) before the retry
+        rules above can even see it; stopped once the phrase repeats (engine.quality), it
+        costs a few dozen tokens and the retry starts at once."""
         audio, language, timestamps = request.audio, request.language, request.timestamps
         duration = request.duration
         decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=timestamps)
         token_ids: list[int] = []
         logprob_sum = 0.0
+        stuck = False
+        next_check = LOOP_CHECK_TOKENS
         params = self._params(audio, decoder, request.temperature, logprobs=True)
-        async for output in self._runner.generate(
-            self._prompt(audio, decoder, full_window=full_window), params, request.priority
-        ):
-            completion = output.outputs[0]
-            token_ids += completion.token_ids
-            for token_id, entry in zip(completion.token_ids, completion.logprobs or []):
-                if token_id in entry:
-                    logprob_sum += entry[token_id].logprob
+        outputs = self._runner.generate(self._prompt(audio, decoder, full_window=full_window), params, request.priority)
+        async with aclosing(outputs):  # leaving early aborts the request in the engine
+            async for output in outputs:
+                completion = output.outputs[0]
+                token_ids += completion.token_ids
+                for token_id, entry in zip(completion.token_ids, completion.logprobs or []):
+                    if token_id in entry:
+                        logprob_sum += entry[token_id].logprob
+                if len(token_ids) >= next_check and not output.finished:
+                    next_check = len(token_ids) + LOOP_CHECK_TOKENS
+                    if stuck_in_loop(self.vocab.text_of(token_ids), duration):
+                        stuck = True
+                        break
         if timestamps:
             segments = self.vocab.segments_of(token_ids, offset, duration)
             text = " ".join(s.text for s in segments)
         else:
             text = self.vocab.text_of(token_ids).strip()
             segments = [Segment(offset, offset + duration, text)] if text else []
-        return Transcription(
+        result = Transcription(
             text=text,
             language=language,
             duration=duration,
@@ -298,6 +320,7 @@ class VllmEngine:
             avg_logprob=logprob_sum / max(1, len(token_ids)),
             compression_ratio=compression_ratio(text),
         )
+        return result, stuck
 
 
 def _local_dir(model: str) -> Path:

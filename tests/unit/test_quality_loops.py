@@ -1,0 +1,53 @@
+"""The loop rules of engine.quality: when a running decode is stopped as stuck, and how
+many copies of a phrase end a text."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.quality import repeated_tail, stuck_in_loop, words_of
+
+PIN = "Please enter the conference PIN number."
+
+
+def test_words_ignore_case_and_edge_punctuation() -> None:
+    assert words_of('Please, enter the "PIN" number.') == ["please", "enter", "the", "pin", "number"]
+
+
+@pytest.mark.parametrize(
+    ("text", "copies"),
+    [
+        ("to lock or unlock the conference", 1),
+        (f"{PIN} {PIN}", 2),
+        (f"{PIN} {PIN} {PIN}", 3),
+        # Caught mid-sentence: the copies are rotations of the sentence.
+        (f"{PIN} {PIN} {PIN} Please enter the", 3),
+        # One- and two-word repeats are speech, not loops.
+        ("no no no no no no", 1),
+        ("I'm sorry I'm sorry I'm sorry", 1),
+    ],
+)
+def test_copies_of_the_ending_phrase(text: str, copies: int) -> None:
+    assert repeated_tail(words_of(text)) == copies
+
+
+def test_a_decode_is_stuck_at_three_copies_more_than_its_audio_holds() -> None:
+    # The incident's shape: tiny.en restarting one 2.6 s prompt in a 10 s window.
+    assert not stuck_in_loop(f"{PIN} {PIN}", 2.6)
+    assert stuck_in_loop(f"{PIN} {PIN} {PIN}", 2.6)
+    assert stuck_in_loop(f"{PIN} {PIN} {PIN} Please enter", 2.6)
+
+
+def test_a_phrase_said_three_times_is_speech_when_the_audio_holds_it() -> None:
+    assert not stuck_in_loop(f"{PIN} {PIN} {PIN}", 9.0)
+    assert not stuck_in_loop("Thank you very much, thank you very much. See you next week.", 4.0)
+
+
+def test_four_copies_are_a_loop_whatever_the_audio() -> None:
+    assert stuck_in_loop(f"{PIN} {PIN} {PIN} {PIN}", 25.0)
+
+
+def test_phrases_longer_than_the_look_back_are_not_searched_while_decoding() -> None:
+    long_sentence = " ".join(f"w{i}" for i in range(40))
+    assert not stuck_in_loop(" ".join([long_sentence] * 4), 1.0)
+    assert repeated_tail(words_of(" ".join([long_sentence] * 4))) == 4
