@@ -34,6 +34,10 @@ RUN pip install --no-cache-dir --upgrade pip \
  && pip install --no-cache-dir --no-deps silero-vad==6.2.3
 
 COPY --chown=user . .
+# The app itself, in development mode and without dependencies, only for its
+# vllm.general_plugins entry point (pyproject.toml): vLLM's engine core runs in a spawned
+# child process on a GPU and learns the bucketed-encoder Whisper from it.
+RUN pip install --no-cache-dir --no-deps -e . && rm -rf build *.egg-info
 USER user
 
 EXPOSE 7860

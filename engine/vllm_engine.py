@@ -25,6 +25,9 @@ WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)
 MIN_TOKENS = 32
 #: Tokens between two looks for a loop while a decode runs (`engine.quality.stuck_in_loop`).
 LOOP_CHECK_TOKENS = 8
+#: Speech rarely needs more tokens than this per second of audio (English ~3): the first
+#: look waits until a decode has gone past that, so ordinary decodes are never checked.
+USUAL_TOKENS_PER_SECOND = 4
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class VllmEngine:
     def __init__(
         self, model: str, options: VllmOptions, *, model_name: str | None = None, encoder_window: str = "bucketed"
     ) -> None:
-        from vllm.engine.arg_utils import EngineArgs
+        from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
 
         from engine.whisper_buckets import engine_kwargs, parse_window
 
@@ -123,7 +126,9 @@ class VllmEngine:
         for reason in options.reasons:
             log.info("vLLM setting: %s", reason)
         window_args, window = engine_kwargs(parse_window(encoder_window), runner=options.runner)
-        args = EngineArgs(
+        # AsyncLLM reads fields only its own argument class has (enable_log_requests).
+        args_class = EngineArgs if options.runner == "inprocess" else AsyncEngineArgs
+        args = args_class(
             model=model,
             dtype=options.dtype,
             max_model_len=MAX_DECODER_TOKENS,
@@ -291,7 +296,7 @@ class VllmEngine:
         token_ids: list[int] = []
         logprob_sum = 0.0
         stuck = False
-        next_check = LOOP_CHECK_TOKENS
+        next_check = max(2 * LOOP_CHECK_TOKENS, int(USUAL_TOKENS_PER_SECOND * duration))
         params = self._params(audio, decoder, request.temperature, logprobs=True)
         outputs = self._runner.generate(self._prompt(audio, decoder, full_window=full_window), params, request.priority)
         async with aclosing(outputs):  # leaving early aborts the request in the engine

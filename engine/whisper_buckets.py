@@ -4,7 +4,8 @@ Stock Whisper pads every clip to 30 s, so a 2 s utterance costs the encoder work
 cross-attention width) of 30 s. In `bucketed` mode the mel is padded only up to the
 clip's length rounded up to a bucket (a few fixed sizes keep the number of encoder
 shapes small), and the encoder's placeholder count follows per request; the vLLM side
-lives in `engine.whisper_bucketed_model` and is registered from here, in this process.
+lives in `engine.whisper_bucketed_model`, registered from here in this process and, for
+engine cores in child processes, by vLLM itself through our entry point (pyproject.toml).
 
 `ENCODER_WINDOW` (settings.py) is `bucketed` (the default buckets below), `full` (30 s
 for every clip: stock vLLM, the comparison and fallback mode), or an explicit list of
@@ -112,24 +113,50 @@ def encoder_frames(num_samples: int, buckets: tuple[float, ...], pad_s: float = 
     return math.ceil(mel_frames(bucket_samples(num_samples, buckets, pad_s)) / MEL_FRAMES_PER_ENCODER_FRAME)
 
 
+#: The entry point (pyproject.toml) that registers ARCHITECTURE in each vLLM process.
+PLUGIN_GROUP = "vllm.general_plugins"
+PLUGIN_NAME = "rt_whisper_bucketed_encoder"
+
+
+def plugin_installed() -> str | None:
+    """None when vLLM will load our plugin in the processes it starts; else why not."""
+    import os
+    from importlib.metadata import entry_points
+
+    if not any(ep.name == PLUGIN_NAME for ep in entry_points(group=PLUGIN_GROUP)):
+        return f"the {PLUGIN_GROUP} entry point {PLUGIN_NAME!r} is not installed (pip install --no-deps -e .)"
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None and PLUGIN_NAME not in [name.strip() for name in allowed.split(",")]:
+        return f"VLLM_PLUGINS={allowed!r} leaves out {PLUGIN_NAME!r}"
+    return None
+
+
+def _register_here() -> None:
+    """Register ARCHITECTURE in this process's vLLM (imports vLLM: kept out of the rule above)."""
+    from engine.whisper_bucketed_model import register
+
+    register()
+
+
 def engine_kwargs(window: EncoderWindow, *, runner: str) -> tuple[dict[str, Any], EncoderWindow]:
     """Extra `EngineArgs` for the chosen window, and the window that will really run.
 
-    Registration lives in this process's vLLM registries, so it only reaches an engine
-    core running here (the in-process runner). `AsyncLLM` spawns its engine core in a
-    child process where our architecture is unknown: that runner gets the full window
-    (a `vllm.general_plugins` entry point would be needed to register it there).
+    The in-process runner's engine core is this process: registering here is enough.
+    `AsyncLLM` (the GPU runner) spawns its engine core in a child process, where the
+    architecture is known only through the `vllm.general_plugins` entry point that
+    `pip install -e .` installs (pyproject.toml); without it that runner gets the full
+    window, with the reason in the log and /health.
     """
     if window.mode == "full":
         log.info("encoder window: %s", window.describe())
         return {}, window
     if runner != "inprocess":
-        window = EncoderWindow("full", reason=f"runner {runner!r} has its engine core in a child process")
-        log.warning("encoder window: %s", window.describe())
-        return {}, window
-    from engine.whisper_bucketed_model import register
-
-    register()
+        missing = plugin_installed()
+        if missing is not None:
+            window = EncoderWindow("full", reason=f"runner {runner!r} has its engine core in a child process and {missing}")
+            log.warning("encoder window: %s", window.describe())
+            return {}, window
+    _register_here()
     log.info("encoder window: %s", window.describe())
     overrides = {"architectures": [ARCHITECTURE], CONFIG_KEY: list(window.buckets), PAD_KEY: window.pad_s}
     return {"hf_overrides": overrides}, window

@@ -18,7 +18,7 @@ fi
 
 reqs=(requirements/app.txt requirements/vllm-runtime.txt "requirements/$FLAVOUR.txt")
 (( WITH_TEST )) && reqs+=(requirements/test.txt)
-stamp_value="$FLAVOUR $WITH_TEST $(cat "${reqs[@]}" scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp_value="$FLAVOUR $WITH_TEST $(cat "${reqs[@]}" scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)"
 stamp_file="$VENV/.setup-stamp"
 
 if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == *"$stamp_value"* ]]; then
@@ -45,6 +45,10 @@ else
   fi
   # The Silero VAD ONNX file without the torch the package would pull in.
   "${PIP[@]}" --no-deps silero-vad==6.2.3
+  # The app itself, in development mode and without dependencies, only for its
+  # vllm.general_plugins entry point (pyproject.toml): vLLM engine cores in child
+  # processes (AsyncLLM, the GPU runner) register the bucketed-encoder Whisper from it.
+  "${PIP[@]}" --no-deps --no-build-isolation -e .
   echo "$stamp_value" > "$stamp_file"
 fi
 

@@ -7,6 +7,9 @@ import pytest
 from engine.quality import overruns_audio
 
 from engine.whisper_buckets import (
+    ARCHITECTURE,
+    PLUGIN_GROUP,
+    PLUGIN_NAME,
     DEFAULT_BUCKETS_S,
     DEFAULT_PAD_S,
     EncoderWindow,
@@ -16,6 +19,7 @@ from engine.whisper_buckets import (
     engine_kwargs,
     mel_frames,
     parse_window,
+    plugin_installed,
 )
 
 SR = 16_000
@@ -73,11 +77,36 @@ def test_full_window_adds_no_engine_args() -> None:
     assert kwargs == {} and window.mode == "full"
 
 
-def test_a_child_process_engine_core_falls_back_to_full() -> None:
-    # AsyncLLM's engine core is spawned: our registration does not exist there.
-    kwargs, window = engine_kwargs(parse_window("bucketed"), runner="asyncllm")
-    assert kwargs == {} and window.mode == "full" and "child process" in window.describe()
+def test_a_child_process_engine_core_gets_buckets_through_the_entry_point(monkeypatch) -> None:
+    # AsyncLLM's engine core is spawned; vLLM registers our architecture there from the
+    # vllm.general_plugins entry point that scripts/setup.sh installs (pip install -e .).
+    import engine.whisper_buckets as buckets
 
+    monkeypatch.setattr(buckets, "_register_here", lambda: None)  # no vLLM import in this tier
+    assert plugin_installed() is None
+    kwargs, window = engine_kwargs(parse_window("bucketed"), runner="asyncllm")
+    assert window.mode == "bucketed" and kwargs["hf_overrides"]["architectures"] == [ARCHITECTURE]
+
+
+def test_without_the_entry_point_a_child_process_engine_core_falls_back_to_full(monkeypatch) -> None:
+    monkeypatch.setenv("VLLM_PLUGINS", "some_other_plugin")
+    kwargs, window = engine_kwargs(parse_window("bucketed"), runner="asyncllm")
+    assert kwargs == {} and window.mode == "full"
+    assert "child process" in window.describe() and "VLLM_PLUGINS" in window.describe()
+
+
+def test_the_entry_point_names_our_register_function() -> None:
+    import ast
+    import importlib.util
+    from importlib.metadata import entry_points
+
+    (entry,) = [ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name == PLUGIN_NAME]
+    assert (entry.module, entry.attr) == ("engine.whisper_bucketed_model", "register")
+    # Without importing vLLM (unit tier): the module is this checkout's, and defines it.
+    spec = importlib.util.find_spec(entry.module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(open(spec.origin).read())
+    assert any(isinstance(node, ast.FunctionDef) and node.name == entry.attr for node in tree.body)
 
 
 # -- the short window's safety net: outputs that ran past their audio (engine.quality) ------
