@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -91,11 +90,6 @@ def _cut(lf, max_s: float) -> tuple[float, str]:
 # -- one child: one configuration ------------------------------------------------------------
 
 
-def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(kb / 1024, 1)
-
-
 def _load(items: list[dict]) -> list:
     import numpy as np
 
@@ -112,13 +106,15 @@ def _load(items: list[dict]) -> list:
 
 def run_child(name: str, plan: dict) -> dict:
     from bench import peers
+    from bench.memory import PeakMemory, peak_rss_mb
 
+    PeakMemory.start()
     if name == "faster-whisper-int8":
         engine = peers.FasterWhisper("tiny.en", "int8")
     else:
         os.environ["ENCODER_WINDOW"] = "full" if name == "full" else name.replace(":", ",")
         engine = peers.Ours("tiny.en", eager=plan["eager"])
-    rss_loaded = _peak_rss_mb()
+    rss_loaded = peak_rss_mb()
     try:
         clips = _load(plan["clips"])
         longs = _load(plan["longform"])
@@ -157,7 +153,7 @@ def run_child(name: str, plan: dict) -> dict:
         "rtfx_longform": round(_seconds(longs) / long_wall, 2) if long_texts else None,
         "wall_s": {"bs1": round(bs1_wall, 1), "conc8": round(conc_wall, 1), "longform": round(long_wall, 1)},
         "rss_after_load_mb": rss_loaded,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

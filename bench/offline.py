@@ -13,8 +13,8 @@ Figures of one engine:
 * `rtfx_longform`: the long-form files, one at a time, each engine's long-form path;
 * `wer`: corpus WER (Whisper English normaliser) over the English clips (texts of the
   concurrent pass) and the long-form files together; `wer_clips`, `wer_longform` apart;
-* `peak_rss_mb`: peak resident memory of the process (and its children), read after
-  the offline passes.
+* `peak_rss_mb`: peak resident memory of the process and its live children
+  (`bench.memory`: counted once), read after the offline passes.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 import json  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from bench.memory import PeakMemory, peak_rss_mb  # noqa: E402
 
 SR = 16_000
 CONCURRENCY = 8
@@ -38,11 +39,6 @@ CONCURRENCY = 8
 
 def emit(section: str, data: dict) -> None:
     print("BENCH " + json.dumps({"section": section, **data}, ensure_ascii=False), flush=True)
-
-
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(kb / 1024, 1)
 
 
 def load_items(items: list[dict]) -> list[tuple[np.ndarray, str, float]]:
@@ -121,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import peers
 
+    PeakMemory.start()
     t = time.monotonic()
     if name.startswith("gpu:"):
         engine = peers.gpu_engine(name, plan)
