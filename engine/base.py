@@ -106,7 +106,9 @@ class DecodeRequest:
     Every engine entry point takes one of these instead of a keyword list, so a new
     option (a prompt, a priority) is added in one place. `progress(done_s, total_s)` is
     called as long-form pieces finish; `priority` orders requests waiting for the engine
-    (lower first; engines without a queue of their own may ignore it).
+    (lower first; engines without a queue of their own may ignore it). `draft` marks a
+    decode whose text is soon replaced (a live partial): an engine spends no extra
+    decodes to perfect it.
     """
 
     audio: np.ndarray = field(repr=False)
@@ -116,6 +118,7 @@ class DecodeRequest:
     temperature: float = 0.0
     timestamps: bool = False
     priority: int = PRIORITY_DEFAULT
+    draft: bool = False
     progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -20,6 +20,16 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data))
 
 
+#: Whisper's `logprob_threshold`: a decode whose mean token log-probability is below it
+#: is doubtful (Whisper itself then decodes again at a higher temperature).
+LOW_CONFIDENCE_LOGPROB = -1.0
+
+
+def is_low_confidence(avg_logprob: float | None) -> bool:
+    """True when the decoder was unsure of its own text (None: not known, not doubtful)."""
+    return avg_logprob is not None and avg_logprob < LOW_CONFIDENCE_LOGPROB
+
+
 def is_loop(ratio: float | None, threshold: float = LOOP_COMPRESSION_RATIO) -> bool:
     """True when a decode's compression ratio says it looped (None: not known, not a loop)."""
     return (ratio or 0.0) > threshold

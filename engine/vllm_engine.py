@@ -13,7 +13,7 @@ import numpy as np
 from engine.audio import validate_audio
 from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, check_task
 from engine.longform import transcribe_any
-from engine.quality import compression_ratio, is_loop, overruns_audio, stuck_in_loop
+from engine.quality import compression_ratio, is_loop, is_low_confidence, overruns_audio, stuck_in_loop
 from engine.tokens import WhisperVocabulary
 
 log = logging.getLogger(__name__)
@@ -180,15 +180,16 @@ class VllmEngine:
 
     async def transcribe_window(self, request: DecodeRequest, offset: float = 0.0) -> Transcription:
         """Decode at most 30 s; a decode that loops is stopped as soon as it repeats itself
-        (`_decode`), done again on the full window if it had a short one, then once more
-        at a higher temperature if it still loops."""
+        (`_decode`); a doubtful short-window decode is done again on the full window; one
+        that still loops, once more at a higher temperature."""
         request = request.with_(language=await self._language_for(request))
         result, stuck = await self._decode(request, offset)
         full_window = False
-        if self._short_window(request.audio) and (stuck or overruns_audio(result.text, request.duration)):
+        if self._short_window(request.audio) and self._doubtful(result, stuck, request):
             # Tiny models sometimes start over when a short window leaves them little
-            # silence after the speech; 30 s is what they were trained on.
-            log.info("short encoder window overran %.1f s of audio; decoding on the full window", request.duration)
+            # silence after the speech, or make words of a bird's whistle that the full
+            # window calls "[Squeaking]": 30 s is what they were trained on.
+            log.info("short encoder window gave a doubtful decode of %.1f s; decoding on the full window", request.duration)
             full_window = True
             result, stuck = await self._decode(request, offset, full_window=True)
         if (stuck or is_loop(result.compression_ratio)) and request.temperature == 0.0:
@@ -199,6 +200,15 @@ class VllmEngine:
             if (retry_stuck, retry.compression_ratio or 0) < (stuck, result.compression_ratio or 0):
                 result = retry
         return result
+
+    @staticmethod
+    def _doubtful(result: Transcription, stuck: bool, request: DecodeRequest) -> bool:
+        """Whether a short-window decode is worth redoing on the full window: it looped or
+        ran past its audio; or, unless it is a draft (a partial, soon replaced), the
+        decoder was unsure of it (Whisper's own log-probability threshold)."""
+        if stuck or overruns_audio(result.text, request.duration):
+            return True
+        return not request.draft and is_low_confidence(result.avg_logprob)
 
     async def transcribe_stream(self, request: DecodeRequest) -> AsyncIterator[str]:
         request = self._checked(request)

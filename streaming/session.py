@@ -349,6 +349,7 @@ class Session:
                 task=self.options.task,
                 prompt=prompt,
                 priority=PRIORITY_BACKGROUND if partial else PRIORITY_DEFAULT,
+                draft=partial,
             )
         )
 

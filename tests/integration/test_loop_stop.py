@@ -81,3 +81,15 @@ async def test_a_phrase_said_three_times_is_never_cut_short(engine, test_data, m
     words = normalize(result.text).split()
     assert len(words) >= 3 * len(normalize(clip.text).split()) - 3, result.text
     assert finished and all(finished), f"a decode of real speech was stopped: {finished}"
+
+
+async def test_an_unsure_short_window_decode_of_birdsong_gives_no_words(engine, eval_set) -> None:
+    """The bench's non-speech set: a robin's whistle (2-3 s) in a 10 s window came back as
+    "I'm so..." (mean log-probability -2.2) where the full window says "[Squeaking]". An
+    unsure short-window decode is now redone on the full window."""
+    from evaluation import read_audio
+    from evaluation.text import normalize
+
+    audio = read_audio(eval_set / "clips" / "nonspeech__456440__inspectorj__bird-whistling-robin-single-13.flac")
+    result = await engine.transcribe(DecodeRequest(audio))
+    assert normalize(result.text).split() == [], result.text

@@ -51,3 +51,38 @@ def test_phrases_longer_than_the_look_back_are_not_searched_while_decoding() -> 
     long_sentence = " ".join(f"w{i}" for i in range(40))
     assert not stuck_in_loop(" ".join([long_sentence] * 4), 1.0)
     assert repeated_tail(words_of(" ".join([long_sentence] * 4))) == 4
+
+
+# -- when a short encoder window's decode is redone on the full window (VllmEngine._doubtful) --
+
+
+def _result(text: str, avg_logprob: float | None):
+    from engine.base import Transcription
+
+    return Transcription(text=text, language="en", duration=3.0, avg_logprob=avg_logprob)
+
+
+def test_an_unsure_decode_is_doubtful_unless_it_is_a_draft() -> None:
+    import numpy as np
+
+    from engine.base import DecodeRequest
+    from engine.vllm_engine import VllmEngine
+
+    request = DecodeRequest(np.zeros(48_000, np.float32))
+    # A bird's whistle in a 10 s window, seen in the bench (the full window says "[Squeaking]").
+    unsure = _result("I'm so...", -2.24)
+    assert VllmEngine._doubtful(unsure, False, request)
+    assert not VllmEngine._doubtful(unsure, False, request.with_(draft=True))
+    assert not VllmEngine._doubtful(_result("to lock or unlock the conference", -0.3), False, request)
+    assert not VllmEngine._doubtful(_result("text from a remote engine", None), False, request)
+
+
+def test_a_loop_is_doubtful_even_in_a_draft() -> None:
+    import numpy as np
+
+    from engine.base import DecodeRequest
+    from engine.vllm_engine import VllmEngine
+
+    draft = DecodeRequest(np.zeros(48_000, np.float32), draft=True)
+    assert VllmEngine._doubtful(_result(f"{PIN} {PIN} {PIN}", -0.1), True, draft)
+    assert VllmEngine._doubtful(_result(f"{PIN} {PIN}", -0.1), False, draft)
