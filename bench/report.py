@@ -147,7 +147,7 @@ def table(out: dict) -> str:
         rows = []
         for r in runs:
             if "error" in r:
-                rows.append([run_label(r), "error: " + r["error"][:60]] + [""] * 10)
+                rows.append([run_label(r), "error: " + r["error"][:60]] + [""] * 11)
                 continue
             rows.append(
                 [
@@ -162,13 +162,14 @@ def table(out: dict) -> str:
                     _fmt(r.get("revisions"), 1),
                     _fmt(_partials_per_min(r), 1),
                     _fmt(r.get("cpu_busy")),
+                    _fmt(r.get("engine_busy")),
                     _fmt(r.get("realtime_ok")),
                 ]
             )
         parts.append(
             f"\nStreaming (real time, {meta.get('streamed_excerpt_s')} s of {meta.get('streamed_set', 'the mixed long-form file')} per stream; "
             f"largest real-time count: {out.get('max_realtime_streams')})\n"
-            + _md(rows, ["streams", "final p50 s", "final p95 s", "1st partial s", "max lag s", "lag growth s", "stream WER", "offline WER", "revisions", "partials/stream/min", "CPU busy", "real-time"])
+            + _md(rows, ["streams", "final p50 s", "final p95 s", "1st partial s", "max lag s", "lag growth s", "stream WER", "offline WER", "revisions", "partials/stream/min", "CPU busy", "engine busy", "real-time"])
         )
     h = out.get("hallucination")
     if h:

@@ -16,6 +16,9 @@ independent speakers do; `stagger_s` in the record). Per run:
   `transcribe()` on the same engine), `wer_ratio` = streaming / offline;
 * `revisions`: committed words later changed (mean per stream; goal 0);
 * `cpu_busy`: process CPU time / (wall time x cores): 1.0 means both cores saturated;
+* `engine_busy`: share of the wall time the in-process engine spent in vLLM (taking
+  requests in, stepping): near 1.0 the engine is full, even where `cpu_busy` reads
+  lower (a step's Python parts run on one core); None for other runners;
 * `realtime_ok`: no errors or dropped audio, lag growth <= 2 s and final p95 <= 3 s.
 """
 
@@ -66,6 +69,8 @@ def measure_streaming(engine, plan: dict):
                 finals0.append(ev.text)
 
         options = SessionOptions(language=engine.language, min_silence_ms=cfg["min_silence_ms"])
+        runner = getattr(engine.engine, "_runner", None)
+        busy0 = getattr(runner, "busy_s", None)
         cpu0, t0 = os.times(), time.monotonic()
         try:
             summary = engine.run(
@@ -88,6 +93,7 @@ def measure_streaming(engine, plan: dict):
             continue
         cpu1, wall = os.times(), time.monotonic() - t0
         busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(1e-9, wall * cores)
+        engine_busy = None if busy0 is None else round((runner.busy_s - busy0) / max(1e-9, wall), 3)
         growth = max((_lag_growth(s, duration + stagger_s * (n - 1)) for s in lags), default=0.0)
         p95 = summary.get("final_latency_p95_s")
         swer = summary.get("wer")
@@ -119,6 +125,7 @@ def measure_streaming(engine, plan: dict):
             "dropped": summary.get("dropped"),
             "wall_s": summary.get("wall_s"),
             "cpu_busy": round(busy, 3),
+            "engine_busy": engine_busy,
             "realtime_ok": bool(ok),
             "per_stream_wer": [s.get("wer") for s in summary.get("per_stream", [])],
             "text_stream0": " ".join(finals0),

@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any, AsyncIterator, Protocol
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class InProcessRunner:
         self._wake = threading.Event()
         self._stopped = False
         self._ids = itertools.count()
+        #: Seconds spent in vLLM so far (taking requests in, stepping). Over a wall-clock interval, the
+        #: share of it is how saturated the engine is: on a CPU a step's Python parts run
+        #: on one core, so process CPU use alone reads low while the engine is full.
+        self.busy_s = 0.0
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
         self._thread.start()
 
@@ -108,11 +113,14 @@ class InProcessRunner:
 
     def _loop(self) -> None:
         while not self._stopped:
-            self._drain_inbox()
+            started = time.perf_counter()
+            self._drain_inbox()  # vLLM's input processing (mel features) runs here
+            self.busy_s += time.perf_counter() - started
             if not self._streams:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
+            started = time.perf_counter()
             try:
                 outputs = self._engine.step()
             except Exception as exc:
@@ -122,6 +130,8 @@ class InProcessRunner:
                 self._engine.abort_request(list(self._streams))
                 self._streams.clear()
                 continue
+            finally:
+                self.busy_s += time.perf_counter() - started
             for output in outputs:
                 stream = self._streams.get(output.request_id)
                 if stream is None:

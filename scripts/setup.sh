@@ -48,7 +48,7 @@ else
   # The app itself, in development mode and without dependencies, only for its
   # vllm.general_plugins entry point (pyproject.toml): vLLM engine cores in child
   # processes (AsyncLLM, the GPU runner) register the bucketed-encoder Whisper from it.
-  "${PIP[@]}" --no-deps --no-build-isolation -e .
+  "${PIP[@]}" --no-deps -e .
   echo "$stamp_value" > "$stamp_file"
 fi
 

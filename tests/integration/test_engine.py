@@ -25,6 +25,21 @@ async def test_jfk_clip(engine, english_clips):
     assert result.avg_logprob is not None and result.avg_logprob > -0.5
 
 
+async def test_engine_busy_time_counts_work_and_not_idle(engine, english_clips):
+    """The runner's busy seconds (the bench's `engine_busy`): they grow with a decode, by
+    no more than its wall time, and not while the engine waits for requests."""
+    import time
+
+    clip = next(c for c in english_clips if "jfk" in c.name)
+    before, t0 = engine._runner.busy_s, time.perf_counter()
+    await engine.transcribe(DecodeRequest(read_audio(clip.path)))
+    spent, wall = engine._runner.busy_s - before, time.perf_counter() - t0
+    assert 0 < spent <= wall
+    idle_start = engine._runner.busy_s
+    await asyncio.sleep(0.5)
+    assert engine._runner.busy_s - idle_start < 0.05
+
+
 @pytest.fixture(scope="module")
 def faster_whisper_tiny_en():
     from faster_whisper import WhisperModel
