@@ -68,9 +68,9 @@ class InProcessRunner:
         self._wake = threading.Event()
         self._stopped = False
         self._ids = itertools.count()
-        #: Seconds spent in vLLM so far (taking requests in, stepping). Over a wall-clock interval, the
-        #: share of it is how saturated the engine is: on a CPU a step's Python parts run
-        #: on one core, so process CPU use alone reads low while the engine is full.
+        #: Seconds spent in vLLM so far (taking requests in, stepping). Its share of a
+        #: wall-clock interval is how full the engine is: on a CPU a step's Python parts
+        #: run on one core, so process CPU use alone reads low while the engine is full.
         self.busy_s = 0.0
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
         self._thread.start()
