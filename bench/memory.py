@@ -56,10 +56,14 @@ class PeakMemory:
             return
         self._tree_peak_bytes = max(self._tree_peak_bytes, total)
 
-    def peak_mb(self) -> float:
+    def tree_peak_mb(self) -> float:
+        """The largest sampled total of this process's RSS and its live children's PSS."""
         self.sample()
+        return round(self._tree_peak_bytes / 2**20, 1)
+
+    def peak_mb(self) -> float:
         own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-        return round(max(own_kb * 1024, self._tree_peak_bytes) / 2**20, 1)
+        return round(max(own_kb / 1024, self.tree_peak_mb()), 1)
 
 
 def peak_rss_mb() -> float:
