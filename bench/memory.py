@@ -42,7 +42,8 @@ class PeakMemory:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
             self.sample()
 
-    def sample(self) -> None:
+    def current_bytes(self) -> int:
+        """This process's RSS plus its live children's PSS, now (0 if unreadable)."""
         import psutil
 
         try:
@@ -53,8 +54,11 @@ class PeakMemory:
                 except (psutil.Error, AttributeError):
                     continue
         except psutil.Error:
-            return
-        self._tree_peak_bytes = max(self._tree_peak_bytes, total)
+            return 0
+        return total
+
+    def sample(self) -> None:
+        self._tree_peak_bytes = max(self._tree_peak_bytes, self.current_bytes())
 
     def tree_peak_mb(self) -> float:
         """The largest sampled total of this process's RSS and its live children's PSS."""
