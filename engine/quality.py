@@ -60,17 +60,18 @@ def words_of(text: str) -> list[str]:
     return [w for w in words if w]
 
 
-def repeated_tail(words: list[str], max_words: int | None = None) -> int:
-    """Back-to-back copies of the phrase (at least `MIN_REPEATED_WORDS` words, at most
+def repeated_tail(words: list[str], max_words: int | None = None, min_words: int = MIN_REPEATED_WORDS) -> int:
+    """Back-to-back copies of the phrase (at least `min_words` words, at most
     `max_words`) that ends `words`: 1 when the end does not repeat. The last copy may
-    start anywhere in the phrase, so a loop caught mid-sentence counts too. A phrase
-    that is itself one or two words said over ("no no no") does not count: people do."""
+    start anywhere in the phrase, so a loop caught mid-sentence counts too. By default
+    a phrase that is itself one or two words said over ("no no no") does not count:
+    people do."""
     n = len(words)
     longest = n // 2 if max_words is None else min(n // 2, max_words)
     best = 1
-    for k in range(MIN_REPEATED_WORDS, longest + 1):
+    for k in range(max(1, min_words), longest + 1):
         tail = words[n - k :]
-        if _period(tail) < MIN_REPEATED_WORDS:
+        if _period(tail) < min_words:
             continue  # "no no no", "I'm sorry I'm sorry": a word or two said again
         copies = 1
         while n - (copies + 1) * k >= 0 and words[n - (copies + 1) * k : n - copies * k] == tail:
@@ -89,11 +90,24 @@ def _period(words: list[str]) -> int:
 
 def stuck_in_loop(text: str, duration_s: float) -> bool:
     """True when text decoded so far from `duration_s` of audio ends in a loop the
-    decoder will not come out of: every further token is wasted engine time."""
+    decoder will not come out of: every further token is wasted engine time.
+
+    A word or two said over counts only once the text holds more words than the audio
+    can (`_more_than_audio_holds`): a short window on the first half-second of speech
+    makes tiny.en say "printing printing printing ..." to its token budget, where
+    "no, no, no, no" in a second of audio is speech."""
     words = words_of(text)
     copies = repeated_tail(words, MAX_LOOP_PHRASE_WORDS)
     too_fast = len(words) > MAX_WORDS_PER_SECOND * duration_s
-    return copies >= STUCK_COPIES or (copies >= STUCK_COPIES_TOO_FAST and too_fast)
+    if copies >= STUCK_COPIES or (copies >= STUCK_COPIES_TOO_FAST and too_fast):
+        return True
+    short_copies = repeated_tail(words, MIN_REPEATED_WORDS - 1, min_words=1)
+    return short_copies >= STUCK_COPIES and _more_than_audio_holds(words, duration_s)
+
+
+def _more_than_audio_holds(words: list[str], duration_s: float) -> bool:
+    """More words than anyone says in `duration_s`, with a few to spare."""
+    return len(words) > MAX_WORDS_PER_SECOND * duration_s + 3
 
 
 def overruns_audio(text: str, duration_s: float) -> bool:
@@ -108,6 +122,6 @@ def overruns_audio(text: str, duration_s: float) -> bool:
     if is_loop(compression_ratio(text)):
         return True
     words = words_of(text)
-    if len(words) > MAX_WORDS_PER_SECOND * duration_s + 3 or len(text) > MAX_CHARS_PER_SECOND * duration_s + 20:
+    if _more_than_audio_holds(words, duration_s) or len(text) > MAX_CHARS_PER_SECOND * duration_s + 20:
         return True
     return repeated_tail(words) >= 2

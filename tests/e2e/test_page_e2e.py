@@ -310,17 +310,25 @@ class TestBrowser:
 
             # Partial text during speech, before any final.
             saw_partial_first = {"a": False, "b": False}
-            speech_end = time.monotonic() + LEAD_SILENCE_S + clip.duration + 2.0
+            started = time.monotonic()
+            speech_end = started + LEAD_SILENCE_S + clip.duration + 2.0
+            timeline: dict[str, list[str]] = {"a": [], "b": []}
 
             def finals_settled() -> bool:
                 for name, page in (("a", a), ("b", b)):
-                    if _partial(page) and not _finals(page):
+                    partial, finals = _partial(page), _finals(page)
+                    if partial and not finals:
                         saw_partial_first[name] = True
+                    seen = f"{time.monotonic() - started:5.1f}s partial={partial!r} finals={finals!r}"
+                    if not timeline[name] or timeline[name][-1][6:] != seen[6:]:
+                        timeline[name].append(seen)
                 return time.monotonic() > speech_end and bool(_finals(a)) and bool(_finals(b)) and not _partial(a) and not _partial(b)
 
             _wait(finals_settled, 240, "final text on both pages", interval=0.2)
-            assert saw_partial_first["a"], "page A showed no partial text before its first final"
-            assert saw_partial_first["b"], "page B showed no partial text before its first final"
+            seen = "\n".join(f"page {n.upper()}:\n  " + "\n  ".join(lines) for n, lines in timeline.items())
+            print(seen)
+            assert saw_partial_first["a"], f"page A showed no partial text before its first final:\n{seen}"
+            assert saw_partial_first["b"], f"page B showed no partial text before its first final:\n{seen}"
             assert _get_json(server + "/e2e/stats")["frames"] > frames_before
 
             assert "live" in _status(a) and "live" in _status(b)

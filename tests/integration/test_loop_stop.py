@@ -93,3 +93,52 @@ async def test_an_unsure_short_window_decode_of_birdsong_gives_no_words(engine, 
     audio = read_audio(eval_set / "clips" / "nonspeech__456440__inspectorj__bird-whistling-robin-single-13.flac")
     result = await engine.transcribe(DecodeRequest(audio))
     assert normalize(result.text).split() == [], result.text
+
+
+def _first_half_second(test_data) -> np.ndarray:
+    """What the first partial of an utterance decodes: 0.1 s of quiet before the speech
+    and its first 0.42 s ("Print..."), from the browser test's clip. In its 10 s encoder
+    window tiny.en says "printing printing printing ..." (seen in the browser test, where
+    redoing that partial on the full window held two pages' partials back seconds)."""
+    from evaluation import clips, read_audio
+
+    clip = next(c for c in clips(kind="speech", lang="en", base=test_data) if "LJ001-0001" in c.path.stem)
+    speech = read_audio(clip.path)[: int(0.42 * SR)]
+    return np.concatenate([np.zeros(int(0.1 * SR), np.float32), speech]).astype(np.float32)
+
+
+def _recording_generate(runner, monkeypatch) -> list[dict]:
+    real_generate = runner.generate
+    decodes: list[dict] = []
+
+    async def recording(prompt, params, priority=0):
+        record = {"max_tokens": params.max_tokens, "tokens": 0, "text": ""}
+        decodes.append(record)
+        async for output in real_generate(prompt, params, priority):
+            record["tokens"] += len(output.outputs[0].token_ids)
+            record["text"] += output.outputs[0].text
+            yield output
+
+    monkeypatch.setattr(runner, "generate", recording)
+    return decodes
+
+
+async def test_a_one_word_loop_is_stopped_and_a_draft_is_not_decoded_again(engine, test_data, monkeypatch) -> None:
+    from evaluation.text import normalize
+    from streaming.guards import strip_repetition
+
+    decodes = _recording_generate(engine._runner, monkeypatch)
+    audio = _first_half_second(test_data)
+
+    draft = await engine.transcribe(DecodeRequest(audio, language="en", draft=True))
+    assert len(decodes) == 1, decodes
+    looped = decodes[0]
+    assert stuck_in_loop(looped["text"], len(audio) / SR), f"the short window did not loop this time: {looped}"
+    assert looped["tokens"] < looped["max_tokens"], looped
+    # The live session strips the loop: the partial shows the word once.
+    assert normalize(strip_repetition(draft.text)).split() in (["printing"], ["print"]), draft.text
+
+    decodes.clear()
+    final = await engine.transcribe(DecodeRequest(audio, language="en"))
+    assert len(decodes) == 2 and decodes[0]["tokens"] < decodes[0]["max_tokens"], decodes
+    assert len(normalize(final.text).split()) <= 2, final.text
