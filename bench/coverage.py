@@ -46,12 +46,18 @@ class Case:
         return " ".join(t for _, _, t in self.sentences)
 
 
-def trimmed(audio: np.ndarray, floor_db: float = 45.0) -> np.ndarray:
-    """The clip without its quiet edges, so the joins are as short as the gaps say."""
+def loud_span(audio: np.ndarray, floor_db: float = 45.0) -> tuple[int, int]:
+    """First and one-past-last sample within `floor_db` of the clip's loudest 20 ms."""
     power = np.convolve(audio.astype(np.float64) ** 2, np.ones(320) / 320, "same")
     level = 10 * np.log10(power + 1e-12)
     loud = np.flatnonzero(level > level.max() - floor_db)
-    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, len(audio))
+
+
+def trimmed(audio: np.ndarray, floor_db: float = 45.0) -> np.ndarray:
+    """The clip without its quiet edges, so the joins are as short as the gaps say."""
+    start, end = loud_span(audio, floor_db)
+    return audio[start:end]
 
 
 def list_case(eval_dir: Path | None = None, layout: tuple[str | float, ...] = LIST_CASE_LAYOUT) -> Case:
