@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 #: Whisper's input rate: every layer hands audio around as 16 kHz mono float32
@@ -163,13 +164,19 @@ def _env_cast(value: str, cast: type) -> Any:
     return cast(value)
 
 
-def eval_dir() -> "Path":
+def eval_dir() -> Path:
     """The larger evaluation set for tests and benchmarks (not an app setting, so not in the
     table): `EVAL_DIR`, else `../shared/eval` beside this checkout. It may not exist."""
-    from pathlib import Path
-
     raw = os.environ.get("EVAL_DIR")
     return Path(raw).expanduser() if raw else Path(__file__).resolve().parent.parent / "shared" / "eval"
+
+
+def vad_model_override() -> Path | None:
+    """`SILERO_VAD_ONNX`: a Silero VAD ONNX file to use instead of the one the silero-vad
+    package carries (an air-gapped copy elsewhere). Read where the VAD model is loaded,
+    which has no Settings object at hand, so it is a function like `eval_dir`."""
+    raw = os.environ.get("SILERO_VAD_ONNX")
+    return Path(raw).expanduser() if raw else None
 
 
 def markdown_table() -> str:

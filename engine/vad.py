@@ -21,7 +21,6 @@ synchronisation cost and fight the engine for cores).
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +55,13 @@ _sessions: dict[Path, ort.InferenceSession] = {}
 def model_path() -> Path:
     """Path of the Silero VAD ONNX model shipped in the `silero-vad` pip package.
 
-    `SILERO_VAD_ONNX` overrides it (an air-gapped copy elsewhere).
+    `SILERO_VAD_ONNX` overrides it (`settings.vad_model_override`).
     """
-    override = os.environ.get("SILERO_VAD_ONNX")
-    if override:
-        path = Path(override)
+    from settings import vad_model_override
+
+    override = vad_model_override()
+    if override is not None:
+        path = override
     else:
         spec = importlib.util.find_spec("silero_vad")
         if spec is None or not spec.submodule_search_locations:

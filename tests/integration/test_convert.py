@@ -22,9 +22,9 @@ from engine.convert import (
     read_ct2_model_bin,
     tiny_en_ct2_dir,
 )
+from settings import eval_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-EVAL_DIR = Path(os.environ.get("EVAL_DIR", ROOT.parent / "shared" / "eval"))
+EVAL_DIR = eval_dir()
 CLIPS = [
     "clips/openai_whisper__jfk.flac",
     "clips/cmu_arctic__slt_arctic_a0009.flac",

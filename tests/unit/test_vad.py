@@ -48,6 +48,20 @@ def test_model_file_and_input_names() -> None:
     assert WINDOW_SAMPLES == 512 and CONTEXT_SAMPLES == 64
 
 
+def test_an_air_gapped_copy_of_the_model_is_used_when_named(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    copy = tmp_path / "vad.onnx"
+    shutil.copy(model_path(), copy)
+    monkeypatch.setenv("SILERO_VAD_ONNX", str(copy))
+    assert model_path() == copy
+    session = shared_session()
+    assert {i.name for i in session.get_inputs()} == {"input", "state", "sr"}
+    monkeypatch.setenv("SILERO_VAD_ONNX", str(tmp_path / "missing.onnx"))
+    with pytest.raises(RuntimeError, match="missing.onnx"):
+        model_path()
+
+
 def test_does_not_import_torch_or_silero_package() -> None:
     code = (
         "import sys, numpy as np\n"
