@@ -184,10 +184,11 @@ class VllmEngine:
         that still loops, once more at a higher temperature.
 
         A draft (a live partial, replaced within a second) gets no second decode: its
-        caller strips a loop (streaming.guards). Measured: the first partial of an
-        utterance (0.5 s of speech) loops one word in the 10 s window often enough
-        ("printing printing ..."), and redoing it on the full window made that partial
-        cost 1.2-1.4 s of engine instead of 0.2 s, on every stream at once."""
+        caller strips a loop (streaming.guards). Measured (`python -m bench.first_partials`):
+        the first partial of an utterance (0.5 s of speech) sometimes loops in the 10 s
+        window ("printing printing ...": 4 of 175 English clips, the browser test's clip
+        every time), and redoing it on the full window made that partial cost up to 1.1 s
+        of engine instead of 0.17 s, 7 s with two browsers on the same cores."""
         request = request.with_(language=await self._language_for(request))
         result, stuck = await self._decode(request, offset)
         if request.draft:

@@ -28,14 +28,11 @@ def _incident_clip(eval_set) -> np.ndarray:
     return np.concatenate([quiet, speech, quiet]).astype(np.float32)
 
 
-async def test_a_looping_decode_is_stopped_early_and_redone(engine, eval_set, monkeypatch) -> None:
-    from evaluation.text import normalize
-
-    runner = engine._runner
+def _recording_generate(runner, monkeypatch) -> list[dict]:
     real_generate = runner.generate
     decodes: list[dict] = []
 
-    async def counting_generate(prompt, params, priority=0):
+    async def recording(prompt, params, priority=0):
         record = {"max_tokens": params.max_tokens, "tokens": 0, "text": ""}
         decodes.append(record)
         async for output in real_generate(prompt, params, priority):
@@ -43,7 +40,14 @@ async def test_a_looping_decode_is_stopped_early_and_redone(engine, eval_set, mo
             record["text"] += output.outputs[0].text
             yield output
 
-    monkeypatch.setattr(runner, "generate", counting_generate)
+    monkeypatch.setattr(runner, "generate", recording)
+    return decodes
+
+
+async def test_a_looping_decode_is_stopped_early_and_redone(engine, eval_set, monkeypatch) -> None:
+    from evaluation.text import normalize
+
+    decodes = _recording_generate(engine._runner, monkeypatch)
     audio = _incident_clip(eval_set)
     result = await engine.transcribe(DecodeRequest(audio, language="en"))
 
@@ -105,22 +109,6 @@ def _first_half_second(test_data) -> np.ndarray:
     clip = next(c for c in clips(kind="speech", lang="en", base=test_data) if "LJ001-0001" in c.path.stem)
     speech = read_audio(clip.path)[: int(0.42 * SR)]
     return np.concatenate([np.zeros(int(0.1 * SR), np.float32), speech]).astype(np.float32)
-
-
-def _recording_generate(runner, monkeypatch) -> list[dict]:
-    real_generate = runner.generate
-    decodes: list[dict] = []
-
-    async def recording(prompt, params, priority=0):
-        record = {"max_tokens": params.max_tokens, "tokens": 0, "text": ""}
-        decodes.append(record)
-        async for output in real_generate(prompt, params, priority):
-            record["tokens"] += len(output.outputs[0].token_ids)
-            record["text"] += output.outputs[0].text
-            yield output
-
-    monkeypatch.setattr(runner, "generate", recording)
-    return decodes
 
 
 async def test_a_one_word_loop_is_stopped_and_a_draft_is_not_decoded_again(engine, test_data, monkeypatch) -> None:
