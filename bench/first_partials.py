@@ -39,10 +39,6 @@ def first_partial_audio(audio: np.ndarray) -> np.ndarray:
     return np.concatenate([quiet, before, audio[onset : onset + int(SPEECH_S * SR)]]).astype(np.float32)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else 0.0
-
-
 async def run(limit: int | None) -> dict:
     from engine.base import DecodeRequest
     from engine.factory import create_engine
@@ -92,7 +88,7 @@ async def run(limit: int | None) -> dict:
     return {
         "clips": len(rows),
         "seconds_mean": round(float(np.mean(times)), 4),
-        "seconds_p95": round(_percentile(times, 95), 4),
+        "seconds_p95": round(float(np.percentile(times, 95)), 4),
         "seconds_max": round(max(times), 4),
         "engine_seconds_total": round(sum(times), 3),
         "redone": sum(r["decodes"] > 1 for r in rows),
