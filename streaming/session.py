@@ -51,6 +51,7 @@ from typing import AsyncIterator, Callable
 import numpy as np
 
 from engine.base import PRIORITY_BACKGROUND, PRIORITY_DEFAULT, SAMPLE_RATE, DecodeRequest
+from engine.public import public_message, redact_urls
 from streaming.events import ErrorEvent, Event, StatusEvent, TranscriptEvent
 from streaming.guards import drop_reason, is_repetition_loop, strip_repetition
 from streaming.resample import FrameResampler
@@ -406,7 +407,7 @@ class Session:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed partial is not fatal; the final will retry
-            log.warning("partial decode failed: %s", exc)
+            log.warning("partial decode failed: %s", redact_urls(str(exc)))
             self._adapt(self._interval * 2)
             return
         finally:
@@ -465,7 +466,7 @@ class Session:
                     raise
                 except Exception as exc:
                     error = exc
-                    log.warning("final decode of utterance %d failed (try %d): %s", ev.id, attempts + (spec is not None), exc)
+                    log.warning("final decode of utterance %d failed (try %d): %s", ev.id, attempts + (spec is not None), redact_urls(str(exc)))
             if result is not None and prompt and self._too_short(result.text, utt, ev):
                 # A prompt sometimes makes Whisper write a few words and stop (it took
                 # the audio for a continuation of the prompt): decode again without it.
@@ -478,7 +479,7 @@ class Session:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("unprompted re-decode of utterance %d failed: %s", ev.id, exc)
+                    log.warning("unprompted re-decode of utterance %d failed: %s", ev.id, redact_urls(str(exc)))
             if prev is not None and not prev.done():
                 await asyncio.wait([prev])  # finals leave in utterance order
         except asyncio.CancelledError:
@@ -487,7 +488,10 @@ class Session:
         now = self._clock()
         if result is None:
             self.stats.errors += 1
-            self._put(ErrorEvent("error", f"transcription failed: {error}", ev.id))
+            # What the user reads of the failure: the rule of every door (engine.public),
+            # never an upstream body or a URL with its credentials.
+            reason = public_message(error) if error is not None else "no result"
+            self._put(ErrorEvent("error", f"transcription failed: {reason}", ev.id))
             text = utt.la.committed if utt.partials else ""
             language = utt.language
         else:

@@ -2,7 +2,8 @@
 
 Every failure of a /v1 request leaves as one of these, with a 4xx status for anything
 the caller can fix (bad upload, wrong field, wrong key) and 502/503 when the engine
-failed; user input never produces a 500.
+failed; user input never produces a 500. What of an engine failure a client reads is
+`engine.public.public_reason` (the rule every door uses, the live session included).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from engine.base import AudioError, EngineUnavailable, TranscriptionError, UnsupportedRequest
-from web.redact import redact_urls
+from engine.public import public_reason, redact_urls  # the one rule of what leaves (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,3 @@ def from_engine_error(exc: BaseException) -> APIError:
         return APIError(400, str(exc), code="invalid_value")
     log.error("engine failure: %s", redact_urls(repr(exc)))
     return APIError(502, f"The transcription engine failed ({type(exc).__name__}).", type="server_error", code="engine_error")
-
-
-def public_reason(exc: BaseException) -> str:
-    """What a client may read of an engine failure: its first clause, URLs cut to the host.
-
-    The rest (an upstream server's own error body, "Server said: ...", a redirect page)
-    goes to the log only: it may hold anything, credentials and internal names included.
-    """
-    text = redact_urls(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    head = text.split(": ", 1)[0].split(". Server said", 1)[0]
-    return head[:200]

@@ -41,6 +41,7 @@ import numpy as np
 from fastrtc import AdditionalOutputs, AsyncStreamHandler
 from fastrtc.utils import create_message
 
+from engine.public import public_message
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
 from streaming.service import LiveStream, StreamService
 from streaming.transcript import Transcript
@@ -277,7 +278,7 @@ class LiveHandler(AsyncStreamHandler):
         try:
             stream = self.service.open(self._options(language, task), self._on_event)
         except Exception as exc:
-            self._refuse(f"Could not start the stream: {exc}")
+            self._refuse(f"Could not start the stream: {public_message(exc)}")  # no raw error text on the page
             raise
         if stream is None:
             self.stats.streams_refused += 1

@@ -3,37 +3,20 @@
 ENDPOINT_URL may carry credentials (`https://user:token@host/...`) and a realtime client
 may send the API key as `?api_key=`; neither may reach a log line, /health, the page or
 a client's error message. Everything shown is cut down to scheme, host and port.
+The URL rule itself (`url_host`, `redact_urls`) is `engine.public`'s, re-exported here:
+the live session in `streaming/` applies it too.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import urlsplit
 
-_URL = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>]*[^\s'\"<>.,:;)]", re.IGNORECASE)
+from engine.public import redact_urls, url_host
+
+__all__ = ["RedactQueryFilter", "RedactUrlFilter", "install_log_redaction", "redact_query", "redact_urls", "url_host"]
+
 _QUERY = re.compile(r"\?[^\s\"']*")
-
-
-def url_host(url: str) -> str:
-    """Only scheme, host and port of a URL: no user, password, path, query or fragment."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(url)"
-    if not parts.scheme or not parts.hostname:
-        return "(url)"
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
-
-
-def redact_urls(text: str) -> str:
-    """Every URL in `text` cut down to its host (ENDPOINT_URL may carry credentials)."""
-    return _URL.sub(lambda m: url_host(m.group(0)), text)
 
 
 def redact_query(path: str) -> str:
