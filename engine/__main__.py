@@ -1,4 +1,5 @@
-"""Command line: `python -m engine transcribe FILE [--model M] [--language L] [--task translate] [--format F]`.
+"""Command line: `python -m engine transcribe FILE [--model M] [--language L] [--task translate] [--format F]`,
+and `python -m engine doctor [--quick]`, the self-check of a fresh machine (engine.doctor).
 
 The transcript goes to stdout; logs and the progress bar go to stderr, so the output
 can be piped or redirected as is.
@@ -11,10 +12,10 @@ import asyncio
 import json
 import logging
 import sys
-from dataclasses import fields
 
 from engine.base import DecodeRequest, TranscriptionError
 from engine.cli import command_parser, vllm_logs_to_stderr
+from engine.runtime_env import apply_runtime_env
 from settings import Settings
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-v", "--verbose", action="store_true")
     engine_settings = ["model", "model_cache", "engine", "endpoint_url", "hf_token", "device", "enforce_eager"]
     engine_settings += ["max_num_seqs", "kv_cache_mb", "kv_cache_dtype", "max_audio_seconds"]
-    engine_settings += [f.name for f in fields(Settings) if f.name.startswith("remote_")]
+    engine_settings += [name for name in Settings.model_fields if name.startswith("remote_")]
     Settings.add_arguments(tr, engine_settings)
     return parser
 
@@ -65,7 +66,22 @@ async def _transcribe(args: argparse.Namespace) -> str:
     return result.text
 
 
+def _doctor(argv: list[str]) -> int:
+    from engine import doctor
+
+    parser = argparse.ArgumentParser(prog="python -m engine doctor", description=(doctor.__doc__ or "").split("\n\n")[0])
+    doctor.add_arguments(parser)
+    args = parser.parse_args(argv)
+    vllm_logs_to_stderr()  # before the engine imports vLLM: stdout keeps the verdicts only
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return doctor.main(args, Settings.from_args(args))
+
+
 def main(argv: list[str] | None = None) -> int:
+    apply_runtime_env()  # before vLLM and huggingface_hub read their variables
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:
+        return _doctor(argv[1:])
     args = build_parser().parse_args(argv)
     vllm_logs_to_stderr()  # before the engine imports vLLM
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)

@@ -6,12 +6,13 @@ import logging
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
 from engine.audio import validate_audio
 from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, check_task
+from engine.gpu import GpuProbe, plan_for, usable_gpu
 from engine.longform import transcribe_any
 from engine.quality import compression_ratio, is_loop, is_low_confidence, overruns_audio, stuck_in_loop
 from engine.tokens import WhisperVocabulary
@@ -43,17 +44,10 @@ class VllmOptions:
     gpu_memory_utilization: float
     runner: str  # "inprocess" or "asyncllm"
     reasons: tuple[str, ...] = ()
-
-
-def cuda_capability() -> tuple[int, int] | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_capability()
-    except Exception:  # a broken CUDA install must not stop a CPU start
-        log.debug("no usable CUDA", exc_info=True)
-    return None
+    #: vLLM's attention backend for decoder self- and cross-attention (None: vLLM's choice, the CPU's).
+    attention_backend: str | None = None
+    #: The GPU as NVML described it ("" on the CPU): name, compute capability, driver.
+    gpu: str = ""
 
 
 def choose_options(
@@ -64,34 +58,36 @@ def choose_options(
     max_num_seqs: int = 0,
     kv_cache_mb: int = 0,
     gpu_memory_utilization: float = 0.85,
+    find_gpu: Callable[[str], GpuProbe | None] = usable_gpu,
 ) -> VllmOptions:
-    """Pick vLLM settings: measured-best on this 2-core CPU, fast-path on Ada+ GPUs."""
-    capability = cuda_capability() if device in ("auto", "cuda") else None
+    """Pick vLLM settings: measured-best on this 2-core CPU; on a GPU, what its compute
+    capability runs with precompiled kernels (`engine.gpu.plan_for`).
+
+    `find_gpu(device)` is the GPU to use or None for the CPU; it raises `GpuUnavailable`
+    with the cause where CUDA was asked for (or the CUDA build of vLLM is installed) and
+    no GPU is usable. Injected so the tests can fake a GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"DEVICE={device!r}: use 'auto', 'cpu' or 'cuda'")
+    gpu = find_gpu(device)
     reasons: list[str] = []
-    if device == "cuda" and capability is None:
-        raise RuntimeError("DEVICE=cuda but no CUDA GPU is usable")
-    if capability is not None:
-        if kv_cache_dtype == "auto":
-            if capability >= (8, 9):
-                kv_cache_dtype = "fp8"
-                reasons.append(f"fp8 KV cache: compute capability {capability[0]}.{capability[1]} >= 8.9")
-            else:
-                kv_cache_dtype = "auto"
-                reasons.append(
-                    f"fp8 KV cache off: compute capability {capability[0]}.{capability[1]} < 8.9 (needs Ada or newer)"
-                )
+    if gpu is not None and gpu.capability is not None:
+        plan = plan_for(gpu.capability, kv_cache_dtype=kv_cache_dtype)
+        reasons.append(f"GPU {gpu.describe()}")
+        reasons += plan.reasons
         eager = enforce_eager == "true"
         reasons.append("CUDA graphs off (ENFORCE_EAGER)" if eager else "CUDA graphs and torch.compile on")
         return VllmOptions(
             device="cuda",
-            dtype="bfloat16",
+            dtype=plan.dtype,
             enforce_eager=eager,
-            kv_cache_dtype=kv_cache_dtype,
+            kv_cache_dtype=plan.kv_cache_dtype,
             max_num_seqs=max_num_seqs or 64,
             kv_cache_memory_bytes=None,
             gpu_memory_utilization=gpu_memory_utilization,
             runner="asyncllm",
             reasons=tuple(reasons),
+            attention_backend=plan.attention_backend,
+            gpu=gpu.describe(),
         )
     if kv_cache_dtype not in ("auto", ""):
         reasons.append(f"KV cache dtype {kv_cache_dtype} requested on CPU; fp8 needs AVX-512/AMX, using auto")
@@ -145,6 +141,7 @@ class VllmEngine:
             # One encoder pass fits a step (max_num_batched_tokens), so the order of the
             # waiting queue decides who waits: finals before partials (engine.base).
             scheduling_policy="priority",
+            **({"attention_backend": options.attention_backend} if options.attention_backend else {}),
             **window_args,
         )
         if options.runner == "inprocess":
@@ -168,6 +165,11 @@ class VllmEngine:
                 "max_num_seqs": options.max_num_seqs,
                 "runner": options.runner,
                 "encoder_window": window.describe(),
+                # Pinned on a GPU (engine.gpu.plan_for); vLLM's own choice on the CPU.
+                "attention_backend": options.attention_backend or "vLLM default",
+                "gpu": options.gpu or None,
+                # Why each option was chosen (no paths, no secrets: /health is public).
+                "choices": list(options.reasons),
             },
         )
         self._window = window
@@ -208,6 +210,14 @@ class VllmEngine:
             )
             if (retry_stuck, retry.compression_ratio or 0) < (stuck, result.compression_ratio or 0):
                 result = retry
+        return result
+
+    async def decode_window(self, request: DecodeRequest, *, full_window: bool = False) -> Transcription:
+        """One decode of at most 30 s and nothing else (no language detection, no retry):
+        on the clip's own encoder window, or padded to Whisper's full 30 s. What
+        `python -m engine doctor` compares: bucketed vs full window, batched vs alone."""
+        request = self._checked(request)
+        result, _ = await self._decode(request.with_(language=await self._language_for(request)), 0.0, full_window=full_window)
         return result
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import vllm_engine
+from engine.gpu import GpuProbe, GpuUnavailable
 from engine.models import default_model, resolve_model
 from engine.vllm_engine import choose_options
 
@@ -23,30 +23,48 @@ def test_cpu_refuses_fp8_with_a_reason():
     assert any("fp8 needs AVX-512" in r for r in options.reasons)
 
 
+def _gpu(capability):
+    """A stand-in for engine.gpu.usable_gpu: this GPU for DEVICE=auto/cuda, the CPU for DEVICE=cpu."""
+    probe = GpuProbe(capability=capability, name="NVIDIA fake", driver="580.65.06", driver_cuda=(13, 0))
+    return lambda device: None if device == "cpu" else probe
+
+
 @pytest.mark.parametrize(
-    ("capability", "kv_dtype"),
-    [((8, 9), "fp8"), ((9, 0), "fp8"), ((8, 0), "auto"), ((7, 5), "auto")],
+    ("capability", "dtype", "backend"),
+    [((7, 5), "float16", "TRITON_ATTN"), ((8, 0), "bfloat16", "FLASH_ATTN"), ((8, 6), "bfloat16", "FLASH_ATTN"),
+     ((8, 9), "bfloat16", "FLASH_ATTN"), ((9, 0), "bfloat16", "FLASH_ATTN")],
 )
-def test_gpu_uses_fp8_kv_cache_from_ada_on(monkeypatch, capability, kv_dtype):
-    monkeypatch.setattr(vllm_engine, "cuda_capability", lambda: capability)
-    options = choose_options()
-    assert (options.device, options.dtype, options.runner) == ("cuda", "bfloat16", "asyncllm")
-    assert options.kv_cache_dtype == kv_dtype
+def test_gpu_options_follow_the_compute_capability(capability, dtype, backend):
+    options = choose_options(find_gpu=_gpu(capability))
+    assert (options.device, options.dtype, options.runner) == ("cuda", dtype, "asyncllm")
+    assert options.attention_backend == backend and options.kv_cache_dtype == "auto"
     assert options.enforce_eager is False  # CUDA graphs on
-    assert any("KV cache" in r for r in options.reasons)
+    assert "NVIDIA fake" in options.gpu and any("KV cache" in r for r in options.reasons)
 
 
-def test_gpu_eager_on_request(monkeypatch):
-    monkeypatch.setattr(vllm_engine, "cuda_capability", lambda: (8, 9))
-    options = choose_options(enforce_eager="true", kv_cache_dtype="auto")
+def test_fp8_kv_cache_is_opt_in_and_only_on_9x():
+    assert choose_options(kv_cache_dtype="fp8", find_gpu=_gpu((9, 0))).kv_cache_dtype == "fp8"
+    l4 = choose_options(kv_cache_dtype="fp8", find_gpu=_gpu((8, 9)))
+    assert l4.kv_cache_dtype == "auto" and any("refused" in r for r in l4.reasons)
+
+
+def test_gpu_eager_on_request():
+    options = choose_options(enforce_eager="true", kv_cache_dtype="auto", find_gpu=_gpu((8, 9)))
     assert options.enforce_eager is True
     assert any("CUDA graphs off" in r for r in options.reasons)
 
 
-def test_cuda_requested_without_a_gpu_fails_clearly(monkeypatch):
-    monkeypatch.setattr(vllm_engine, "cuda_capability", lambda: None)
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        choose_options(device="cuda")
+def test_cuda_requested_without_a_gpu_fails_clearly():
+    def no_gpu(device):
+        raise GpuUnavailable("DEVICE=cuda but no usable GPU: no NVIDIA driver usable")
+
+    with pytest.raises(GpuUnavailable, match="no usable GPU"):
+        choose_options(device="cuda", find_gpu=no_gpu)
+
+
+def test_an_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="DEVICE='gpu'"):
+        choose_options(device="gpu")
 
 
 def test_default_model_per_device():
