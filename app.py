@@ -8,9 +8,6 @@ Docker image sets 0.0.0.0 for a Space).
     /health, /v1/*, /v1/realtime, /metrics   the API (web/api.py)
 
 The page's live streams and the realtime WebSocket share one StreamSlots (MAX_STREAMS).
-SIGTERM (a restart or deploy) drains first: no new streams or jobs, /health 503
-"draining", the finals in flight finish (DRAIN_TIMEOUT_S), then the store is flushed and
-the process exits (web/shutdown.py).
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from starlette.routing import Mount
 from engine.base import Engine
 from engine.factory import create_engine
 from engine.gpu import GpuUnavailable
-from settings import Settings, SettingsError
+from settings import Settings
 from web.api import include_api
 from web.auth import LOGIN_MESSAGE, DocsGate, page_auth
 from web.health import public_device, public_info
@@ -44,7 +41,6 @@ from web.realtime import WS_MAX_SIZE
 from web.recorder import browser_state
 from web.redact import install_log_redaction
 from web.sessions import StreamSlots
-from web.shutdown import GRACEFUL_HTTP_S, DrainingServer
 from web.store import StoreError, TranscriptStore
 from web.turn import rtc_configurations
 from web.upload_tab import build_upload_tab
@@ -55,7 +51,7 @@ log = logging.getLogger("app")
 def build_page(
     engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None, store: TranscriptStore | None = None
 ) -> gr.Blocks:
-    client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token.get_secret_value() or None, settings.space_id)
+    client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token or None, settings.space_id)
     info = engine.info
     # delete_cache: Gradio's copies of uploads and downloads go after an hour (checked every 10 min).
     with gr.Blocks(title="Real-time Whisper", css=CSS, analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -95,7 +91,7 @@ def build_app(engine: Engine, settings: Settings, store: TranscriptStore | None 
     api.state.jobs = jobs
     # API_KEY guards the page too (Gradio's login: any user name, the key as password),
     # unless PUBLIC_PAGE=true says it is meant to be open.
-    auth = page_auth(settings.api_key.get_secret_value(), settings.public_page)
+    auth = page_auth(settings.api_key, settings.public_page)
     app = gr.mount_gradio_app(
         api, page, path="/", max_file_size=f"{int(settings.max_upload_mb)}mb", auth=auth,
         auth_message=LOGIN_MESSAGE if auth else None,
@@ -105,7 +101,7 @@ def build_app(engine: Engine, settings: Settings, store: TranscriptStore | None 
     def page_session(cookies: dict[str, str]) -> bool:
         return any(k.startswith("access-token") and v in gradio_app.tokens for k, v in cookies.items())
 
-    app.add_middleware(DocsGate, api_key=settings.api_key.get_secret_value(), session_ok=page_session)
+    app.add_middleware(DocsGate, api_key=settings.api_key, session_ok=page_session)
     return app
 
 
@@ -120,10 +116,7 @@ def main() -> None:
     Settings.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.from_args(args)
-    except SettingsError as exc:  # names the variable: "MAX_STREAMS='lots': Input should be ..."
-        raise SystemExit(f"error: {exc}") from None
+    settings = Settings.from_args(args)
     host, port = server_address(settings)
     try:  # before the engine: a bad DATA_DIR should fail in a second, not after the model loads
         store = TranscriptStore.open_dir(settings.data_dir)
@@ -138,11 +131,7 @@ def main() -> None:
     app = build_app(engine, settings, store)
     log.info("serving the page and the API on http://%s:%d", host, port)
     # ws_max_size: the realtime WebSocket's frame limit, enforced before a frame is buffered.
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", ws_max_size=WS_MAX_SIZE, timeout_graceful_shutdown=GRACEFUL_HTTP_S
-    )
-    # SIGTERM: drain (finals in flight delivered), then uvicorn's shutdown, then the store's close.
-    server = DrainingServer(config, app.state.slots, app.state.jobs, settings.drain_timeout_s)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", ws_max_size=WS_MAX_SIZE))
     install_log_redaction()  # after uvicorn set up its loggers: no ?api_key= in the access log
     server.run()
 
