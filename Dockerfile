@@ -6,19 +6,32 @@
 #
 # PyPI's CUDA wheels of torch/vLLM bring their own CUDA libraries; the host provides the
 # driver. gcc is there for Triton, which compiles small launchers at run time.
+# No extra kernel packages (flashinfer-cubin / flashinfer-jit-cache): the attention backend
+# is pinned per compute capability (engine/gpu.py) to FLASH_ATTN, whose kernels are in the
+# vLLM wheel, or TRITON_ATTN below 8.0 (compiled by the triton wheel's own compiler), so
+# FlashInfer's JIT (which needs a CUDA compiler this image lacks) is never reached.
+#
+# Self-check of a fresh box or Space (under 10 min on a GPU; prints PASS/FAIL/SKIP per check):
+#   docker run --gpus all rt-whisper python -m engine doctor
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential ca-certificates curl git \
  && rm -rf /var/lib/apt/lists/*
 
-# Spaces run the container as user 1000.
+# Spaces run the container as user 1000. DEVICE=cuda: no usable GPU stops the start with the
+# cause (engine/gpu.py), never a silent CPU start (ENGINE=remote never reads it). HF_HOME is left
+# unset: on a Space with persistent storage the app puts it, and VLLM_CACHE_ROOT, under /data
+# (engine/runtime_env.py); elsewhere it is ~/.cache/huggingface. Usage statistics off
+# (vllm/usage/usage_lib.py reads VLLM_NO_USAGE_STATS / DO_NOT_TRACK).
 RUN useradd -m -u 1000 user
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    HF_HOME=/home/user/.cache/huggingface \
     MODEL_CACHE=/home/user/.cache/rt-whisper \
+    DEVICE=cuda \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1 \
     VLLM_WORKER_MULTIPROC_METHOD=spawn \
     GRADIO_ANALYTICS_ENABLED=False \
     GRADIO_SERVER_NAME=0.0.0.0 \

@@ -1,7 +1,7 @@
 """The Hugging Face Space: README front matter and the Dockerfile (no docker needed).
 
 The front matter must be what the Hub accepts for a Docker Space on an Ada-or-newer GPU
-(fp8 KV cache needs compute capability >= 8.9); the image must start the same entry
+(the suggested L4, compute capability 8.9: bf16 with FlashAttention 2, engine/gpu.py); the image must start the same entry
 point as `run.sh` (`app.py`), listening on 0.0.0.0 and the Space's `app_port`.
 """
 
@@ -125,6 +125,17 @@ def test_dockerfile_installs_vllm_for_cuda_like_setup():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     version = re.search(r"--no-deps vllm==([\d.]+)", text).group(1)
     assert f"vllm=={version}" in setup, "the image and scripts/setup.sh must install the same vLLM"
+
+
+def test_image_asks_for_cuda_keeps_caches_movable_and_usage_stats_off():
+    """DEVICE=cuda makes a GPU-less start fail with its cause (engine.gpu); HF_HOME is left
+    to engine.runtime_env (under /data on a Space with persistent storage); the NVML
+    bindings engine.gpu probes with are installed (requirements/gpu.txt)."""
+    env = _env(dockerfile_instructions())
+    assert env.get("DEVICE") == "cuda"
+    assert env.get("VLLM_NO_USAGE_STATS") == "1" and env.get("DO_NOT_TRACK") == "1"
+    assert "HF_HOME" not in env and "VLLM_CACHE_ROOT" not in env
+    assert re.search(r"^nvidia-ml-py\b", (ROOT / "requirements" / "gpu.txt").read_text(), re.M)
 
 
 def test_same_entry_point_as_run_sh():
