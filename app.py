@@ -29,7 +29,7 @@ from starlette.routing import Mount
 from engine.base import Engine
 from engine.factory import create_engine
 from engine.gpu import GpuUnavailable
-from settings import Settings
+from settings import Settings, SettingsError
 from web.api import include_api
 from web.auth import LOGIN_MESSAGE, DocsGate, page_auth
 from web.health import public_device, public_info
@@ -51,7 +51,7 @@ log = logging.getLogger("app")
 def build_page(
     engine: Engine, settings: Settings, slots: StreamSlots, jobs: JobQueue | None = None, store: TranscriptStore | None = None
 ) -> gr.Blocks:
-    client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token or None, settings.space_id)
+    client_rtc, server_rtc = rtc_configurations(settings.turn_provider, settings.hf_token.get_secret_value() or None, settings.space_id)
     info = engine.info
     # delete_cache: Gradio's copies of uploads and downloads go after an hour (checked every 10 min).
     with gr.Blocks(title="Real-time Whisper", css=CSS, analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -91,7 +91,7 @@ def build_app(engine: Engine, settings: Settings, store: TranscriptStore | None 
     api.state.jobs = jobs
     # API_KEY guards the page too (Gradio's login: any user name, the key as password),
     # unless PUBLIC_PAGE=true says it is meant to be open.
-    auth = page_auth(settings.api_key, settings.public_page)
+    auth = page_auth(settings.api_key.get_secret_value(), settings.public_page)
     app = gr.mount_gradio_app(
         api, page, path="/", max_file_size=f"{int(settings.max_upload_mb)}mb", auth=auth,
         auth_message=LOGIN_MESSAGE if auth else None,
@@ -101,7 +101,7 @@ def build_app(engine: Engine, settings: Settings, store: TranscriptStore | None 
     def page_session(cookies: dict[str, str]) -> bool:
         return any(k.startswith("access-token") and v in gradio_app.tokens for k, v in cookies.items())
 
-    app.add_middleware(DocsGate, api_key=settings.api_key, session_ok=page_session)
+    app.add_middleware(DocsGate, api_key=settings.api_key.get_secret_value(), session_ok=page_session)
     return app
 
 
@@ -116,7 +116,10 @@ def main() -> None:
     Settings.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_args(args)
+    try:
+        settings = Settings.from_args(args)
+    except SettingsError as exc:  # names the variable: "MAX_STREAMS='lots': Input should be ..."
+        raise SystemExit(f"error: {exc}") from None
     host, port = server_address(settings)
     try:  # before the engine: a bad DATA_DIR should fail in a second, not after the model loads
         store = TranscriptStore.open_dir(settings.data_dir)

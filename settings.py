@@ -1,16 +1,22 @@
 """All configuration in one typed place: environment variables, overridable by CLI flags.
 
 Every field names its environment variable; the README's configuration table is
-generated from the same list (`python -m settings --markdown`).
+generated from the same list (`python -m settings --markdown`). Values are validated by
+pydantic-settings when the settings are read: a malformed value stops the start with the
+variable's name and what was wrong (`SettingsError`), and the secrets (`API_KEY`,
+`HF_TOKEN`, `OPENAI_API_KEY`) are `SecretStr`, so no repr, log line or traceback prints them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Whisper's input rate: every layer hands audio around as 16 kHz mono float32
 #: (engine.base re-exports it for the engine's callers).
@@ -20,26 +26,42 @@ SAMPLE_RATE = 16_000
 DEFAULT_DATA_DIR = "~/.local/share/rt-whisper"
 
 
-def _env(name: str, default: Any, cast: type = str) -> Any:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if cast is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    return cast(raw)
+class SettingsError(ValueError):
+    """A setting's value is unusable; the message names the variable (and its flag)."""
 
 
-def _field(env: str, default: Any, help: str, cast: type = str) -> Any:
-    return field(
-        default_factory=lambda: _env(env, default, cast),
-        metadata={"env": env, "help": help, "default": default, "cast": cast},
+def _field(env: str, default: Any, help: str, _cast: type | None = None) -> Any:
+    """One setting: its environment variable, default and README help text.
+
+    The field's type annotation decides how the value is parsed and checked; `_cast` is
+    the older spelling of that and is not used.
+    """
+    return Field(default, validation_alias=env, description=help, json_schema_extra={"env": env})
+
+
+def env_name(info: FieldInfo) -> str:
+    """The environment variable a settings field is read from."""
+    return str(info.validation_alias)
+
+
+def flag_name(name: str) -> str:
+    """The `--flag` of a settings field (`max_streams` -> `--max-streams`)."""
+    return "--" + name.replace("_", "-")
+
+
+class Settings(BaseSettings):
+    """The app's settings; `Settings()` reads the environment (empty values mean the default)."""
+
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True,
+        populate_by_name=True,  # Settings(max_streams=3) as well as MAX_STREAMS=3
+        validate_assignment=True,  # tests and flags set fields later; still checked
+        protected_namespaces=(),  # `model` and `model_cache` are our names, not pydantic's
+        extra="ignore",
     )
 
-
-@dataclass
-class Settings:
     # Engine
-    engine: str = _field("ENGINE", "vllm", "`vllm` (in-process) or `remote` (OpenAI-compatible endpoint)")
+    engine: Literal["vllm", "remote"] = _field("ENGINE", "vllm", "`vllm` (in-process) or `remote` (OpenAI-compatible endpoint)")
     model: str = _field(
         "MODEL",
         "",
@@ -55,7 +77,7 @@ class Settings:
     gpu_memory_utilization: float = _field(
         "GPU_MEMORY_UTILIZATION", 0.85, "Share of GPU memory vLLM may take", float
     )
-    enforce_eager: str = _field(
+    enforce_eager: Literal["auto", "true", "false"] = _field(
         "ENFORCE_EAGER", "auto", "`auto`, `true` or `false`: skip torch.compile / CUDA graphs", str
     )
     encoder_window: str = _field(
@@ -70,15 +92,15 @@ class Settings:
     endpoint_url: str = _field(
         "ENDPOINT_URL", "", "Base URL of an OpenAI-compatible API, path prefix included (e.g. `https://x.endpoints.huggingface.cloud/api/v1`)"
     )
-    hf_token: str = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
-    openai_api_key: str = _field("OPENAI_API_KEY", "", "Bearer token for the remote endpoint when `HF_TOKEN` is empty")
+    hf_token: SecretStr = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
+    openai_api_key: SecretStr = _field("OPENAI_API_KEY", "", "Bearer token for the remote endpoint when `HF_TOKEN` is empty")
     remote_model: str = _field("REMOTE_MODEL", "", "Model name sent to the remote endpoint")
     remote_timeout_s: float = _field("REMOTE_TIMEOUT_S", 60.0, "Seconds to wait for one remote response (connect: 10 s at most)", float)
     remote_retries: int = _field("REMOTE_RETRIES", 3, "Retries (with backoff) on 429, 5xx, timeouts and dropped connections", int)
-    remote_response_format: str = _field(
+    remote_response_format: Literal["json", "verbose_json"] = _field(
         "REMOTE_RESPONSE_FORMAT", "json", "`json` or `verbose_json` (segments and confidence signals, when the endpoint offers them)"
     )
-    remote_audio_format: str = _field("REMOTE_AUDIO_FORMAT", "flac", "How audio is uploaded to the remote endpoint: `flac` or `wav` (16 kHz mono)")
+    remote_audio_format: Literal["flac", "wav"] = _field("REMOTE_AUDIO_FORMAT", "flac", "How audio is uploaded to the remote endpoint: `flac` or `wav` (16 kHz mono)")
     remote_concurrency: int = _field("REMOTE_CONCURRENCY", 8, "Requests in flight to the remote endpoint at once", int)
     # Streaming (page and realtime WebSocket)
     min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)", int)
@@ -89,6 +111,7 @@ class Settings:
     realtime_idle_s: float = _field("REALTIME_IDLE_S", 300.0, "A realtime WebSocket that sends no audio this long is closed (other events do not count)", float)
     realtime_backlog_s: float = _field("REALTIME_BACKLOG_S", 30.0, "Realtime audio accepted ahead of real time (s); beyond, chunks get a `rate_limited` error", float)
     realtime_max_finals: int = _field("REALTIME_MAX_FINALS", 4, "Finals decoded at once per realtime connection; beyond, its next events wait", int)
+    drain_timeout_s: float = _field("DRAIN_TIMEOUT_S", 20.0, "On SIGTERM (a restart or deploy): seconds the finals in flight and running jobs get before the process exits", float)
     # Server
     server_name: str = _field(
         "GRADIO_SERVER_NAME", "127.0.0.1", "Address the page and the API listen on (Gradio's own variable; the Docker image sets `0.0.0.0`)"
@@ -110,7 +133,7 @@ class Settings:
         "(`SPACE_ID` set, `/data` writable) the default is `/data/rt-whisper`",
     )
     # HTTP API
-    api_key: str = _field(
+    api_key: SecretStr = _field(
         "API_KEY",
         "",
         "If set, every way in needs it: /v1/* (`Authorization: Bearer <API_KEY>`), /v1/realtime, the page and its "
@@ -127,41 +150,62 @@ class Settings:
         "MAX_QUEUED", 8, "Files waiting for a free job; beyond that a 429 with Retry-After (API) or a message (page)", int
     )
 
-    def __post_init__(self) -> None:
-        self.model_cache = os.path.expanduser(self.model_cache)
-        if self.data_dir == DEFAULT_DATA_DIR and self.space_id and os.access("/data", os.W_OK):
-            self.data_dir = "/data/rt-whisper"  # a Space's persistent storage survives restarts
-        self.data_dir = os.path.expanduser(self.data_dir)
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        """`~` expanded; on a Space with writable `/data`, transcripts go there by default."""
+        cache = os.path.expanduser(self.model_cache)
+        data_dir = self.data_dir
+        if data_dir == DEFAULT_DATA_DIR and self.space_id and os.access("/data", os.W_OK):
+            data_dir = "/data/rt-whisper"  # a Space's persistent storage survives restarts
+        data_dir = os.path.expanduser(data_dir)
+        # object.__setattr__: assigning through validation would run this validator again.
+        object.__setattr__(self, "model_cache", cache)
+        object.__setattr__(self, "data_dir", data_dir)
+        return self
+
+    @property
+    def remote_token(self) -> str:
+        """The remote endpoint's bearer token: `HF_TOKEN`, else `OPENAI_API_KEY` (may be empty)."""
+        return self.hf_token.get_secret_value() or self.openai_api_key.get_secret_value()
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        return cls()
+    def from_env(cls, **overrides: Any) -> "Settings":
+        """The environment's settings (and `overrides` by field name, which win).
+
+        Raises `SettingsError` naming each bad variable, e.g. `MAX_STREAMS='lots': Input
+        should be a valid integer, unable to parse string as an integer`."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(describe(exc, set(overrides))) from None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
         """Expose settings as `--flag` options whose default is the environment value."""
-        for f in fields(cls):
-            if names is not None and f.name not in names:
+        for name, info in cls.model_fields.items():
+            if names is not None and name not in names:
                 continue
-            flag = "--" + f.name.replace("_", "-")
-            parser.add_argument(flag, dest=f.name, default=None, help=f"{f.metadata['help']} [env {f.metadata['env']}]")
+            parser.add_argument(flag_name(name), dest=name, default=None, help=f"{info.description} [env {env_name(info)}]")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
-        settings = cls.from_env()
-        for f in fields(cls):
-            value = getattr(args, f.name, None)
-            if value is not None:
-                cast = f.metadata["cast"]
-                setattr(settings, f.name, _env_cast(value, cast))
-        settings.__post_init__()
-        return settings
+        """The environment's settings with the flags that were given on top."""
+        overrides = {name: value for name in cls.model_fields if (value := getattr(args, name, None)) is not None}
+        return cls.from_env(**overrides)
 
 
-def _env_cast(value: str, cast: type) -> Any:
-    if cast is bool:
-        return str(value).lower() in ("1", "true", "yes", "on")
-    return cast(value)
+def describe(exc: ValidationError, from_flags: frozenset[str] | set[str] = frozenset()) -> str:
+    """One line per bad value, naming the variable (or the flag) and the value given."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        name = next((n for n, i in Settings.model_fields.items() if key in (n, env_name(i))), key)
+        info = Settings.model_fields.get(name)
+        where = flag_name(name) if name in from_flags else (env_name(info) if info is not None else key)
+        value = error.get("input")
+        shown = "(secret)" if info is not None and info.annotation is SecretStr else repr(value)
+        lines.append(f"{where}={shown}: {error['msg']}")
+    return "; ".join(lines)
 
 
 def eval_dir() -> Path:
@@ -181,8 +225,9 @@ def vad_model_override() -> Path | None:
 
 def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for f in fields(Settings):
-        rows.append(f"| `{f.metadata['env']}` | `{f.metadata['default']}` | {f.metadata['help']} |")
+    for info in Settings.model_fields.values():
+        default = info.default.get_secret_value() if isinstance(info.default, SecretStr) else info.default
+        rows.append(f"| `{env_name(info)}` | `{default}` | {info.description} |")
     return "\n".join(rows)
 
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import sys
-from dataclasses import fields
 
 from engine.base import DecodeRequest, TranscriptionError
 from engine.cli import command_parser, vllm_logs_to_stderr
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-v", "--verbose", action="store_true")
     engine_settings = ["model", "model_cache", "engine", "endpoint_url", "hf_token", "device", "enforce_eager"]
     engine_settings += ["max_num_seqs", "kv_cache_mb", "kv_cache_dtype", "max_audio_seconds"]
-    engine_settings += [f.name for f in fields(Settings) if f.name.startswith("remote_")]
+    engine_settings += [name for name in Settings.model_fields if name.startswith("remote_")]
     Settings.add_arguments(tr, engine_settings)
     return parser
 

@@ -40,6 +40,20 @@ class UnsupportedRequest(TranscriptionError, ValueError):
     """The model cannot do what was asked (translate with an English-only model...)."""
 
 
+#: Longest decoder prompt a caller may give (characters), for every way in (live streams,
+#: realtime, /v1): Whisper keeps only its last 223 tokens, and a longer text would only
+#: cost tokenizer time on the event loop (a 1 MiB prompt stalls every live stream).
+MAX_PROMPT_CHARS = 2_000
+
+
+def checked_prompt(prompt: str | None) -> str | None:
+    """The caller's prompt, stripped (None when empty); refused when longer than MAX_PROMPT_CHARS."""
+    prompt = (prompt or "").strip() or None
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise UnsupportedRequest(f"The prompt may have at most {MAX_PROMPT_CHARS} characters, not {len(prompt)}.")
+    return prompt
+
+
 class EngineUnavailable(TranscriptionError):
     """The engine could not serve the request (remote down, auth refused, overloaded)."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from engine.base import Segment, Task, UnsupportedRequest
+from engine.base import MAX_PROMPT_CHARS, Segment, Task, UnsupportedRequest
 from engine.languages import LANGUAGE_TOKEN
 
 # Whisper allows at most half of its 448-token context for the previous-text prompt.
@@ -82,7 +82,9 @@ class WhisperVocabulary:
         """
         ids: list[int] = []
         if prompt and prompt.strip():
-            prompt_ids = self.tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
+            # Only the end can survive the token cut: a longer text is not tokenized at all
+            # (callers refuse more than MAX_PROMPT_CHARS; this keeps the engine safe alone).
+            prompt_ids = self.tokenizer.encode(" " + prompt.strip()[-MAX_PROMPT_CHARS:], add_special_tokens=False).ids
             ids += [self.sot_prev] + prompt_ids[-MAX_PROMPT_TOKENS:]
         ids.append(self.sot)
         if self.multilingual:

@@ -30,16 +30,14 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from engine.base import Engine, UnsupportedRequest, check_task
+from engine.base import Engine, UnsupportedRequest, check_task, checked_prompt
+from engine.languages import supported_languages
 from streaming.events import Event
 from streaming.session import Session, SessionOptions
 
 __all__ = ["AudioTooFast", "LiveStream", "StreamLimits", "StreamService", "StreamSlots", "normalize_language"]
 
 log = logging.getLogger(__name__)
-
-#: Longest decoder prompt a client may set (characters); Whisper keeps 224 tokens of it.
-MAX_PROMPT_CHARS = 2_000
 
 EventSink = Callable[[Event], "Awaitable[None] | None"]
 
@@ -150,9 +148,13 @@ class StreamService:
         model cannot do (a language or translation on an English-only model)."""
         language = normalize_language(language) or self.defaults.language
         check_task(self.engine.info, language, task)
-        prompt = (prompt or "").strip() or None
-        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-            raise UnsupportedRequest(f"The prompt may have at most {MAX_PROMPT_CHARS} characters, not {len(prompt)}.")
+        if language is not None and self.engine.info.multilingual and language not in supported_languages(self.engine):
+            # Refused here, once, instead of every utterance failing in the engine later.
+            raise UnsupportedRequest(
+                f"{self.engine.info.model} does not know the language {language!r}: use an ISO 639-1 code "
+                "such as 'de', or none to detect it."
+            )
+        prompt = checked_prompt(prompt)
         return dataclasses.replace(self.defaults, language=language, task=task, prompt=prompt, **changes)  # type: ignore[arg-type]
 
     def open(self, options: SessionOptions, on_event: EventSink) -> "LiveStream | None":

@@ -29,7 +29,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
 from engine.audio import load_audio
-from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task
+from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task, checked_prompt
 from engine.formats import to_srt, to_vtt
 from engine.languages import language_name
 from settings import Settings
@@ -64,7 +64,7 @@ def model_ids(engine: Engine) -> list[str]:
 
 def openai_router(engine: Engine, settings: Settings, jobs: JobQueue | None = None) -> APIRouter:
     """The /v1 routes; `jobs` is the long-form queue shared with the page (MAX_JOBS / MAX_QUEUED)."""
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(settings.api_key))])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(settings.api_key.get_secret_value()))])
     max_upload = int(settings.max_upload_mb * 1024 * 1024)
     if jobs is None:
         jobs = JobQueue(settings.max_jobs, settings.max_queued)
@@ -138,7 +138,10 @@ def openai_router(engine: Engine, settings: Settings, jobs: JobQueue | None = No
             language = language.strip().lower()
             if not language.isalpha() or len(language) > 8:
                 raise APIError(400, f"Invalid language {language!r}: use an ISO 639-1 code such as 'en'.", param="language", code="invalid_value")
-        prompt = _text(form, "prompt") or None
+        try:  # before the upload is read: a 1 MiB prompt is refused, not tokenized on the event loop
+            prompt = checked_prompt(_text(form, "prompt"))
+        except UnsupportedRequest as exc:
+            raise APIError(400, str(exc), param="prompt", code="invalid_value") from exc
         granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities") if isinstance(g, str)]
         for g in granularities:
             if g not in ("segment", "word"):

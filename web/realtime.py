@@ -410,7 +410,7 @@ def realtime_router(engine: Engine, settings: Settings, slots: StreamSlots) -> A
 
     @router.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
-        ok, subprotocol = websocket_key_ok(ws, settings.api_key)
+        ok, subprotocol = websocket_key_ok(ws, settings.api_key.get_secret_value())
         await ws.accept(subprotocol=subprotocol)
         if not ok:
             metrics.REALTIME_CONNECTIONS.labels("unauthorized").inc()

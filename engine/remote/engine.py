@@ -147,7 +147,7 @@ class RemoteEngine:
     def from_settings(cls, settings: Settings) -> RemoteEngine:
         engine = cls(
             settings.endpoint_url,
-            token=settings.hf_token or settings.openai_api_key,
+            token=settings.remote_token,
             model=settings.remote_model,
             timeout_s=float(settings.remote_timeout_s),
             retries=int(settings.remote_retries),

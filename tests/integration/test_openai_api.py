@@ -218,6 +218,8 @@ def test_over_the_size_limit_without_content_length(base_url):
         ({"timestamp_granularities": ["word"], "response_format": "verbose_json"}, 400, "timestamp_granularities"),
         ({"model": "gpt-4o-transcribe"}, 404, "model"),
         ({"language": "english!"}, 400, "language"),
+        # Issue 17, case 7: before, any length was tokenized on the event loop (live streams stalled).
+        ({"prompt": "names " * 20_000}, 400, "prompt"),
     ],
 )
 def test_wrong_fields(client, clip_bytes, kwargs, status, param):

@@ -69,7 +69,20 @@ def test_options_check_the_model_and_carry_the_prompt() -> None:
         english.options(prompt="x" * 5000)
     multi = service(FakeEngine(), multilingual=True)
     assert multi.options(language="de", task="translate").task == "translate"
+    assert multi.options(language="haw").language == "haw"  # any Whisper language (no vocabulary at hand)
+    with pytest.raises(UnsupportedRequest, match="'xx'"):
+        multi.options(language="xx")  # refused up front, not failing every utterance later
     assert normalize_language("Detect") is None and normalize_language("FR") == "fr"
+
+
+def test_a_multilingual_model_takes_only_the_languages_of_its_vocabulary() -> None:
+    """The in-process engine knows its vocabulary's language tokens: the check uses them."""
+    engine = FakeEngine()
+    svc = service(engine, multilingual=True)
+    engine.vocab = type("Vocab", (), {"language_ids": {"en": 1, "de": 2}})()
+    assert svc.options(language="DE").language == "de"
+    with pytest.raises(UnsupportedRequest, match="does not know the language 'fr'"):
+        svc.options(language="fr")
 
 
 async def test_open_takes_a_slot_and_finish_gives_it_back_once(speech) -> None:
