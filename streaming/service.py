@@ -230,8 +230,10 @@ class LiveStream:
 
     def use(self, options: SessionOptions) -> None:
         """New language / task / prompt for the decodes still to come (the page's selectors)."""
-        current = self.session.options
-        current.language, current.task, current.prompt = options.language, options.task, options.prompt
+        # One assignment, not three: a decode reads either the old options or the new.
+        self.session.options = dataclasses.replace(
+            self.session.options, language=options.language, task=options.task, prompt=options.prompt
+        )
 
     # -- control ----------------------------------------------------------------------
 

@@ -222,6 +222,9 @@ class LiveHandler(AsyncStreamHandler):
         self._shutdown_task: asyncio.Future | None = None
         #: Set when the page's Stop ended the stream (else the connection dropped).
         self.stop_requested = False
+        #: The server's event loop (FastRTC makes handlers there, in `copy()` on each
+        #: offer): where the page's input changes are applied (see `set_args`).
+        self._home_loop = _running_loop()
 
     def copy(self) -> "LiveHandler":
         return LiveHandler(self.service, stats=self.stats)
@@ -253,6 +256,17 @@ class LiveHandler(AsyncStreamHandler):
         return self.service.options(language=language, task=task)
 
     def set_args(self, args: list[Any]) -> None:
+        """The page's inputs changed. FastRTC wires its plain-function setter to Gradio's
+        `.change` / `.tick` events, which Gradio runs in worker threads: the change is
+        handed to the event loop, where the stream, its options and FastRTC's own
+        `args_set` event live, so a decode never sees half-old, half-new settings."""
+        loop = self._home_loop
+        if loop is not None and not loop.is_closed() and not _on_loop(loop):
+            loop.call_soon_threadsafe(self._set_args_here, list(args))
+        else:
+            self._set_args_here(list(args))
+
+    def _set_args_here(self, args: list[Any]) -> None:
         super().set_args(args)
         # Language / task changed while streaming: the next decode uses them.
         if self.stream is not None and not self._stopped:
@@ -383,6 +397,17 @@ class LiveHandler(AsyncStreamHandler):
                 self.tab.end_stream(self)
             self._changed.set()
             log.info("live stream ended: %.1f s of audio in %d frames", self.audio_s, self.frames)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    return _running_loop() is loop
 
 
 #: Shutdowns running (a strong reference: FastRTC starts them as tasks it does not keep).

@@ -252,3 +252,37 @@ def test_browser_audio_processing_is_off():
     assert TRACK_CONSTRAINTS["echoCancellation"] is False
     assert TRACK_CONSTRAINTS["noiseSuppression"] is False
     assert TRACK_CONSTRAINTS["autoGainControl"] is False
+
+
+async def test_a_settings_change_from_a_gradio_worker_thread_lands_on_the_event_loop():
+    """Issue 17, case 4: Gradio runs FastRTC's input setter (wired to `.change`/`.tick`) in a
+    worker thread; before, it wrote the running stream's language, task and prompt one by
+    one from that thread, and set asyncio events there."""
+    import threading
+
+    engine = WordsEngine("a b c", 1.0, multilingual=True)
+    handler = handler_for(engine, StreamSlots(2))
+    tab = TabState()
+    handler.set_channel(Channel())
+    handler.set_args(["webrtc-id", tab, "en", "transcribe"])
+    await handler.start_up()
+    assert handler.stream is not None
+    loop_thread = threading.get_ident()
+    applied_in: list[int] = []
+    use = handler.stream.use
+
+    def recording_use(opts):
+        applied_in.append(threading.get_ident())
+        use(opts)
+
+    handler.stream.use = recording_use
+    # As Gradio does it: the plain setter called from a worker thread.
+    await asyncio.to_thread(handler.set_args, ["webrtc-id", tab, "de", "translate"])
+    deadline = asyncio.get_running_loop().time() + 5
+    while not applied_in and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert applied_in == [loop_thread], "the options were changed off the event loop"
+    current = handler.stream.session.options
+    assert (current.language, current.task) == ("de", "translate")
+    handler.stop_requested = True
+    await handler.shutdown()
