@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIPS_DIR = ROOT / "tests" / "data"
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 #: Corpus WER the default engine must stay under on the clips. tiny.en (the CPU default) scores
-#: ~0.05 on them here (see the doctor's CPU run in BENCHMARKS.md); large-v3-turbo does better.
+#: 0.026 on the 14 clips here (BENCHMARKS.md, the doctor's CPU run); large-v3-turbo does better.
 MAX_WER = 0.15
 #: Bucketed vs full-window texts: the window changes a word now and then (BENCHMARKS.md,
 #: encoder windows: WER within 1.02x), never a whole text.
