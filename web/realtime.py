@@ -331,7 +331,14 @@ HANDLERS: dict[type[ClientEvent], Handler] = {}
 
 
 def handles(*kinds: type[ClientEvent]) -> Callable[[Handler], Handler]:
+    """Register `fn` as the one handler of each event type; a second one for the same
+    type is a programming error, refused at import rather than silently replacing the first."""
+
     def register(fn: Handler) -> Handler:
+        for kind in kinds:
+            taken = HANDLERS.get(kind)
+            if taken is not None and taken is not fn:
+                raise TypeError(f"{kind.__name__} is already handled by {taken.__name__}; not also by {fn.__name__}")
         for kind in kinds:
             HANDLERS[kind] = fn
         return fn

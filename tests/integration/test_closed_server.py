@@ -113,14 +113,15 @@ def _transcribe_args(client: object, file: object) -> list[object]:
 
 def test_gradio_client_without_the_key_is_refused_with_it_transcribes(app, clip, fake, gradio_tmp):
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AuthenticationError
 
     before = len(fake.seen)
-    with pytest.raises(Exception):
-        Client(app.url, verbose=False)  # the page's config and API need the login
+    with pytest.raises(AuthenticationError):
+        Client(app.url, verbose=False)  # the page's config and API need the login (config: 401)
     call = httpx.post(app.url + "/gradio_api/call/transcribe", json={"data": [None, "auto", "transcribe", None]})
     assert call.status_code == 401  # what gradio_client posts, without the login cookie
-    with pytest.raises(Exception):
-        Client(app.url, auth=("anyone", "wrong-key"), verbose=False)
+    with pytest.raises(AuthenticationError):
+        Client(app.url, auth=("anyone", "wrong-key"), verbose=False)  # the login answers 401
     assert len(fake.seen) == before, "a request without the key reached the engine"
     client = Client(app.url, auth=("anyone", KEY), verbose=False)
     result = client.predict(*_transcribe_args(client, handle_file(clip)), api_name="/transcribe")

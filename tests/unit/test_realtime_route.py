@@ -1,4 +1,4 @@
-"""The realtime WebSocket refuses a language the model does not know in `session.update`
+"""The realtime route on a fake engine. It refuses a language the model does not know in `session.update`
 (issue 17, case 9): before, a multilingual model accepted any code and then failed every
 utterance. Through the real route (FastAPI's test client) on a fake multilingual engine."""
 
@@ -40,3 +40,21 @@ def test_an_unknown_language_is_refused_and_the_session_keeps_its_own() -> None:
         updated = ws.receive_json()
         assert updated["type"] == "transcription_session.updated", updated
         assert updated["session"]["input_audio_transcription"]["language"] == "de"
+
+
+def test_a_second_handler_for_one_event_type_is_refused() -> None:
+    """The event router kept the last handler registered for a type, silently dropping the first."""
+    import pytest
+
+    from web.realtime import HANDLERS, handles
+    from web.realtime_events import AudioClear
+
+    first = HANDLERS[AudioClear]
+
+    async def another(conn, event) -> None:  # pragma: no cover - never registered
+        pass
+
+    with pytest.raises(TypeError, match="already handled"):
+        handles(AudioClear)(another)
+    assert HANDLERS[AudioClear] is first
+    assert handles(AudioClear)(first) is first  # the same function again is harmless
