@@ -19,7 +19,8 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -47,6 +48,7 @@ FORM_OVERHEAD_BYTES = 1 << 20
 DRAIN_LIMIT_BYTES = 64 << 20
 CREATED = int(time.time())
 
+
 class _TooLarge(Exception):
     pass
 
@@ -62,262 +64,312 @@ def model_ids(engine: Engine) -> list[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class OpenAIContext:
+    """What the /v1 handlers need: injected per app, so the handlers are plain module-level
+    functions (importable and testable alone) rather than closures over one factory."""
+
+    engine: Engine
+    settings: Settings
+    #: The long-form queue shared with the page (MAX_JOBS / MAX_QUEUED).
+    jobs: JobQueue
+
+    @property
+    def max_upload(self) -> int:
+        """MAX_UPLOAD_MB in bytes."""
+        return int(self.settings.max_upload_mb * 1024 * 1024)
+
+    def bind(self, request: Request) -> None:
+        """The router's dependency: hands this context to the request's handler."""
+        request.state.openai = self
+
+
+def openai_context(request: Request) -> OpenAIContext:
+    """The handlers' dependency: the context their router bound to this request."""
+    return request.state.openai
+
+
+Context = Annotated[OpenAIContext, Depends(openai_context)]
+
+
 def openai_router(engine: Engine, settings: Settings, jobs: JobQueue | None = None) -> APIRouter:
     """The /v1 routes; `jobs` is the long-form queue shared with the page (MAX_JOBS / MAX_QUEUED)."""
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(settings.api_key.get_secret_value()))])
-    max_upload = int(settings.max_upload_mb * 1024 * 1024)
-    if jobs is None:
-        jobs = JobQueue(settings.max_jobs, settings.max_queued)
+    context = OpenAIContext(engine, settings, jobs if jobs is not None else JobQueue(settings.max_jobs, settings.max_queued))
+    router = APIRouter(
+        prefix="/v1",
+        # In order: the key first, then the context the handlers take.
+        dependencies=[Depends(require_api_key(settings.api_key.get_secret_value())), Depends(context.bind)],
+    )
+    router.add_api_route("/models", list_models, methods=["GET"])
+    router.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
+    router.add_api_route("/audio/transcriptions", transcriptions, methods=["POST"])
+    router.add_api_route("/audio/translations", translations, methods=["POST"])
+    return router
 
-    @router.get("/models")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(m) for m in model_ids(engine)]}
 
-    @router.get("/models/{model_id:path}")
-    async def get_model(model_id: str) -> dict[str, Any]:
-        if model_id not in model_ids(engine):
-            raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
-        return _model_card(model_id)
+# -- the routes ------------------------------------------------------------------------
 
-    @router.post("/audio/transcriptions")
-    async def transcriptions(request: Request) -> Response:
-        return await _handle(request, "transcribe", "transcriptions")
 
-    @router.post("/audio/translations")
-    async def translations(request: Request) -> Response:
-        return await _handle(request, "translate", "translations")
+async def list_models(ctx: Context) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(m) for m in model_ids(ctx.engine)]}
 
-    def _model_card(model_id: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": CREATED, "owned_by": "rt-whisper"}
 
-    async def _handle(request: Request, task: str, route: str) -> Response:
-        try:
-            response = await _run(request, task)
-        except APIError as exc:
-            metrics.API_REQUESTS.labels(route, str(exc.status)).inc()
-            raise
-        metrics.API_REQUESTS.labels(route, str(response.status_code)).inc()
-        return response
+async def get_model(model_id: str, ctx: Context) -> dict[str, Any]:
+    if model_id not in model_ids(ctx.engine):
+        raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+    return _model_card(model_id)
 
-    async def _run(request: Request, task: str) -> Response:
-        form = await _read_form(request, max_upload)
-        try:
-            return await _transcribe(request, form, task)
-        finally:
-            await form.close()
 
-    async def _transcribe(request: Request, form: Any, task: str) -> Response:
-        upload = form.get("file")
-        if upload is None:
-            raise APIError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
-        if not isinstance(upload, UploadFile):
-            raise APIError(400, "'file' must be an uploaded file (multipart/form-data), not a text field.", param="file")
-        model = _text(form, "model")
-        if model is None:
-            raise APIError(
-                400, "You must provide a model parameter.", param="model", code="missing_required_parameter"
-            )
-        if model not in model_ids(engine):
-            raise APIError(
-                404,
-                f"The model '{model}' does not exist; this server offers {', '.join(model_ids(engine))}.",
-                param="model",
-                code="model_not_found",
-            )
-        response_format = _text(form, "response_format") or "json"
-        if response_format not in RESPONSE_FORMATS:
-            raise APIError(
-                400,
-                f"Invalid value for 'response_format': {response_format!r}. Use one of {', '.join(RESPONSE_FORMATS)}.",
-                param="response_format",
-                code="invalid_value",
-            )
-        temperature = _temperature(_text(form, "temperature"))
-        language = _text(form, "language") if task == "transcribe" else None
-        if language is not None:
-            language = language.strip().lower()
-            if not language.isalpha() or len(language) > 8:
-                raise APIError(400, f"Invalid language {language!r}: use an ISO 639-1 code such as 'en'.", param="language", code="invalid_value")
-        try:  # before the upload is read: a 1 MiB prompt is refused, not tokenized on the event loop
-            prompt = checked_prompt(_text(form, "prompt"))
-        except UnsupportedRequest as exc:
-            raise APIError(400, str(exc), param="prompt", code="invalid_value") from exc
-        granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities") if isinstance(g, str)]
-        for g in granularities:
-            if g not in ("segment", "word"):
-                raise APIError(400, f"Invalid timestamp granularity {g!r}: use 'segment'.", param="timestamp_granularities", code="invalid_value")
-            if g == "word":
-                raise APIError(400, "Word timestamps are not supported; use timestamp_granularities[]=segment.", param="timestamp_granularities", code="unsupported_value")
-        stream = _flag(_text(form, "stream"), "stream")
-        if stream and response_format not in ("json", "text"):
-            raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
-        try:
-            check_task(engine.info, language, task)
-        except UnsupportedRequest as exc:  # before the upload is decoded: the one English-only rule
-            param = "model" if task == "translate" else "language"
-            raise APIError(400, f"The model {exc}.", param=param, code="unsupported_value") from exc
-        if stream:
-            return await _stream_job(upload, language, task, prompt, temperature)
+async def transcriptions(request: Request, ctx: Context) -> Response:
+    return await _handle(ctx, request, "transcribe", "transcriptions")
 
-        async def work() -> Response:
-            # Decoding holds the file's audio in memory: it happens inside the job slot.
-            audio = await _decode_upload(upload)
-            duration = len(audio) / SAMPLE_RATE
-            metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
-            try:
-                result = await engine.transcribe(
-                    DecodeRequest(
-                        audio,
-                        language=language,
-                        task=task,  # type: ignore[arg-type]
-                        prompt=prompt,
-                        temperature=temperature,
-                        timestamps=response_format in ("verbose_json", "srt", "vtt"),
-                    )
-                )
-            except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
-                raise from_engine_error(exc) from exc
-            return _render(result, response_format, task, duration)
 
-        try:
-            return await jobs.run_until_disconnect(work, request.receive, source="api")
-        except JobsFull as exc:
-            raise _busy(exc) from None
-        except ClientGone:
-            return Response(status_code=499)  # nobody is there to read it
+async def translations(request: Request, ctx: Context) -> Response:
+    return await _handle(ctx, request, "translate", "translations")
 
-    async def _stream_job(upload: UploadFile, language: str | None, task: str, prompt: str | None, temperature: float) -> Response:
-        """stream=true: the job slot is held until the last event is sent (or the client goes)."""
-        stack = contextlib.AsyncExitStack()
-        try:
-            await stack.enter_async_context(jobs.slot("api"))
-        except JobsFull as exc:
-            raise _busy(exc) from None
-        released = False
 
-        async def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                await stack.aclose()
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": CREATED, "owned_by": "rt-whisper"}
 
-        try:
-            audio = await _decode_upload(upload)
-            duration = len(audio) / SAMPLE_RATE
-            metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
-            return await _stream(audio, language, task, prompt, temperature, duration, release)
-        except BaseException:
-            await release()
-            raise
 
-    async def _decode_upload(upload: UploadFile) -> Any:
-        # The upload stays in its spooled temp file (on disk past 1 MB): decoded from there,
-        # in a worker thread, never read into memory whole.
-        size = upload.size
-        if size is None:
-            size = await asyncio.to_thread(_file_size, upload.file)
-        if size > max_upload:
-            raise _too_large(max_upload)
-        if not size:
-            raise APIError(400, f"The uploaded file '{upload.filename or 'file'}' is empty.", param="file", code="invalid_audio")
-        try:
-            upload.file.seek(0)
-            return await asyncio.to_thread(load_audio, upload.file, max_seconds=settings.max_audio_seconds)
-        except AudioError as exc:
-            name = upload.filename or "the file"
-            message = str(exc).replace("the audio data", f"'{name}'")
-            raise APIError(400, f"Invalid file: {message}", param="file", code="invalid_audio") from exc
-        except Exception as exc:  # noqa: BLE001 -- a decoder surprise is still the upload's fault, not a 500
-            log.warning("could not decode upload %r: %r", upload.filename, exc)
-            raise APIError(
-                400, f"Invalid file: '{upload.filename or 'file'}' could not be decoded as audio.", param="file", code="invalid_audio"
-            ) from exc
+# -- one transcription -------------------------------------------------------------------
 
-    async def _stream(
-        audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float,
-        release: Any,
-    ) -> Response:
-        request = DecodeRequest(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]
-        deltas = engine.transcribe_stream(request)
-        # The first delta (or failure) is awaited before answering, so an engine that is
-        # down gets a proper error status instead of a broken event stream.
-        iterator = deltas.__aiter__()
-        try:
-            first: str | None = await iterator.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except Exception as exc:  # noqa: BLE001
-            raise from_engine_error(exc) from exc
 
-        async def events() -> AsyncIterator[bytes]:
-            parts: list[str] = []
-            try:
-                if first is not None:
-                    parts.append(first)
-                    yield _sse({"type": "transcript.text.delta", "delta": first})
-                async for delta in iterator:
-                    parts.append(delta)
-                    yield _sse({"type": "transcript.text.delta", "delta": delta})
-            except Exception as exc:  # noqa: BLE001
-                err = from_engine_error(exc)
-                yield _sse(err.body())
-                return
-            finally:
-                aclose = getattr(iterator, "aclose", None)
-                if aclose is not None:
-                    try:
-                        await aclose()
-                    except Exception:  # noqa: BLE001
-                        pass
-                await release()
-            text = "".join(parts).strip()
-            yield _sse({"type": "transcript.text.done", "text": text, "usage": {"type": "duration", "seconds": math.ceil(duration)}})
+async def _handle(ctx: OpenAIContext, request: Request, task: str, route: str) -> Response:
+    try:
+        response = await _run(ctx, request, task)
+    except APIError as exc:
+        metrics.API_REQUESTS.labels(route, str(exc.status)).inc()
+        raise
+    metrics.API_REQUESTS.labels(route, str(response.status_code)).inc()
+    return response
 
-        # The background task frees the job slot too when the body never started (client gone).
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, background=BackgroundTask(release)
+
+async def _run(ctx: OpenAIContext, request: Request, task: str) -> Response:
+    form = await _read_form(request, ctx.max_upload)
+    try:
+        return await _transcribe(ctx, request, form, task)
+    finally:
+        await form.close()
+
+
+async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str) -> Response:
+    upload = form.get("file")
+    if upload is None:
+        raise APIError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+    if not isinstance(upload, UploadFile):
+        raise APIError(400, "'file' must be an uploaded file (multipart/form-data), not a text field.", param="file")
+    model = _text(form, "model")
+    if model is None:
+        raise APIError(
+            400, "You must provide a model parameter.", param="model", code="missing_required_parameter"
         )
+    if model not in model_ids(ctx.engine):
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist; this server offers {', '.join(model_ids(ctx.engine))}.",
+            param="model",
+            code="model_not_found",
+        )
+    response_format = _text(form, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise APIError(
+            400,
+            f"Invalid value for 'response_format': {response_format!r}. Use one of {', '.join(RESPONSE_FORMATS)}.",
+            param="response_format",
+            code="invalid_value",
+        )
+    temperature = _temperature(_text(form, "temperature"))
+    language = _text(form, "language") if task == "transcribe" else None
+    if language is not None:
+        language = language.strip().lower()
+        if not language.isalpha() or len(language) > 8:
+            raise APIError(400, f"Invalid language {language!r}: use an ISO 639-1 code such as 'en'.", param="language", code="invalid_value")
+    try:  # before the upload is read: a 1 MiB prompt is refused, not tokenized on the event loop
+        prompt = checked_prompt(_text(form, "prompt"))
+    except UnsupportedRequest as exc:
+        raise APIError(400, str(exc), param="prompt", code="invalid_value") from exc
+    granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities") if isinstance(g, str)]
+    for g in granularities:
+        if g not in ("segment", "word"):
+            raise APIError(400, f"Invalid timestamp granularity {g!r}: use 'segment'.", param="timestamp_granularities", code="invalid_value")
+        if g == "word":
+            raise APIError(400, "Word timestamps are not supported; use timestamp_granularities[]=segment.", param="timestamp_granularities", code="unsupported_value")
+    stream = _flag(_text(form, "stream"), "stream")
+    if stream and response_format not in ("json", "text"):
+        raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
+    try:
+        check_task(ctx.engine.info, language, task)
+    except UnsupportedRequest as exc:  # before the upload is decoded: the one English-only rule
+        param = "model" if task == "translate" else "language"
+        raise APIError(400, f"The model {exc}.", param=param, code="unsupported_value") from exc
+    if stream:
+        return await _stream_job(ctx, upload, language, task, prompt, temperature)
 
-    def _render(result: Transcription, response_format: str, task: str, duration: float) -> Response:
-        text = (result.text or "").strip()
-        if response_format == "text":
-            return PlainTextResponse(text + "\n" if text else "")
-        if response_format == "srt":
-            return PlainTextResponse(to_srt(result.segments))
-        if response_format == "vtt":
-            return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
-        usage = {"type": "duration", "seconds": math.ceil(duration)}
-        if response_format == "json":
-            return JSONResponse({"text": text, "usage": usage})
-        segments = []
-        for i, s in enumerate(x for x in result.segments if x.text.strip()):
-            segments.append(
-                {
-                    "id": i,
-                    "seek": int(s.start * 100),
-                    "start": round(s.start, 3),
-                    "end": round(s.end, 3),
-                    "text": " " + s.text.strip(),
-                    "tokens": [],
-                    "temperature": 0.0,
-                    "avg_logprob": result.avg_logprob if result.avg_logprob is not None else 0.0,
-                    "compression_ratio": result.compression_ratio if result.compression_ratio is not None else 0.0,
-                    "no_speech_prob": result.no_speech_prob if result.no_speech_prob is not None else 0.0,
-                }
+    async def work() -> Response:
+        # Decoding holds the file's audio in memory: it happens inside the job slot.
+        audio = await _decode_upload(ctx, upload)
+        duration = len(audio) / SAMPLE_RATE
+        metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
+        try:
+            result = await ctx.engine.transcribe(
+                DecodeRequest(
+                    audio,
+                    language=language,
+                    task=task,  # type: ignore[arg-type]
+                    prompt=prompt,
+                    temperature=temperature,
+                    timestamps=response_format in ("verbose_json", "srt", "vtt"),
+                )
             )
-        language = result.language or ("en" if not engine.info.multilingual else None)
-        return JSONResponse(
+        except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
+            raise from_engine_error(exc) from exc
+        return _render(ctx, result, response_format, task, duration)
+
+    try:
+        return await ctx.jobs.run_until_disconnect(work, request.receive, source="api")
+    except JobsFull as exc:
+        raise _busy(exc) from None
+    except ClientGone:
+        return Response(status_code=499)  # nobody is there to read it
+
+
+async def _stream_job(
+    ctx: OpenAIContext, upload: UploadFile, language: str | None, task: str, prompt: str | None, temperature: float
+) -> Response:
+    """stream=true: the job slot is held until the last event is sent (or the client goes)."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        await stack.enter_async_context(ctx.jobs.slot("api"))
+    except JobsFull as exc:
+        raise _busy(exc) from None
+    released = False
+
+    async def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            await stack.aclose()
+
+    try:
+        audio = await _decode_upload(ctx, upload)
+        duration = len(audio) / SAMPLE_RATE
+        metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
+        return await _stream(ctx, audio, language, task, prompt, temperature, duration, release)
+    except BaseException:
+        await release()
+        raise
+
+
+async def _decode_upload(ctx: OpenAIContext, upload: UploadFile) -> Any:
+    # The upload stays in its spooled temp file (on disk past 1 MB): decoded from there,
+    # in a worker thread, never read into memory whole.
+    size = upload.size
+    if size is None:
+        size = await asyncio.to_thread(_file_size, upload.file)
+    if size > ctx.max_upload:
+        raise _too_large(ctx.max_upload)
+    if not size:
+        raise APIError(400, f"The uploaded file '{upload.filename or 'file'}' is empty.", param="file", code="invalid_audio")
+    try:
+        upload.file.seek(0)
+        return await asyncio.to_thread(load_audio, upload.file, max_seconds=ctx.settings.max_audio_seconds)
+    except AudioError as exc:
+        name = upload.filename or "the file"
+        message = str(exc).replace("the audio data", f"'{name}'")
+        raise APIError(400, f"Invalid file: {message}", param="file", code="invalid_audio") from exc
+    except Exception as exc:  # noqa: BLE001 -- a decoder surprise is still the upload's fault, not a 500
+        log.warning("could not decode upload %r: %r", upload.filename, exc)
+        raise APIError(
+            400, f"Invalid file: '{upload.filename or 'file'}' could not be decoded as audio.", param="file", code="invalid_audio"
+        ) from exc
+
+
+async def _stream(
+    ctx: OpenAIContext,
+    audio: Any, language: str | None, task: str, prompt: str | None, temperature: float, duration: float,
+    release: Any,
+) -> Response:
+    request = DecodeRequest(audio, language=language, task=task, prompt=prompt, temperature=temperature)  # type: ignore[arg-type]
+    deltas = ctx.engine.transcribe_stream(request)
+    # The first delta (or failure) is awaited before answering, so an engine that is
+    # down gets a proper error status instead of a broken event stream.
+    iterator = deltas.__aiter__()
+    try:
+        first: str | None = await iterator.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except Exception as exc:  # noqa: BLE001
+        raise from_engine_error(exc) from exc
+
+    async def events() -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        try:
+            if first is not None:
+                parts.append(first)
+                yield _sse({"type": "transcript.text.delta", "delta": first})
+            async for delta in iterator:
+                parts.append(delta)
+                yield _sse({"type": "transcript.text.delta", "delta": delta})
+        except Exception as exc:  # noqa: BLE001
+            err = from_engine_error(exc)
+            yield _sse(err.body())
+            return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+            await release()
+        text = "".join(parts).strip()
+        yield _sse({"type": "transcript.text.done", "text": text, "usage": {"type": "duration", "seconds": math.ceil(duration)}})
+
+    # The background task frees the job slot too when the body never started (client gone).
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, background=BackgroundTask(release)
+    )
+
+
+def _render(ctx: OpenAIContext, result: Transcription, response_format: str, task: str, duration: float) -> Response:
+    text = (result.text or "").strip()
+    if response_format == "text":
+        return PlainTextResponse(text + "\n" if text else "")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.segments))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
+    usage = {"type": "duration", "seconds": math.ceil(duration)}
+    if response_format == "json":
+        return JSONResponse({"text": text, "usage": usage})
+    segments = []
+    for i, s in enumerate(x for x in result.segments if x.text.strip()):
+        segments.append(
             {
-                "task": task,
-                "language": language_name(language) if language else None,
-                "duration": round(duration, 3),
-                "text": text,
-                "segments": segments,
-                "usage": usage,
+                "id": i,
+                "seek": int(s.start * 100),
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": " " + s.text.strip(),
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": result.avg_logprob if result.avg_logprob is not None else 0.0,
+                "compression_ratio": result.compression_ratio if result.compression_ratio is not None else 0.0,
+                "no_speech_prob": result.no_speech_prob if result.no_speech_prob is not None else 0.0,
             }
         )
-
-    return router
+    language = result.language or ("en" if not ctx.engine.info.multilingual else None)
+    return JSONResponse(
+        {
+            "task": task,
+            "language": language_name(language) if language else None,
+            "duration": round(duration, 3),
+            "text": text,
+            "segments": segments,
+            "usage": usage,
+        }
+    )
 
 
 # -- request parsing ---------------------------------------------------------------------
