@@ -121,6 +121,9 @@ class TabState:
         #: Where kept finals also go (web.recorder.LiveRecorder: the transcript database);
         #: None: this tab's transcript lives only in memory.
         self.sink: Any = None
+        #: The same tab's reloaded page, which took this one's transcript over while this
+        #: one's stream was still flushing (web.recorder.take_over): finals go there.
+        self.successor: "TabState | None" = None
 
     def __deepcopy__(self, memo: dict) -> "TabState":
         return TabState()
@@ -165,6 +168,14 @@ class TabState:
     # -- events -------------------------------------------------------------------
 
     def apply(self, ev: Any, offset_s: float, current: bool = True) -> None:
+        if self.successor is not None:
+            # This page is gone (reloaded); the tab's new page shows and keeps the final.
+            if isinstance(ev, TranscriptEvent) and ev.type == "final":
+                after = self.successor
+                after.apply(ev, offset_s, current=False)
+                if not after.live:  # its next stream starts after this final
+                    after.offset_s = max(after.offset_s, offset_s + ev.end_s)
+            return
         if isinstance(ev, TranscriptEvent):
             if ev.type == "final":
                 shift = offset_s - self.base_s

@@ -28,7 +28,7 @@ from engine.languages import LANGUAGES, supported_languages
 from settings import Settings
 from web.health import public_device  # the endpoint's host only, never its credentials
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
-from web.recorder import attach, start_new
+from web.recorder import SAVE_TAB_ID_JS, attach, detach, start_new, tab_id_js
 from web.sessions import StreamSlots
 from web.store import TranscriptStore
 
@@ -60,6 +60,10 @@ CSS = """
 #status .rtw-status { font-size: 0.85em; color: var(--body-text-color-subdued); }
 #status .rtw-live { color: #d11; font-weight: 600; }
 #status .rtw-message { color: #d11; font-weight: 600; }
+/* Gradio greys a "pending" HTML output (opacity 0.2) while its event runs, and the stream's
+   updates, the timer and the buttons keep these pending: the settled text would look like
+   the tentative words. The page shows its own state (status line, grey tentative words). */
+#finals .pending, #partial .pending, #status .pending { opacity: 1; }
 """
 
 def language_choices(languages: dict[str, str] = LANGUAGES) -> list[tuple[str, str]]:
@@ -197,6 +201,11 @@ def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = F
     return [finals, render_partial(tab), render_status(tab, engine, slots), *downloads]
 
 
+def _session(request: gr.Request | None) -> str | None:
+    """Gradio's id of one page load (its session hash)."""
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
 # -- the live tab ------------------------------------------------------------------------
 
 
@@ -329,13 +338,24 @@ def build_live_tab(
     clear.click(on_clear, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
 
     if store is not None and browser is not None and root is not None:
+        # The tab's id: read from the tab's sessionStorage by `tab_id_js` before the load
+        # runs, settled by the server (a new one for a new tab), written back after it.
+        tab_id = gr.Textbox(visible=False, elem_id="tab-id")
 
-        async def on_load(state: TabState, browser_value: Any) -> list[Any]:
-            # This browser's id (made now on its first visit) and its transcript so far.
-            browser_id = await attach(state, browser_value, store)
-            return [browser_id, *render(state, engine, slots, force=True)]
+        async def on_load(state: TabState, browser_value: Any, tab_value: Any, request: gr.Request) -> list[Any]:
+            # This browser's and this tab's ids (made now on a first visit) and the tab's
+            # transcript so far (see web/recorder.py for what tabs of one browser share).
+            browser_id, tab_id_ = await attach(state, browser_value, store, tab_value, session=_session(request))
+            return [browser_id, tab_id_, *render(state, engine, slots, force=True)]
 
-        root.load(on_load, inputs=[tab, browser], outputs=[browser, *outputs], show_progress="hidden")
+        root.load(
+            on_load, inputs=[tab, browser, tab_id], outputs=[browser, tab_id, *outputs], show_progress="hidden", js=tab_id_js(3)
+        ).then(None, inputs=[tab_id], outputs=None, js=SAVE_TAB_ID_JS, show_progress="hidden")
+
+        async def on_unload(request: gr.Request) -> None:
+            detach(_session(request))
+
+        root.unload(on_unload)
 
         async def on_new(state: TabState) -> list[Any]:
             start_new(state)  # the transcript so far stays in the History tab

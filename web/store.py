@@ -5,7 +5,8 @@ not lose what was said. Each live final is written when it lands (one short tran
 fsynced), so a crash loses at most the utterance being spoken.
 
     transcripts(id, browser_id, kind live|upload, created, updated, title, first_words,
-                duration, language, current)      current = 1: the browser's live transcript
+                duration, language, current, tab_id)
+                current = 1: the live transcript of the browser's tab `tab_id` (one per tab)
     segments(transcript_id, seq, start, end, text, utterance_id)
     meta(key, value)                              schema version, the BrowserState secret
 
@@ -17,6 +18,10 @@ and a later "clear" reach the file in the order they happened, from any thread.
 Errors come early and say what to do: a file that is not a database, a corrupt one, one
 locked by another process, or a folder that can't be written fails `TranscriptStore(...)`
 with `StoreError`; a call after `close()` raises `StoreClosedError`.
+
+Schema changes are steps in `web.store_sql._migrate`, run at start (PRAGMA user_version
+says which step a file is at), so a database of an older version opens and keeps its
+transcripts; a newer one is refused.
 
 Limits (so one browser, or many, can't fill the disk): at most MAX_TRANSCRIPTS_PER_BROWSER
 transcripts per browser and MAX_DB_MB for the file; past either, the least recently updated
@@ -58,6 +63,7 @@ from web.store_sql import (  # noqa: F401 - re-exported: the store's names live 
     _delete,
     _get,
     _list,
+    _migrate,
     _save_upload,
     _transaction,
     new_id,
@@ -142,6 +148,7 @@ class TranscriptStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                _migrate(db, version)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return db
         except BaseException:
@@ -218,9 +225,13 @@ class TranscriptStore:
         *,
         utterance_id: int | None = None,
         language: str | None = None,
+        tab_id: str | None = None,
     ) -> Future[int]:
-        """Add a final to a live transcript (created on its first final). Future: its segment count."""
-        return self.submit(_append_final, transcript_id, browser_id, float(start), float(end), text, utterance_id, language, time.time())
+        """Add a final to a live transcript (created on its first final, as the current one of
+        the browser's tab `tab_id`). Future: its segment count."""
+        return self.submit(
+            _append_final, transcript_id, browser_id, tab_id, float(start), float(end), text, utterance_id, language, time.time()
+        )
 
     def save_upload(
         self, browser_id: str, title: str, segments: Iterable[Any], *, duration: float, language: str | None = None
@@ -230,9 +241,13 @@ class TranscriptStore:
         rows = [r for r in rows if r[2]]
         return self._call(_save_upload, new_id(), browser_id, title, rows, float(duration), language, time.time())
 
-    def current_live(self, browser_id: str) -> StoredTranscript | None:
-        """The browser's live transcript (the one the Live tab shows and Record continues)."""
-        return self._call(_current_live, browser_id)
+    def current_live(
+        self, browser_id: str, tab_id: str | None = None, *, held_tabs: Iterable[str] = ()
+    ) -> StoredTranscript | None:
+        """The live transcript a tab shows and Record continues: the tab's own, else one that
+        no open tab (`held_tabs`: the browser's tabs open now) holds, which becomes this tab's.
+        Without `tab_id`: the browser's most recent current transcript."""
+        return self._call(_current_live, browser_id, tab_id, frozenset(held_tabs))
 
     def archive(self, transcript_id: str, browser_id: str) -> Future[None]:
         """The live transcript is no longer the current one (it stays in the history)."""

@@ -18,7 +18,8 @@ from typing import Any
 log = logging.getLogger("web.store")
 
 DB_NAME = "transcripts.sqlite3"
-SCHEMA_VERSION = 1
+#: 1: one current live transcript per browser; 2: one per tab (`tab_id`, see `_migrate`).
+SCHEMA_VERSION = 2
 #: Transcripts kept per browser (live and uploads); the oldest go first.
 MAX_TRANSCRIPTS_PER_BROWSER = 200
 #: Finals in one live transcript (~4 days of speech at one final every 4 s).
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS transcripts (
     duration REAL NOT NULL DEFAULT 0,
     language TEXT,
     current INTEGER NOT NULL DEFAULT 0,
-    segment_count INTEGER NOT NULL DEFAULT 0
+    segment_count INTEGER NOT NULL DEFAULT 0,
+    tab_id TEXT
 );
 CREATE INDEX IF NOT EXISTS transcripts_by_browser ON transcripts (browser_id, updated);
 CREATE INDEX IF NOT EXISTS transcripts_by_updated ON transcripts (updated);
@@ -76,6 +78,20 @@ def new_id() -> str:
 
 def valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_ID.match(value))
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a database written by an older version up to SCHEMA_VERSION (inside the
+    start's transaction, after `_SCHEMA` made any missing table).
+
+    1 -> 2: live transcripts belong to a tab of the browser (`tab_id`). An old browser-wide
+    current transcript keeps tab_id NULL: no tab holds it, so the browser's next page
+    load takes it over (`_current_live`), nothing is lost.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(transcripts)")}
+    if "tab_id" not in columns:
+        db.execute("ALTER TABLE transcripts ADD COLUMN tab_id TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS transcripts_current ON transcripts (browser_id, current, tab_id)")
 
 
 @dataclass(frozen=True)
@@ -184,18 +200,20 @@ def _delete_rows(db: sqlite3.Connection, transcript_id: str) -> None:
 
 
 def _append_final(
-    db: sqlite3.Connection, tid: str, browser_id: str, start: float, end: float, text: str,
+    db: sqlite3.Connection, tid: str, browser_id: str, tab_id: str | None, start: float, end: float, text: str,
     utterance_id: int | None, language: str | None, now: float,
 ) -> int:
     text = text.strip()
     with _transaction(db):
         row = db.execute("SELECT browser_id, segment_count, first_words FROM transcripts WHERE id = ?", (tid,)).fetchone()
         if row is None:
-            # A new live transcript: it becomes the browser's current one.
-            db.execute("UPDATE transcripts SET current = 0 WHERE browser_id = ? AND current = 1", (browser_id,))
+            # A new live transcript: it becomes the tab's current one (other tabs keep theirs).
             db.execute(
-                "INSERT INTO transcripts (id, browser_id, kind, created, updated, current) VALUES (?, ?, 'live', ?, ?, 1)",
-                (tid, browser_id, now, now),
+                "UPDATE transcripts SET current = 0 WHERE browser_id = ? AND current = 1 AND tab_id IS ?", (browser_id, tab_id)
+            )
+            db.execute(
+                "INSERT INTO transcripts (id, browser_id, kind, created, updated, current, tab_id) VALUES (?, ?, 'live', ?, ?, 1, ?)",
+                (tid, browser_id, now, now, tab_id),
             )
             _prune(db, browser_id, tid)
             row = (browser_id, 0, "")
@@ -237,11 +255,32 @@ def _save_upload(
     return tid
 
 
-def _current_live(db: sqlite3.Connection, browser_id: str) -> StoredTranscript | None:
-    row = db.execute(
-        f"SELECT {_COLUMNS} FROM transcripts WHERE browser_id = ? AND current = 1 ORDER BY updated DESC LIMIT 1", (browser_id,)
-    ).fetchone()
-    return None if row is None else StoredTranscript(_info(row), _segments(db, row[0]))
+def _current_live(
+    db: sqlite3.Connection, browser_id: str, tab_id: str | None, held_tabs: frozenset[str]
+) -> StoredTranscript | None:
+    """The tab's current live transcript; failing that, one no open tab holds, taken over.
+
+    Without a tab (`tab_id` None): the browser's most recent current transcript, as read.
+    With one: the tab's own; if it has none, the most recently updated current transcript
+    of the browser whose tab is not in `held_tabs` (a closed tab's, or one from before
+    schema 2) becomes this tab's, in the same transaction, so two tabs loading at once
+    never take the same one.
+    """
+    with _transaction(db):
+        rows = db.execute(
+            f"SELECT {_COLUMNS}, tab_id FROM transcripts WHERE browser_id = ? AND current = 1 AND kind = 'live' "
+            "ORDER BY updated DESC, rowid DESC",
+            (browser_id,),
+        ).fetchall()
+        if tab_id is None:
+            row = rows[0] if rows else None
+        else:
+            row = next((r for r in rows if r[-1] == tab_id), None)
+            if row is None:
+                row = next((r for r in rows if r[-1] is None or r[-1] not in held_tabs), None)
+                if row is not None:
+                    db.execute("UPDATE transcripts SET tab_id = ? WHERE id = ?", (tab_id, row[0]))
+        return None if row is None else StoredTranscript(_info(row[:-1]), _segments(db, row[0]))
 
 
 def _archive(db: sqlite3.Connection, tid: str, browser_id: str) -> None:

@@ -4,8 +4,14 @@ Checked: finals written one by one come back in order after a reopen (a restart)
 browsers see nothing; concurrent writers from many threads lose nothing; a write after
 close, a corrupt file, a file that is not a database and a locked file give clear errors
 (the last three at start); the per-browser limit; a tab's finals reach the file as they
-land, Clear deletes them for good, New keeps them in the history, and a fresh tab of the
-same browser gets them back with times that go on.
+land, Clear deletes them for good, New keeps them in the history, and a reload of the
+tab gets them back with times that go on.
+
+Tabs of one browser (issue 17, case 1): each tab has its own live transcript (Clear / New /
+Record in one never touch another's); a new tab takes over a transcript no open tab holds
+(a closed tab's); a database of schema 1 (one live transcript per browser) opens, keeps
+its transcripts, and its live one goes to the browser's next tab. A reload while the old
+page still flushes (case 8): the final that lands later shows on the new page, stored once.
 """
 
 from __future__ import annotations
@@ -209,8 +215,8 @@ async def test_tab_finals_clear_new_and_restore(store):
     from web.recorder import attach, start_new
 
     tab = TabState()
-    browser = await attach(tab, None, store)  # first visit: a new id
-    assert valid_id(browser)
+    browser, tab_id = await attach(tab, None, store)  # first visit: new ids
+    assert valid_id(browser) and valid_id(tab_id)
     tab.apply(_final(0, 0.5, 2.0, "first words"), offset_s=0.0)
     tab.apply(_final(1, 3.0, 4.5, "second words"), offset_s=0.0)
     tab.apply(_final(2, 5.0, 5.5, "   "), offset_s=0.0)  # empty: not a line, not stored
@@ -219,9 +225,9 @@ async def test_tab_finals_clear_new_and_restore(store):
     stored = store.current_live(browser)  # queued after the writes: sees them
     assert [s.text for s in stored.segments] == ["first words", "second words"]
 
-    # A reload (a fresh tab of the same browser): the transcript is back, times go on.
+    # A reload of the tab (a fresh TabState, same ids): the transcript is back, times go on.
     again = TabState()
-    assert await attach(again, browser, store) == browser
+    assert await attach(again, browser, store, tab_id) == (browser, tab_id)
     assert [f.text for f in again.transcript.finals] == ["first words", "second words"]
     again.apply(_final(0, 0.2, 1.0, "after the reload"), offset_s=again.offset_s)
     assert again.transcript.finals[-1].start_s >= 4.5
@@ -248,7 +254,7 @@ async def test_tab_finals_clear_new_and_restore(store):
     assert store.current_live(browser) is None
     assert store.get(current.info.id, browser) is None
     fresh = TabState()
-    await attach(fresh, browser, store)
+    await attach(fresh, browser, store, tab_id)
     assert fresh.transcript.finals == []
 
 
@@ -281,3 +287,139 @@ def test_database_size_is_bounded(store, monkeypatch):
     assert store.current_live(owner).info.id == live
     assert store.list_transcripts(browsers[10]) == []  # an old one went first
     assert [h.title for h in store.list_transcripts(browsers[4])][:1] == ["more.wav"]  # the newest stayed
+
+
+# -- tabs of one browser (issue 17) ------------------------------------------------------
+
+
+async def _written(store: TranscriptStore) -> None:
+    """Every write submitted so far has reached the file (the writer runs in order)."""
+    await asyncio.to_thread(store.list_transcripts, new_id())
+
+
+async def test_tabs_of_one_browser_keep_their_own_transcripts(store):
+    from web.live import TabState
+    from web.recorder import OpenTabs, attach, detach, start_new
+
+    pages = OpenTabs()
+    a, b = TabState(), TabState()
+    browser, tab_a = await attach(a, None, store, session="page-a", pages=pages)
+    a.apply(_final(0, 0.0, 1.0, "tab a speaks"), offset_s=0.0)
+    await _written(store)
+
+    # A second tab of the same browser, while the first is open: its own, empty transcript.
+    assert (await attach(b, browser, store, None, session="page-b", pages=pages))[0] == browser
+    tab_b = b.sink.tab_id
+    assert tab_b != tab_a and b.transcript.finals == []
+    # Both record at once: two transcripts, each on its own timeline.
+    b.apply(_final(0, 0.0, 2.0, "tab b speaks"), offset_s=0.0)
+    a.apply(_final(1, 1.5, 2.5, "tab a again"), offset_s=0.0)
+    await _written(store)
+    assert [s.text for s in store.current_live(browser, tab_a).segments] == ["tab a speaks", "tab a again"]
+    assert [s.text for s in store.current_live(browser, tab_b).segments] == ["tab b speaks"]
+
+    # Clear and New in tab B leave tab A's transcript alone.
+    b.clear()
+    await _written(store)
+    b.apply(_final(1, 3.0, 4.0, "b after clear"), offset_s=0.0)
+    start_new(b)
+    await _written(store)
+    assert [s.text for s in store.current_live(browser, tab_a).segments] == ["tab a speaks", "tab a again"]
+    a.apply(_final(2, 3.0, 4.0, "a goes on"), offset_s=0.0)
+    await _written(store)
+    assert [s.text for s in store.current_live(browser, tab_a).segments][-1] == "a goes on"
+    assert [h.first_words for h in store.list_transcripts(browser)] == ["b after clear"]  # B's New
+
+    # A reload of tab A (same tab id) shows tab A's transcript, not tab B's.
+    detach("page-a", pages)
+    reloaded = TabState()
+    await attach(reloaded, browser, store, tab_a, session="page-a2", pages=pages)
+    assert [f.text for f in reloaded.transcript.finals] == ["tab a speaks", "tab a again", "a goes on"]
+
+    # Tab A is closed; a new tab gets its transcript back (B, still open, keeps its own).
+    detach("page-a2", pages)
+    c = TabState()
+    _, tab_c = await attach(c, browser, store, None, session="page-c", pages=pages)
+    assert [f.text for f in c.transcript.finals] == ["tab a speaks", "tab a again", "a goes on"]
+    c.apply(_final(0, 0.0, 1.0, "c continues"), offset_s=c.offset_s)
+    await _written(store)
+    assert [s.text for s in store.current_live(browser, tab_c).segments][-1] == "c continues"
+    assert store.current_live(browser, tab_a, held_tabs={tab_b, tab_c}) is None  # taken over, not shared
+    # Another new tab while B and C are open: nothing free to take, an empty transcript.
+    d = TabState()
+    await attach(d, browser, store, None, session="page-d", pages=pages)
+    assert d.transcript.finals == []
+
+
+def test_a_schema_1_database_opens_and_keeps_its_transcripts(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / DB_NAME
+    browser, live, upload = new_id(), new_id(), new_id()
+    with sqlite3.connect(path) as db:  # what version 1 of the app wrote
+        db.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE transcripts (
+                id TEXT PRIMARY KEY, browser_id TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('live', 'upload')),
+                created REAL NOT NULL, updated REAL NOT NULL, title TEXT NOT NULL DEFAULT '',
+                first_words TEXT NOT NULL DEFAULT '', duration REAL NOT NULL DEFAULT 0, language TEXT,
+                current INTEGER NOT NULL DEFAULT 0, segment_count INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX transcripts_by_browser ON transcripts (browser_id, updated);
+            CREATE INDEX transcripts_by_updated ON transcripts (updated);
+            CREATE TABLE segments (transcript_id TEXT NOT NULL, seq INTEGER NOT NULL, start REAL NOT NULL,
+                "end" REAL NOT NULL, text TEXT NOT NULL, utterance_id INTEGER, PRIMARY KEY (transcript_id, seq)) WITHOUT ROWID;
+            PRAGMA user_version = 1;
+            """
+        )
+        db.execute("INSERT INTO transcripts VALUES (?, ?, 'live', 1, 2, '', 'old words', 1.5, 'en', 1, 1)", (live, browser))
+        db.execute("INSERT INTO segments VALUES (?, 0, 0.0, 1.5, 'old words', 0)", (live,))
+        db.execute("INSERT INTO transcripts VALUES (?, ?, 'upload', 1, 1, 'a.wav', 'file words', 2, 'en', 0, 1)", (upload, browser))
+        db.execute("INSERT INTO segments VALUES (?, 0, 0.0, 2.0, 'file words', NULL)", (upload,))
+
+    s = TranscriptStore.open_dir(str(data))
+    try:
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+        assert [h.id for h in s.list_transcripts(browser)] == [upload]
+        tab = new_id()
+        got = s.current_live(browser, tab)  # the browser's first tab takes the old live transcript
+        assert got is not None and got.info.id == live and [x.text for x in got.segments] == ["old words"]
+        assert s.current_live(browser, new_id(), held_tabs={tab}) is None  # held by that tab now
+        s.append_final(live, browser, 2.0, 3.0, "new words", tab_id=tab).result()
+    finally:
+        s.close()
+    s = TranscriptStore.open_dir(str(data))  # opened again: already at the new version
+    try:
+        assert [x.text for x in s.current_live(browser, tab).segments] == ["old words", "new words"]
+    finally:
+        s.close()
+
+
+async def test_a_reload_while_the_old_page_flushes_shows_the_last_final(store):
+    from web.live import TabState
+    from web.recorder import OpenTabs, attach, detach
+
+    pages = OpenTabs()
+    old = TabState()
+    browser, tab_id = await attach(old, None, store, session="before", pages=pages)
+    old.apply(_final(0, 0.0, 1.0, "first utterance"), offset_s=0.0)
+    old.live = True  # its stream is still flushing the last utterance
+
+    detach("before", pages)  # the page reloads
+    new = TabState()
+    assert await attach(new, browser, store, tab_id, session="after", pages=pages) == (browser, tab_id)
+    assert [f.text for f in new.transcript.finals] == ["first utterance"]
+    shown = new.version
+
+    old.apply(_final(1, 2.0, 3.0, "the last utterance"), offset_s=0.0)  # the flush lands
+    assert [f.text for f in new.transcript.finals] == ["first utterance", "the last utterance"]
+    assert new.version > shown  # the page's next render shows it
+    await _written(store)
+    assert [s.text for s in store.current_live(browser, tab_id).segments] == ["first utterance", "the last utterance"]
+
+    # Later finals of the new page go on in the same stored transcript.
+    new.apply(_final(0, 0.0, 1.0, "after the reload"), offset_s=new.offset_s)
+    await _written(store)
+    stored = store.current_live(browser, tab_id)
+    assert [s.text for s in stored.segments][-1] == "after the reload" and stored.segments[-1].start >= 3.0
