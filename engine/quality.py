@@ -1,13 +1,23 @@
-"""Whisper's loop detector, in one place for the engine's retry and the streaming guards.
+"""Every rule that says a decode looped, in one module, for the engine and the streaming guards.
 
-`compression_ratio` is UTF-8 length over zlib-compressed length: repetitive text (a
-decoder stuck in a loop) compresses well. Above `LOOP_COMPRESSION_RATIO` (Whisper's own
-`compression_ratio_threshold`, 2.4) the text of one decode of at most 30 s is a loop.
+- `compression_ratio` is UTF-8 length over zlib-compressed length: repetitive text (a
+  decoder stuck in a loop) compresses well. Above `LOOP_COMPRESSION_RATIO` (Whisper's own
+  `compression_ratio_threshold`, 2.4) the text of one decode of at most 30 s is a loop.
+- While decoding: `stuck_in_loop` stops a decode that repeats itself (engine); after it,
+  `overruns_audio` sends a short-window decode to the full window (engine).
+- On text shown to people: `has_loop` (one word or phrase repeated many times in a row
+  anywhere, by character for text without spaces) and `strip_loop` (cut a trailing loop,
+  keep one copy) serve the streaming guards (streaming.guards), with a `LoopRule`.
+They answer different questions (stop now / decode again / hide or trim), so their
+thresholds differ; what they share (the word key, Whisper's ratio) is defined once here.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import zlib
+from dataclasses import dataclass
 
 LOOP_COMPRESSION_RATIO = 2.4
 
@@ -125,3 +135,138 @@ def overruns_audio(text: str, duration_s: float) -> bool:
     if _more_than_audio_holds(words, duration_s) or len(text) > MAX_CHARS_PER_SECOND * duration_s + 20:
         return True
     return repeated_tail(words) >= 2
+
+
+# -- loops in text shown to people (the streaming guards) ---------------------------------
+
+
+@dataclass(frozen=True)
+class LoopRule:
+    """How many repeats make a loop in `has_loop` / `strip_loop`."""
+
+    #: Whisper's `compression_ratio_threshold`.
+    max_compression_ratio: float = LOOP_COMPRESSION_RATIO
+    #: Consecutive copies of one word that count as a loop ("the the the the the").
+    min_word_repeats: int = 5
+    #: Consecutive copies of a 2..`max_period`-word phrase that count as a loop.
+    min_phrase_repeats: int = 4
+    max_period: int = 12
+
+
+DEFAULT_LOOP_RULE = LoopRule()
+_TOKEN_RE = re.compile(r"\S+")
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded words without punctuation, symbols or extra spaces (for comparison)."""
+    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch == "'":
+            continue  # "don't" and "dont" compare equal
+        out.append(" " if cat.startswith(("P", "S", "Z", "C")) else ch)
+    return " ".join("".join(out).casefold().split())
+
+
+
+def _word_key(word: str) -> str:
+    key = normalize_text(word)
+    return key if key else word
+
+
+def _periodic_suffix(keys: list[str], period: int) -> int:
+    """Length of the longest suffix of `keys` with the given period."""
+    n = len(keys)
+    if n < 2 * period:
+        return 0
+    i = n - 1 - period
+    # The last element may be cut short ("hello world hello wor"): a prefix will do.
+    if keys[-1] != keys[i] and not (keys[-1] and keys[i].startswith(keys[-1])):
+        return 0
+    i -= 1
+    while i >= 0 and keys[i] == keys[i + period]:
+        i -= 1
+    return n - 1 - i  # the suffix keys[i+1:] is periodic
+
+
+def _min_repeats(period: int, rule: LoopRule) -> int:
+    return rule.min_word_repeats if period == 1 else rule.min_phrase_repeats
+
+
+def _find_loop(keys: list[str], rule: LoopRule, trailing: bool) -> tuple[int, int] | None:
+    """(start, period) of the loop to cut, or None. With `trailing`, only loops that run
+    to the end of `keys`; otherwise any run of repeats anywhere."""
+    best: tuple[int, int] | None = None
+    max_period = min(rule.max_period, len(keys) // 2)
+    for period in range(1, max_period + 1):
+        need = _min_repeats(period, rule)
+        if trailing:
+            length = _periodic_suffix(keys, period)
+            if length // period >= need:
+                start = len(keys) - length
+                if best is None or start < best[0]:
+                    best = (start, period)
+        else:
+            run = 0
+            for i in range(period, len(keys)):
+                run = run + 1 if keys[i] == keys[i - period] else 0
+                if (run + period) // period >= need:
+                    return (i - run - period + 1, period)
+    return best
+
+
+_CJK_MIN_RUN = 12  # characters, for loops in text without spaces
+
+
+def has_loop(text: str, rule: LoopRule = DEFAULT_LOOP_RULE) -> bool:
+    """True if the text is a decoder loop: Whisper's compression-ratio test, or one word
+    or phrase repeated many times in a row anywhere (which short partials show before
+    the ratio can rise). Text without spaces (CJK, "hahahaha") is checked by character."""
+    if compression_ratio(text) > rule.max_compression_ratio:
+        return True
+    keys = [_word_key(t) for t in _TOKEN_RE.findall(text)]
+    if _find_loop(keys, rule, trailing=False) is not None:
+        return True
+    # Scripts written without spaces: look for repeated characters sequences.
+    for token in _TOKEN_RE.findall(text):
+        if len(token) >= _CJK_MIN_RUN and _find_loop(
+            list(token), _char_rule(rule), trailing=False
+        ):
+            return True
+    return False
+
+
+def _char_rule(rule: LoopRule) -> LoopRule:
+    """The rule for loops inside one token, counted in characters."""
+    return LoopRule(rule.max_compression_ratio, max(rule.min_word_repeats, 8), rule.min_phrase_repeats, 30)
+
+
+def strip_loop(text: str, rule: LoopRule = DEFAULT_LOOP_RULE) -> str:
+    """Cut a loop at the end of the text, keeping one copy of the repeated part.
+
+    "I said no. And then and then and then and then and then" -> "I said no. And then";
+    a loop of bare punctuation ("It was fine. . . . . .") is removed entirely.
+    Text before the loop keeps its original spacing and punctuation; text with no
+    trailing loop is returned unchanged.
+    """
+    spans = [m.span() for m in _TOKEN_RE.finditer(text)]
+    keys = [_word_key(text[a:b]) for a, b in spans]
+    loop = _find_loop(keys, rule, trailing=True)
+    if loop is not None:
+        start, period = loop
+        unit = text[spans[start][0] : spans[start + period - 1][1]]
+        if not normalize_text(unit):
+            # A loop of punctuation (". . . ."): no copy is worth keeping.
+            return text[: spans[start - 1][1]] if start else ""
+        return text[: spans[start + period - 1][1]]
+    # One long token that loops (no spaces: CJK, or "hahahahahaha").
+    if spans:
+        a, b = spans[-1]
+        token = text[a:b]
+        if len(token) >= _CJK_MIN_RUN:
+            loop = _find_loop(list(token), _char_rule(rule), trailing=True)
+            if loop is not None:
+                start, period = loop
+                return text[: a + start + period]
+    return text

@@ -9,7 +9,9 @@ community"); and an autoregressive decoder that starts repeating itself keeps do
 and feeds it back as the prompt makes the loop permanent, so loops are cut before
 anything is committed or used as a prompt.
 
-`compression_ratio` (engine/quality.py, shared with the engine's own loop retry) is
+The loop rules themselves live in engine/quality.py (one module decides what a loop
+is, for the engine's stop and retry and for these guards); here they get the guards'
+thresholds (`GuardOptions.loop_rule`). `compression_ratio` is
 Whisper's loop detector: gzip-compressible text (ratio above 2.4) is repetitive. It is calibrated for the text of one decode of at most 30 s
 (a few hundred characters; ordinary prose of several thousand characters compresses
 past 2.4 too), which is what the streaming pipeline judges. It needs a fair amount of
@@ -19,10 +21,9 @@ text to fire, so an n-gram check catches short loops in partials as well.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
-from engine.quality import LOOP_COMPRESSION_RATIO, compression_ratio
+from engine.quality import LOOP_COMPRESSION_RATIO, LoopRule, compression_ratio, has_loop, normalize_text, strip_loop
 
 __all__ = [
     "CREDIT_PHRASES",
@@ -118,7 +119,6 @@ CREDIT_PHRASES: tuple[str, ...] = (
 
 # Bracketed sound tags: [Music], (silence), [BLANK_AUDIO], *applause*, ♪ ... ♪
 _TAG_RE = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>|[♪♫♩♬🎵🎶]")
-_TOKEN_RE = re.compile(r"\S+")
 
 
 @dataclass(frozen=True)
@@ -145,20 +145,12 @@ class GuardOptions:
     #: With speech ratio below this, a low-logprob decode is dropped.
     weak_speech_ratio: float = 0.5
 
+    def loop_rule(self) -> LoopRule:
+        """The loop thresholds, as engine.quality's loop finder takes them."""
+        return LoopRule(self.max_compression_ratio, self.min_word_repeats, self.min_phrase_repeats, self.max_period)
+
 
 DEFAULT_OPTIONS = GuardOptions()
-
-
-def normalize_text(text: str) -> str:
-    """Case-folded words without punctuation, symbols or extra spaces (for comparison)."""
-    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if ch == "'":
-            continue  # "don't" and "dont" compare equal
-        out.append(" " if cat.startswith(("P", "S", "Z", "C")) else ch)
-    return " ".join("".join(out).casefold().split())
 
 
 def _strip_tags(text: str) -> str:
@@ -184,111 +176,14 @@ def _is_phantom_phrase(norm: str) -> bool:
 _compression_ratio = compression_ratio  # reachable where a parameter shadows the name
 
 
-def _word_key(word: str) -> str:
-    key = normalize_text(word)
-    return key if key else word
-
-
-def _periodic_suffix(keys: list[str], period: int) -> int:
-    """Length of the longest suffix of `keys` with the given period."""
-    n = len(keys)
-    if n < 2 * period:
-        return 0
-    i = n - 1 - period
-    # The last element may be cut short ("hello world hello wor"): a prefix will do.
-    if keys[-1] != keys[i] and not (keys[-1] and keys[i].startswith(keys[-1])):
-        return 0
-    i -= 1
-    while i >= 0 and keys[i] == keys[i + period]:
-        i -= 1
-    return n - 1 - i  # the suffix keys[i+1:] is periodic
-
-
-def _min_repeats(period: int, options: GuardOptions) -> int:
-    return options.min_word_repeats if period == 1 else options.min_phrase_repeats
-
-
-def _find_loop(
-    keys: list[str], options: GuardOptions, trailing: bool
-) -> tuple[int, int] | None:
-    """(start, period) of the loop to cut, or None. With `trailing`, only loops that run
-    to the end of `keys`; otherwise any run of repeats anywhere."""
-    best: tuple[int, int] | None = None
-    max_period = min(options.max_period, len(keys) // 2)
-    for period in range(1, max_period + 1):
-        need = _min_repeats(period, options)
-        if trailing:
-            length = _periodic_suffix(keys, period)
-            if length // period >= need:
-                start = len(keys) - length
-                if best is None or start < best[0]:
-                    best = (start, period)
-        else:
-            run = 0
-            for i in range(period, len(keys)):
-                run = run + 1 if keys[i] == keys[i - period] else 0
-                if (run + period) // period >= need:
-                    return (i - run - period + 1, period)
-    return best
-
-
-_CJK_MIN_RUN = 12  # characters, for loops in text without spaces
-
-
 def is_repetition_loop(text: str, options: GuardOptions = DEFAULT_OPTIONS) -> bool:
-    """True if the text is a decoder loop: Whisper's compression-ratio test, or one word
-    or phrase repeated many times in a row (which short partials show before the ratio
-    can rise)."""
-    if compression_ratio(text) > options.max_compression_ratio:
-        return True
-    keys = [_word_key(t) for t in _TOKEN_RE.findall(text)]
-    if _find_loop(keys, options, trailing=False) is not None:
-        return True
-    # Scripts written without spaces: look for repeated characters sequences.
-    for token in _TOKEN_RE.findall(text):
-        if len(token) >= _CJK_MIN_RUN and _find_loop(
-            list(token), _char_options(options), trailing=False
-        ):
-            return True
-    return False
-
-
-def _char_options(options: GuardOptions) -> GuardOptions:
-    return GuardOptions(
-        min_word_repeats=max(options.min_word_repeats, 8),
-        min_phrase_repeats=options.min_phrase_repeats,
-        max_period=30,
-    )
+    """True if the text is a decoder loop (engine.quality.has_loop with these thresholds)."""
+    return has_loop(text, options.loop_rule())
 
 
 def strip_repetition(text: str, options: GuardOptions = DEFAULT_OPTIONS) -> str:
-    """Cut a loop at the end of the text, keeping one copy of the repeated part.
-
-    "I said no. And then and then and then and then and then" -> "I said no. And then";
-    a loop of bare punctuation ("It was fine. . . . . .") is removed entirely.
-    Text before the loop keeps its original spacing and punctuation; text with no
-    trailing loop is returned unchanged.
-    """
-    spans = [m.span() for m in _TOKEN_RE.finditer(text)]
-    keys = [_word_key(text[a:b]) for a, b in spans]
-    loop = _find_loop(keys, options, trailing=True)
-    if loop is not None:
-        start, period = loop
-        unit = text[spans[start][0] : spans[start + period - 1][1]]
-        if not normalize_text(unit):
-            # A loop of punctuation (". . . ."): no copy is worth keeping.
-            return text[: spans[start - 1][1]] if start else ""
-        return text[: spans[start + period - 1][1]]
-    # One long token that loops (no spaces: CJK, or "hahahahahaha").
-    if spans:
-        a, b = spans[-1]
-        token = text[a:b]
-        if len(token) >= _CJK_MIN_RUN:
-            loop = _find_loop(list(token), _char_options(options), trailing=True)
-            if loop is not None:
-                start, period = loop
-                return text[: a + start + period]
-    return text
+    """Cut a loop at the end of the text, keeping one copy (engine.quality.strip_loop)."""
+    return strip_loop(text, options.loop_rule())
 
 
 def drop_reason(

@@ -97,3 +97,17 @@ def test_a_loop_is_doubtful() -> None:
     request = DecodeRequest(np.zeros(48_000, np.float32))
     assert VllmEngine._doubtful(_result(f"{PIN} {PIN} {PIN}", -0.1), True, request)
     assert VllmEngine._doubtful(_result(f"{PIN} {PIN}", -0.1), False, request)
+
+
+def test_the_guards_loop_rules_are_the_engines() -> None:
+    """One module decides what a loop is (issue 17): the streaming guards call
+    engine.quality's finder with their thresholds, CJK included."""
+    from engine.quality import has_loop, strip_loop
+    from streaming.guards import is_repetition_loop, strip_repetition
+
+    cjk = "我们今天讨论" + "我们今天讨论" * 6
+    words = "I said no. And then and then and then and then and then"
+    assert has_loop(cjk) and is_repetition_loop(cjk)
+    assert strip_loop(words) == strip_repetition(words) == "I said no. And then"
+    assert strip_loop(cjk) == strip_repetition(cjk) == "我们今天讨论"
+    assert not has_loop("thank you very much, thank you very much")
