@@ -8,6 +8,9 @@ Docker image sets 0.0.0.0 for a Space).
     /health, /v1/*, /v1/realtime, /metrics   the API (web/api.py)
 
 The page's live streams and the realtime WebSocket share one StreamSlots (MAX_STREAMS).
+SIGTERM (a restart or deploy) drains first: no new streams or jobs, /health 503
+"draining", the finals in flight finish (DRAIN_TIMEOUT_S), then the store is flushed and
+the process exits (web/shutdown.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from web.realtime import WS_MAX_SIZE
 from web.recorder import browser_state
 from web.redact import install_log_redaction
 from web.sessions import StreamSlots
+from web.shutdown import GRACEFUL_HTTP_S, DrainingServer
 from web.store import StoreError, TranscriptStore
 from web.turn import rtc_configurations
 from web.upload_tab import build_upload_tab
@@ -134,7 +138,11 @@ def main() -> None:
     app = build_app(engine, settings, store)
     log.info("serving the page and the API on http://%s:%d", host, port)
     # ws_max_size: the realtime WebSocket's frame limit, enforced before a frame is buffered.
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", ws_max_size=WS_MAX_SIZE))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", ws_max_size=WS_MAX_SIZE, timeout_graceful_shutdown=GRACEFUL_HTTP_S
+    )
+    # SIGTERM: drain (finals in flight delivered), then uvicorn's shutdown, then the store's close.
+    server = DrainingServer(config, app.state.slots, app.state.jobs, settings.drain_timeout_s)
     install_log_redaction()  # after uvicorn set up its loggers: no ?api_key= in the access log
     server.run()
 

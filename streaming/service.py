@@ -15,6 +15,11 @@ are thin adapters over this module; what both need is written here once:
   utterance that ended is delivered, however long it takes; only the engine's own retry
   deadline ends one, and then the words already committed stand as the final) or
   `abort()` (nobody is left to read the text). Either gives the slot back, once.
+- Draining (a restart or deploy: SIGTERM): `drain_streams()` makes the slots refuse new
+  streams (`ServerDraining`, with a message for the user), ends the open utterance of
+  every running stream now, lets their finals finish for a bounded time, then tells each
+  transport (`LiveStream.on_drained`: the realtime socket closes with 1012, the page
+  shows why). Streams still decoding at the deadline are aborted.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from engine.languages import supported_languages
 from streaming.events import Event
 from streaming.session import Session, SessionOptions
 
-__all__ = ["AudioTooFast", "LiveStream", "StreamLimits", "StreamService", "StreamSlots", "normalize_language"]
+__all__ = ["DRAINING_MESSAGE", "AudioTooFast", "LiveStream", "ServerDraining", "drain_streams", "StreamLimits", "StreamService", "StreamSlots", "normalize_language"]
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +49,52 @@ EventSink = Callable[[Event], "Awaitable[None] | None"]
 #: Teardowns running in the background (a strong reference: the loop keeps only weak ones).
 _TEARDOWNS: set[asyncio.Future] = set()
 
+#: What a client asking for a stream is told while the server drains (a restart or deploy).
+DRAINING_MESSAGE = "The server is restarting: no new live streams now. Try again in a minute."
+
+
+class ServerDraining(Exception):
+    """The server is going away (SIGTERM): no new stream is started."""
+
+    def __init__(self, message: str = DRAINING_MESSAGE) -> None:
+        super().__init__(message)
+
 
 class StreamSlots:
     """Counts live streams; `try_acquire()` refuses past the limit (0: no limit) instead
-    of queueing. `on_change(active)` is told every change (web/ feeds a metrics gauge)."""
+    of queueing, and refuses every stream once draining. `on_change(active)` is told every
+    change (web/ feeds a metrics gauge). Knows its running `LiveStream`s, so that a drain
+    reaches every transport's streams (the page's and the realtime socket's)."""
 
     def __init__(self, limit: int, on_change: Callable[[int], None] | None = None) -> None:
         self.limit = limit
         self._active = 0
         self._lock = threading.Lock()
         self._on_change = on_change
+        self._draining = False
+        self._streams: set[LiveStream] = set()  # touched on the event loop's thread only
 
     @property
     def active(self) -> int:
         return self._active
 
+    @property
+    def draining(self) -> bool:
+        """The server is going away: no new stream."""
+        return self._draining
+
+    def start_draining(self) -> None:
+        self._draining = True
+
+    @property
+    def streams(self) -> list["LiveStream"]:
+        """The streams running now (those not yet torn down)."""
+        return list(self._streams)
+
     def try_acquire(self) -> bool:
         with self._lock:
+            if self._draining:
+                return False
             if self.limit > 0 and self._active >= self.limit:
                 return False
             self._active += 1
@@ -159,7 +193,10 @@ class StreamService:
 
     def open(self, options: SessionOptions, on_event: EventSink) -> "LiveStream | None":
         """Take a slot and start a stream whose events go to `on_event` (a function or a
-        coroutine function, called in order); None when MAX_STREAMS are running."""
+        coroutine function, called in order); None when MAX_STREAMS are running.
+        Raises `ServerDraining` while the server drains (a restart: tell the user so)."""
+        if self.slots.draining:
+            raise ServerDraining()
         if not self.slots.try_acquire():
             return None
         try:
@@ -191,6 +228,11 @@ class LiveStream:
         self._clock = clock
         self._first_audio_at: float | None = None
         self._teardown: asyncio.Future | None = None
+        #: Called (function or coroutine function) after a drain delivered every final:
+        #: the transport says goodbye (the realtime socket closes, the page shows why).
+        self.on_drained: Callable[[], "Awaitable[None] | None"] | None = None
+        self.draining = False
+        slots._streams.add(self)
         self._pump = asyncio.ensure_future(self._run_pump())
 
     # -- audio in ---------------------------------------------------------------------
@@ -262,6 +304,22 @@ class LiveStream:
         await self.session.close()
         await self._tear_down(self._drain)
 
+    async def drain(self) -> None:
+        """The server is going away: the open utterance ends now, every final is handed
+        over (`finish()`), then the transport is told (`on_drained`)."""
+        self.draining = True
+        try:
+            await self.finish()
+        finally:
+            hook = self.on_drained
+            if hook is not None:
+                try:
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:  # one transport's goodbye must not stop the others'
+                    log.exception("live stream: the transport's drain hook failed")
+
     # -- internals --------------------------------------------------------------------
 
     async def _tear_down(self, how: Callable[[], Awaitable[None]]) -> None:
@@ -287,6 +345,7 @@ class LiveStream:
     def _release(self) -> None:
         slots, self._slots = self._slots, None
         if slots is not None:
+            slots._streams.discard(self)
             slots.release()
 
     async def _run_pump(self) -> None:
@@ -299,3 +358,23 @@ class LiveStream:
                 raise
             except Exception:  # a transport's failure must not stop the finals of others
                 log.exception("live stream: the event handler failed on %s", getattr(ev, "type", ev))
+
+
+async def drain_streams(slots: StreamSlots, timeout_s: float) -> int:
+    """A restart or deploy: refuse new streams, end every running stream's input now and
+    let its finals finish, for at most `timeout_s` seconds in all; streams still decoding
+    then are aborted (their transports are still told). Returns how many were aborted."""
+    slots.start_draining()
+    streams = slots.streams
+    if not streams:
+        return 0
+    log.info("draining %d live stream(s): their finals get up to %.0f s", len(streams), timeout_s)
+    drains = [asyncio.ensure_future(stream.drain()) for stream in streams]
+    _, late = await asyncio.wait(drains, timeout=max(0.0, timeout_s))
+    late_streams = [stream for stream, task in zip(streams, drains) if task in late]
+    for stream in late_streams:
+        log.warning("live stream still decoding after %.0f s of draining: aborted", timeout_s)
+        await stream.abort()  # cancels its decodes: the drain then reaches its goodbye
+    if late:
+        await asyncio.wait(late, timeout=5.0)
+    return len(late_streams)

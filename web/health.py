@@ -2,6 +2,10 @@
 
 Open to anyone even with API_KEY set, so it shows nothing secret: a remote endpoint
 appears as its host only (`public_info`), never with its path, query or credentials.
+
+While the server drains for a restart or deploy (SIGTERM: web/shutdown.py) it answers
+503 with `"status": "draining"` (the other fields as always), so a load balancer sends
+new traffic elsewhere while the finals in flight finish here.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from engine.base import Engine, EngineInfo
 from web.redact import redact_urls, url_host
@@ -41,10 +46,12 @@ def health_router(engine: Engine, jobs: Any = None) -> APIRouter:
     router = APIRouter()
 
     @router.get("/health")
-    async def health() -> dict[str, object]:
-        body: dict[str, object] = {"status": "ok", "engine": public_info(engine.info)}
+    async def health() -> JSONResponse:
+        # The job queue drains with the live streams (web.shutdown.drain_app sets both).
+        draining = bool(getattr(jobs, "draining", False))
+        body: dict[str, object] = {"status": "draining" if draining else "ok", "engine": public_info(engine.info)}
         if jobs is not None:
             body["jobs"] = jobs.snapshot()
-        return body
+        return JSONResponse(body, status_code=503 if draining else 200)
 
     return router

@@ -7,6 +7,11 @@ client has gone is cancelled, and the cancellation reaches the engine (vLLM abor
 request): the API watches the HTTP connection (`run_until_disconnect`), the page cancels
 the jobs of a tab when it is closed (`cancel_owner`, from Gradio's `unload`) or on Stop.
 
+On a restart or deploy (SIGTERM) the queue drains (`start_draining`, `drain`): new jobs
+are refused with `JobsDraining` (a `JobsFull`, so the API answers it like a full queue,
+with the restart named and a Retry-After), the jobs already running or waiting may finish
+until the drain's deadline. /health reads `draining` (web/health.py).
+
 Why one queue: a long file costs one 16 kHz float32 copy of its audio (~0.9 GB for four
 hours) and keeps the engine busy for minutes; without a bound a handful of uploads take
 the whole machine and every live stream with it.
@@ -32,6 +37,8 @@ RETRY_AFTER_MIN_S = 1
 RETRY_AFTER_MAX_S = 600
 #: Assumed length of a job before any has finished (seconds).
 DEFAULT_JOB_S = 30.0
+#: How often a drain looks whether the last job has ended (seconds).
+DRAIN_POLL_S = 0.1
 
 
 class JobsFull(Exception):
@@ -45,6 +52,23 @@ class JobsFull(Exception):
         self.running = running
         self.queued = queued
         self.retry_after_s = retry_after_s
+
+
+#: Retry-After of a job refused while the server restarts (seconds): about one restart.
+RESTART_RETRY_S = 30
+
+
+class JobsDraining(JobsFull):
+    """The server is going away (SIGTERM): no new job is taken."""
+
+    def __init__(self, running: int, queued: int) -> None:
+        Exception.__init__(
+            self,
+            f"The server is restarting: no new files are taken now. Try again in about {RESTART_RETRY_S} s.",
+        )
+        self.running = running
+        self.queued = queued
+        self.retry_after_s = RESTART_RETRY_S
 
 
 class ClientGone(Exception):
@@ -81,6 +105,7 @@ class JobQueue:
         self._semaphore: asyncio.Semaphore | None = None
         self._avg_job_s = DEFAULT_JOB_S
         self._owners: dict[str, set[asyncio.Task]] = {}
+        self.draining = False
 
     def _sem(self) -> asyncio.Semaphore:
         # Created lazily so that it belongs to the server's event loop, not the builder's.
@@ -100,6 +125,7 @@ class JobQueue:
             "queued": self.queued,
             "max_jobs": self.max_jobs,
             "max_queued": self.max_queued,
+            "draining": self.draining,
             **self.stats.to_dict(),
         }
 
@@ -107,6 +133,9 @@ class JobQueue:
     async def slot(self, source: str = "api") -> AsyncIterator[None]:
         """Wait for a job slot (or raise `JobsFull` at once when the line is full)."""
         sem = self._sem()
+        if self.draining:
+            self.stats.refused[source] += 1
+            raise JobsDraining(self.running, self.queued)
         if self.running + self.queued >= self.max_jobs + self.max_queued:
             self.stats.refused[source] += 1
             raise JobsFull(self.running, self.queued, self.retry_after())
@@ -148,6 +177,22 @@ class JobQueue:
                     tasks.discard(task)
                     if not tasks:
                         del self._owners[owner]
+
+    def start_draining(self) -> None:
+        """A restart: refuse every new job from now on (`JobsDraining`)."""
+        self.draining = True
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new jobs and wait (at most `timeout_s`) until none runs or waits; False
+        when some are still there at the deadline (the server's shutdown cancels them)."""
+        self.start_draining()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while self.running + self.queued > 0:
+            if time.monotonic() >= deadline:
+                log.warning("%d job(s) still running after %.0f s of draining", self.running + self.queued, timeout_s)
+                return False
+            await asyncio.sleep(DRAIN_POLL_S)
+        return True
 
     def cancel_owner(self, owner: str) -> int:
         """Cancel every job (waiting or running) of `owner`, e.g. a page tab that was closed."""

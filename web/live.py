@@ -43,7 +43,7 @@ from fastrtc.utils import create_message
 
 from engine.public import public_message
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
-from streaming.service import LiveStream, StreamService
+from streaming.service import LiveStream, ServerDraining, StreamService
 from streaming.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ MAX_EARLY_AUDIO_S = 5.0
 EMIT_WAIT_S = 0.25
 
 
+RESTART_MESSAGE = "The server is restarting: your transcript so far is kept. Press Record again in a minute."
 DROPPED_MESSAGE = "The connection dropped. Press Record to continue: the transcript so far is kept."
 
 
@@ -302,6 +303,9 @@ class LiveHandler(AsyncStreamHandler):
             return
         try:
             stream = self.service.open(self._options(language, task), self._on_event)
+        except ServerDraining as exc:  # a restart: say so, nothing went wrong
+            self._refuse(str(exc))
+            return
         except Exception as exc:
             self._refuse(f"Could not start the stream: {public_message(exc)}")  # no raw error text on the page
             raise
@@ -311,6 +315,7 @@ class LiveHandler(AsyncStreamHandler):
             self._refuse(full_message(slots.limit))
             log.info("live stream refused: %d/%d streams running", slots.active, slots.limit)
             return
+        stream.on_drained = self._on_drained
         self.stream = stream
         self.stats.streams_started += 1
         self.stats.active += 1
@@ -380,6 +385,11 @@ class LiveHandler(AsyncStreamHandler):
         if self.tab is not None:
             self.tab.message = message
         self._changed.set()
+
+    def _on_drained(self) -> None:
+        """The server drains (a restart): every final is in the tab (and its store); the
+        page says why the stream ends, then FastRTC's widget closes it (`emit`)."""
+        self._refuse(RESTART_MESSAGE)
 
     def _on_event(self, ev: Any) -> None:
         tab = self.tab

@@ -38,6 +38,11 @@ error before they are parsed; audio more than `REALTIME_BACKLOG_S` ahead of real
 gets a `rate_limited` error; past `REALTIME_MAX_FINALS` finals in flight, reading waits;
 a connection that sends no audio for `REALTIME_IDLE_S` is closed (other events do not
 count), after its last final.
+
+A restart or deploy (SIGTERM, web/shutdown.py): the open utterance ends at once, its
+`completed` (and every other pending final's) is sent, then an `error` event with code
+`server_restarting` and a close with 1012 (service restart): reconnect in a moment. A
+connection whose first audio arrives while the server drains gets the same close.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from engine.base import AudioError, Engine
 from engine.audio import decode_pcm16
 from settings import Settings
 from streaming.events import ErrorEvent, Event, TranscriptEvent
-from streaming.service import AudioTooFast, LiveStream, StreamService
+from streaming.service import AudioTooFast, LiveStream, ServerDraining, StreamService
 from streaming.session import SessionOptions
 from web import metrics
 from web.auth import websocket_key_ok
@@ -96,6 +101,9 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 CLOSE_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+#: The server restarts (a deploy): the client may reconnect in a moment (RFC 6455 registry).
+CLOSE_SERVICE_RESTART = 1012
+RESTART_MESSAGE = "The server is restarting: every final so far was sent. Reconnect in a moment."
 
 
 @dataclass(frozen=True)
@@ -216,15 +224,25 @@ class Connection:
     async def ensure_stream(self) -> LiveStream | None:
         """The stream, started (a slot taken) with the first audio; None when full."""
         if self.stream is None:
-            stream = self.service.open(self.options(self.config), self.on_stream_event)
+            try:
+                stream = self.service.open(self.options(self.config), self.on_stream_event)
+            except ServerDraining as exc:
+                await _refuse(self.ws, str(exc), "server_restarting", CLOSE_SERVICE_RESTART, type="server_error")
+                self.refused = True
+                return None
             if stream is None:
                 metrics.REALTIME_CONNECTIONS.labels("full").inc()
                 limit = self.service.slots.limit
                 await _refuse(self.ws, f"The server is full ({limit} live streams). Try again in a minute.", "server_full", CLOSE_TRY_AGAIN_LATER, type="server_error")
                 self.refused = True
                 return None
+            stream.on_drained = self.on_drained
             self.stream = stream
         return self.stream
+
+    async def on_drained(self) -> None:
+        """The server drains: every final was sent (the stream finished); say why and close."""
+        await _refuse(self.ws, RESTART_MESSAGE, "server_restarting", CLOSE_SERVICE_RESTART, type="server_error")
 
     async def on_stream_event(self, ev: Event) -> None:
         try:
