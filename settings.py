@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         "about 2x the throughput on short utterances at the same WER), `full`: 30 s for every clip (stock Whisper; "
         "comparison and fallback), or bucket sizes in seconds with optional padding such as `10,20,30+2`",
     )
-    kv_cache_dtype: str = _field("KV_CACHE_DTYPE", "auto", "`auto` (fp8 on GPUs of compute capability ≥ 8.9) or a vLLM dtype")
+    kv_cache_dtype: str = _field("KV_CACHE_DTYPE", "auto", "`auto` (the model dtype) or a vLLM dtype; `fp8` is honoured on compute capability 9.x only (H100, H200), refused with the reason elsewhere")
     # Remote endpoint
     endpoint_url: str = _field(
         "ENDPOINT_URL", "", "Base URL of an OpenAI-compatible API, path prefix included (e.g. `https://x.endpoints.huggingface.cloud/api/v1`)"
