@@ -6,13 +6,16 @@ date (UTC), duration and first words. Opening one shows its text with times and 
 txt, srt, vtt and json (the same writers as everywhere else: `streaming.transcript`).
 The live transcript now on the Live tab is not listed: Clear transcript is its delete.
 The list is read again whenever the tab is opened.
+
+The download files are the tab's one set in `web.exports` (opening another item replaces
+them); Delete removes every copy of that transcript this app wrote, closing the tab removes
+the set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -20,6 +23,7 @@ import gradio as gr
 
 from streaming.events import TranscriptEvent
 from streaming.transcript import Transcript
+from web.exports import EXPORTS, ExportFiles
 from web.recorder import browser_id_of
 from web.store import StoredTranscript, StoreError, TranscriptInfo, TranscriptStore
 
@@ -55,20 +59,14 @@ def as_transcript(stored: StoredTranscript) -> Transcript:
     )
 
 
-def write_exports(stored: StoredTranscript, directory: str) -> list[str]:
-    """The transcript as txt, srt, vtt and json files in `directory` (paths in FORMATS order)."""
+def export_files(stored: StoredTranscript) -> list[tuple[str, str]]:
+    """The transcript as txt, srt, vtt and json: (file name, text) in FORMATS order."""
     transcript = as_transcript(stored)
     info = stored.info
     stem = os.path.splitext(info.title)[0] if info.kind == "upload" and info.title else "transcript"
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60] or "transcript"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(info.created))
-    paths = []
-    for fmt in FORMATS:
-        path = os.path.join(directory, f"{stem}-{stamp}.{fmt}")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(transcript.export(fmt))
-        paths.append(path)
-    return paths
+    return [(f"{stem}-{stamp}.{fmt}", transcript.export(fmt)) for fmt in FORMATS]
 
 
 def shown_text(stored: StoredTranscript) -> str:
@@ -76,9 +74,8 @@ def shown_text(stored: StoredTranscript) -> str:
     return "\n".join(f"[{_duration(seg.start)}] {seg.text}" for seg in stored.segments)
 
 
-def build_history_tab(store: TranscriptStore, browser: gr.BrowserState) -> None:
-    """The History tab (call inside a `gr.Tabs` / `gr.Blocks`)."""
-    downloads_dir = tempfile.mkdtemp(prefix="rtw-history-")
+def build_history_tab(store: TranscriptStore, browser: gr.BrowserState, exports: ExportFiles = EXPORTS) -> None:
+    """The History tab (call inside a `gr.Tabs` / `gr.Blocks`); `exports` holds its download files."""
     with gr.Tab("History", id="history", elem_id="history-tab") as tab:
         note = gr.Markdown(EMPTY, elem_id="history-note")
         items = gr.Radio([], value=None, label="Earlier transcripts", elem_id="history-list", visible=False)
@@ -105,9 +102,12 @@ def build_history_tab(store: TranscriptStore, browser: gr.BrowserState) -> None:
         choices = [(label(i), i.id) for i in infos]
         return [gr.update(visible=False), gr.update(choices=choices, value=None, visible=True), *closed()]
 
-    async def open_(transcript_id: str | None, browser_value: Any) -> list[Any]:
+    async def open_(transcript_id: str | None, browser_value: Any, request: gr.Request) -> list[Any]:
         browser_id = browser_id_of(browser_value)
+        session = getattr(request, "session_hash", None)
         if not transcript_id or not browser_id:
+            if session:
+                exports.drop(session, "history")
             return closed()
         try:
             stored = await asyncio.to_thread(store.get, transcript_id, browser_id)
@@ -115,20 +115,31 @@ def build_history_tab(store: TranscriptStore, browser: gr.BrowserState) -> None:
             raise gr.Error(str(exc), title="History unavailable") from exc
         if stored is None:
             raise gr.Error("That transcript is gone (deleted, or kept by another browser).")
-        directory = tempfile.mkdtemp(dir=downloads_dir)
-        paths = await asyncio.to_thread(write_exports, stored, directory)
+        # The tab's one History set: the previous item's files go as this one's are written.
+        paths = await asyncio.to_thread(exports.write, session or transcript_id, "history", export_files(stored), transcript_id=transcript_id)
         return [gr.update(visible=True), shown_text(stored), *[gr.update(value=p, interactive=True) for p in paths]]
 
     async def delete_(transcript_id: str | None, browser_value: Any) -> list[Any]:
         browser_id = browser_id_of(browser_value)
         if transcript_id and browser_id:
             try:
-                await asyncio.wrap_future(store.delete(transcript_id, browser_id))
+                deleted = await asyncio.wrap_future(store.delete(transcript_id, browser_id))
             except StoreError as exc:
                 raise gr.Error(str(exc), title="Not deleted") from exc
+            if deleted:  # this browser's: its download files (any tab's, the upload tab's) go too
+                await asyncio.to_thread(exports.forget, transcript_id)
         return await refresh(browser_value)
 
     listing = [note, items, viewer, text, *buttons]
     tab.select(refresh, inputs=[browser], outputs=listing, show_progress="hidden")
     items.input(open_, inputs=[items, browser], outputs=[viewer, text, *buttons], show_progress="hidden")
     delete.click(delete_, inputs=[items, browser], outputs=listing, show_progress="hidden")
+    root = gr.context.Context.root_block
+    if root is not None:
+
+        async def on_close(request: gr.Request) -> None:
+            session = getattr(request, "session_hash", None)
+            if session:
+                exports.drop(session, "history")
+
+        root.unload(on_close)

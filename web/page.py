@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
-import tempfile
+import secrets
 import time
+import weakref
 from typing import Any
 
 import gradio as gr
@@ -26,6 +26,7 @@ import gradio as gr
 from engine.base import Engine
 from engine.languages import LANGUAGES, supported_languages
 from settings import Settings
+from web.exports import EXPORTS, ExportFiles
 from web.health import public_device  # the endpoint's host only, never its credentials
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
 from web.recorder import SAVE_TAB_ID_JS, attach, detach, start_new, tab_id_js
@@ -146,26 +147,28 @@ def render_status(tab: TabState, engine: Engine, slots: StreamSlots) -> str:
 
 
 class _Downloads:
-    """Writes a tab's transcript as txt / srt / vtt files for the download buttons."""
+    """Writes a tab's transcript as txt / srt / vtt files for the download buttons.
 
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="rtw-transcript-")
+    One set per tab in `web.exports` (Gradio serves it in place): each write replaces the
+    previous set, an empty transcript (Clear, New) leaves none, and the set goes when
+    Gradio drops the closed tab's state (this object with it) or its cache age passes."""
+
+    def __init__(self, exports: ExportFiles = EXPORTS) -> None:
+        self.exports = exports
+        self.owner = ("live", secrets.token_hex(8))
+        weakref.finalize(self, exports.drop, self.owner)
+
+    @property
+    def dir(self) -> str:
+        """The folder of the tab's set."""
+        return self.exports.folder(self.owner, "live")
 
     def write(self, tab: TabState) -> tuple[str | None, str | None, str | None]:
-        for old in os.listdir(self.dir):  # the previous set (Gradio serves its own copies)
-            try:
-                os.remove(os.path.join(self.dir, old))
-            except OSError:
-                pass
-        if not tab.transcript.finals:
-            return None, None, None
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        paths = []
-        for fmt in ("txt", "srt", "vtt"):
-            path = os.path.join(self.dir, f"transcript-{stamp}.{fmt}")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(tab.transcript.export(fmt))
-            paths.append(path)
+        files = [(f"transcript-{stamp}.{fmt}", tab.transcript.export(fmt)) for fmt in ("txt", "srt", "vtt")]
+        paths = self.exports.write(self.owner, "live", files if tab.transcript.finals else [])
+        if not paths:
+            return None, None, None
         return paths[0], paths[1], paths[2]
 
 

@@ -4,14 +4,18 @@ Decoding the file runs in a worker thread (`asyncio.to_thread`), so a long uploa
 stalls the live streams sharing the event loop. Anything that is not usable audio (a
 text file, a corrupt file, a file over MAX_AUDIO_SECONDS) gets the audio loader's own
 message, e.g. "notes.txt is not a readable audio file (unknown format or corrupt data)".
+
+Gradio's copy of the upload stays while the page shows it (a second Transcribe decodes it
+again) and goes when the File box changes or the tab closes (`web.upload_files`); the
+download files are the tab's one set in `web.exports`. Messages name the file, never a
+server path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
+import secrets
 from typing import Any
 
 import gradio as gr
@@ -21,12 +25,25 @@ from engine.base import SAMPLE_RATE, DecodeRequest, Engine, TranscriptionError
 from engine.formats import to_srt, to_text, to_vtt
 from engine.languages import supported_languages
 from web.errors import public_reason
+from web.exports import EXPORTS, ExportFiles
 from web.jobs import JobQueue, JobsFull
 from web.recorder import keep_upload
 from web.store import TranscriptStore
+from web.upload_files import UPLOADS, UploadFiles
 
-#: Our download files are removed this long after Gradio copied them into its cache (s).
-DOWNLOAD_KEEP_S = 60.0
+#: Said when the File box still names an upload that is no longer on the server.
+UPLOAD_GONE = (
+    "The uploaded file is no longer on the server (an upload is kept while this page shows it, "
+    "for an hour at most). Choose the file again."
+)
+
+
+def public_audio_error(exc: BaseException, path: str) -> str:
+    """The audio loader's message with the file's name in place of its server path."""
+    name = os.path.basename(path)
+    message = str(exc).replace(path, name)
+    folder = os.path.dirname(path)
+    return message.replace(folder + os.sep, "").replace(folder, "") if folder else message
 
 
 def build_upload_tab(
@@ -36,11 +53,14 @@ def build_upload_tab(
     jobs: JobQueue | None = None,
     store: TranscriptStore | None = None,
     browser: gr.BrowserState | None = None,
+    uploads: UploadFiles = UPLOADS,
+    exports: ExportFiles = EXPORTS,
 ) -> None:
     """The tab's components and events; `jobs` is the long-form queue shared with the API.
 
     With a `store`, each finished transcript is kept in this browser's history (`browser`
-    holds its id; see web/recorder.py)."""
+    holds its id; see web/recorder.py). `uploads` keeps Gradio's copies of uploads while
+    someone needs them; `exports` holds the download files."""
     jobs = jobs if jobs is not None else JobQueue(2, 8)
     multilingual = bool(engine.info.multilingual)
     with gr.Row():
@@ -74,19 +94,25 @@ def build_upload_tab(
         owner = getattr(request, "session_hash", None) or None
         try:
             # One queue with the API: MAX_JOBS at once; the tab's jobs end when it is closed.
-            return await jobs.run(lambda: _job(path, lang, task_, progress, browser_value), source="page", owner=owner)
+            return await jobs.run(lambda: _job(path, lang, task_, progress, browser_value, owner), source="page", owner=owner)
         except JobsFull as exc:
             raise gr.Error(str(exc), title="Busy") from None
 
-    async def _job(path: str, lang: str, task_: str, progress: gr.Progress, browser_value: Any = None) -> tuple[Any, ...]:
+    async def _job(
+        path: str, lang: str, task_: str, progress: gr.Progress, browser_value: Any = None, owner: str | None = None
+    ) -> tuple[Any, ...]:
         name = os.path.basename(path)
         progress(0.0, desc="reading the file")
+        job = ("job", secrets.token_hex(8))
+        uploads.hold(path, job)  # while it decodes, whoever else lets go of the file
         try:
+            if not os.path.exists(path):
+                raise gr.Error(UPLOAD_GONE, title="Choose the file again")
             audio = await asyncio.to_thread(load_audio, path, max_seconds=max_seconds)
         except (TranscriptionError, ValueError) as exc:
-            raise gr.Error(str(exc), title="Not usable audio") from exc
+            raise gr.Error(public_audio_error(exc, path), title="Not usable audio") from exc
         finally:
-            _remove(path)  # Gradio's copy of the upload: decoded (or refused), no longer needed
+            uploads.release(job)  # decoded (or refused); the page's File box may still hold it
         total = len(audio) / SAMPLE_RATE
         progress(0.0, desc=f"transcribing {total:.0f} s of audio")
 
@@ -108,17 +134,15 @@ def build_upload_tab(
         except (TranscriptionError, ValueError) as exc:
             raise gr.Error(public_reason(exc), title="Transcription failed") from exc
         segments = result.segments
-        out = tempfile.mkdtemp(prefix="rtw-upload-")
-        # Gradio copies returned files into its own cache; ours go once that is done.
-        asyncio.get_running_loop().call_later(DOWNLOAD_KEEP_S, shutil.rmtree, out, True)
+        transcript_id = await keep_upload(store, browser_value, name, result, total)
         stem = os.path.splitext(name)[0] or "transcript"
-        files = []
-        for fmt, body in (("txt", to_text(segments) if segments else result.text), ("srt", to_srt(segments)), ("vtt", to_vtt(segments))):
-            p = os.path.join(out, f"{stem}.{fmt}")
-            with open(p, "w", encoding="utf-8") as f:
-                f.write(body)
-            files.append(gr.DownloadButton(value=p, interactive=True))
-        await keep_upload(store, browser_value, name, result, total)
+        bodies = (("txt", to_text(segments) if segments else result.text), ("srt", to_srt(segments)), ("vtt", to_vtt(segments)))
+        # The tab's one set of download files (the previous one goes); a History Delete of
+        # this transcript removes it too. API callers without a session get their own set.
+        paths = await asyncio.to_thread(
+            exports.write, owner or job, "upload", [(f"{stem}.{fmt}", body) for fmt, body in bodies], transcript_id=transcript_id
+        )
+        files = [gr.DownloadButton(value=p, interactive=True) for p in paths]
         return (result.text, to_srt(segments), *files)
 
     event = button.click(
@@ -129,18 +153,23 @@ def build_upload_tab(
     )
     # Stop cancels the job (the engine aborts its pieces); so does closing the tab.
     stop.click(None, None, None, cancels=[event])
+
+    async def on_file(path: str | None, request: gr.Request) -> None:
+        # The File box shows this upload now (None: cleared): the tab holds it, and lets go
+        # of the one it showed before.
+        session = getattr(request, "session_hash", None)
+        if session:
+            uploads.hold(path, ("tab", session))
+
+    upload.change(on_file, inputs=[upload], outputs=None, queue=False, show_progress="hidden", api_name=False)
     root = gr.context.Context.root_block
     if root is not None:
 
         async def on_close(request: gr.Request) -> None:  # async: on the event loop, like the jobs
-            if getattr(request, "session_hash", None):
-                jobs.cancel_owner(request.session_hash)
+            session = getattr(request, "session_hash", None)
+            if session:
+                jobs.cancel_owner(session)
+                uploads.release(("tab", session))
+                exports.drop(session)  # every download set of the tab (live tab aside)
 
         root.unload(on_close)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
