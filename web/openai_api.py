@@ -37,7 +37,7 @@ from settings import Settings
 from web import metrics
 from web.auth import require_api_key
 from web.errors import APIError, error_body, from_engine_error
-from web.jobs import ClientGone, JobQueue, JobsFull
+from web.jobs import ClientGone, JobQueue, JobsDraining, JobsFull
 
 log = logging.getLogger(__name__)
 
@@ -376,9 +376,12 @@ def _render(ctx: OpenAIContext, result: Transcription, response_format: str, tas
 
 
 def _busy(exc: JobsFull) -> APIError:
-    return APIError(
-        429, str(exc), type="rate_limit_exceeded", code="server_busy", headers={"Retry-After": str(exc.retry_after_s)}
-    )
+    """429 when the queue is full; 503 while the server drains for a restart (the fault is
+    not the client's rate, and a load balancer retries such a request on another replica)."""
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, JobsDraining):
+        return APIError(503, str(exc), type="server_error", code="server_restarting", headers=headers)
+    return APIError(429, str(exc), type="rate_limit_exceeded", code="server_busy", headers=headers)
 
 
 def _file_size(f: Any) -> int:

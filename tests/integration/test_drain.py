@@ -168,7 +168,7 @@ def test_while_draining_new_work_is_refused_and_health_says_so(tmp_path, speech)
     health = seen["health"]
     assert health["status"] == "draining" and "engine" in health and health["jobs"]["draining"] is True
     status, body, retry_after = seen["job"]
-    assert status == 429 and "restarting" in body["error"]["message"] and retry_after
+    assert status == 503 and body["error"]["code"] == "server_restarting" and "restarting" in body["error"]["message"] and retry_after
     assert seen["late_code"] == 1012
     assert any(e["type"] == "error" and e["error"]["code"] == "server_restarting" for e in seen["late_events"])
     assert _completed(events), [e["type"] for e in events]
