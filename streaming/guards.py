@@ -11,7 +11,7 @@ anything is committed or used as a prompt.
 
 The loop rules themselves live in engine/quality.py (one module decides what a loop
 is, for the engine's stop and retry and for these guards); here they get the guards'
-thresholds (`GuardOptions.loop_rule`). `compression_ratio` is
+thresholds (`GuardOptions.loop`). `compression_ratio` is
 Whisper's loop detector: gzip-compressible text (ratio above 2.4) is repetitive. It is calibrated for the text of one decode of at most 30 s
 (a few hundred characters; ordinary prose of several thousand characters compresses
 past 2.4 too), which is what the streaming pipeline judges. It needs a fair amount of
@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from engine.quality import LOOP_COMPRESSION_RATIO, LoopRule, compression_ratio, has_loop, normalize_text, strip_loop
+from engine.quality import LoopRule, compression_ratio, has_loop, normalize_text, strip_loop
 
 __all__ = [
     "CREDIT_PHRASES",
@@ -125,13 +125,8 @@ _TAG_RE = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>|[♪♫♩♬🎵�
 class GuardOptions:
     """Thresholds of `drop_reason`; the defaults follow Whisper's own where it has one."""
 
-    #: Whisper's `compression_ratio_threshold`.
-    max_compression_ratio: float = LOOP_COMPRESSION_RATIO
-    #: Consecutive copies of one word that count as a loop ("the the the the the").
-    min_word_repeats: int = 5
-    #: Consecutive copies of a 2..`max_period`-word phrase that count as a loop.
-    min_phrase_repeats: int = 4
-    max_period: int = 12
+    #: What counts as a loop (engine.quality's rule: Whisper's compression ratio, repeats).
+    loop: LoopRule = LoopRule()
     #: Whisper's `logprob_threshold` and `no_speech_threshold` (used together, as Whisper does).
     logprob_threshold: float = -1.0
     no_speech_threshold: float = 0.6
@@ -144,10 +139,6 @@ class GuardOptions:
     phantom_keep_logprob: float = -0.5
     #: With speech ratio below this, a low-logprob decode is dropped.
     weak_speech_ratio: float = 0.5
-
-    def loop_rule(self) -> LoopRule:
-        """The loop thresholds, as engine.quality's loop finder takes them."""
-        return LoopRule(self.max_compression_ratio, self.min_word_repeats, self.min_phrase_repeats, self.max_period)
 
 
 DEFAULT_OPTIONS = GuardOptions()
@@ -178,12 +169,12 @@ _compression_ratio = compression_ratio  # reachable where a parameter shadows th
 
 def is_repetition_loop(text: str, options: GuardOptions = DEFAULT_OPTIONS) -> bool:
     """True if the text is a decoder loop (engine.quality.has_loop with these thresholds)."""
-    return has_loop(text, options.loop_rule())
+    return has_loop(text, options.loop)
 
 
 def strip_repetition(text: str, options: GuardOptions = DEFAULT_OPTIONS) -> str:
     """Cut a loop at the end of the text, keeping one copy (engine.quality.strip_loop)."""
-    return strip_loop(text, options.loop_rule())
+    return strip_loop(text, options.loop)
 
 
 def drop_reason(
@@ -213,7 +204,7 @@ def drop_reason(
     ratio = (
         compression_ratio if compression_ratio is not None else _compression_ratio(raw)
     )
-    if ratio > options.max_compression_ratio or is_repetition_loop(raw, options):
+    if ratio > options.loop.max_compression_ratio or is_repetition_loop(raw, options):
         return "repetition"
     if speech_ratio is not None and speech_ratio < options.min_speech_ratio:
         return "no_speech"

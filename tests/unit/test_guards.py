@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.quality import LoopRule
 from streaming.guards import (
     GuardOptions,
     compression_ratio,
@@ -270,7 +271,7 @@ def test_drop_reasons() -> None:
 
 
 def test_options_change_the_decision() -> None:
-    strict = GuardOptions(max_compression_ratio=1.2)
+    strict = GuardOptions(loop=LoopRule(max_compression_ratio=1.2))
     text = "the plan is the plan and the plan is good"
     assert drop_reason(text) is None
     assert drop_reason(text, options=strict) == "repetition"
