@@ -45,6 +45,9 @@ else
   fi
   # The Silero VAD ONNX file without the torch the package would pull in.
   "${PIP[@]}" --no-deps silero-vad==6.2.3
+  # The Smart Turn v3.2 ONNX file (semantic end of turn, engine/turn.py), likewise
+  # carried by the pipecat-ai wheel and never imported.
+  "${PIP[@]}" --no-deps pipecat-ai==1.14.0
   # The app itself, in development mode and without dependencies, only for its
   # vllm.general_plugins entry point (pyproject.toml): vLLM engine cores in child
   # processes (AsyncLLM, the GPU runner) register the bucketed-encoder Whisper from it.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streaming.segmenter import SegmenterOptions
+from streaming.turns import EagernessName, TurnDetection, eagerness_of
 
 __all__ = ["SessionOptions", "SessionStats"]
 
@@ -47,6 +48,20 @@ class SessionOptions:
     #: The caller's decoder prompt (a realtime client's `prompt`: names, spelling, style)
     #: for every decode of this stream, ahead of the previous text of a continuation.
     prompt: str | None = None
+    #: What ends an utterance: `silence` (`min_silence_ms` of it) or `semantic` (the
+    #: turn model asked after `turn_check_ms` of silence; `streaming.turns`).
+    turn_detection: TurnDetection = "silence"
+    #: Semantic turns only: how soon a pause ends the turn (OpenAI's `eagerness`).
+    eagerness: EagernessName = "auto"
+    #: Semantic turns only: silence after which the turn model is asked.
+    turn_check_ms: int = 200
+
+    def effective_min_silence_ms(self) -> int:
+        """Silence that ends an utterance whatever was said: `min_silence_ms`, or with
+        semantic turns the eagerness' fallback (the model ends it sooner when it can)."""
+        if self.turn_detection == "semantic":
+            return eagerness_of(self.eagerness).max_silence_ms
+        return self.min_silence_ms
 
     @classmethod
     def from_settings(cls, settings) -> "SessionOptions":  # settings.Settings
@@ -55,6 +70,7 @@ class SessionOptions:
             min_silence_ms=int(getattr(settings, "min_silence_ms", 500)),
             partial_interval_s=float(getattr(settings, "partial_interval_s", 0.6)),
             vad_threshold=float(getattr(settings, "vad_threshold", 0.5)),
+            turn_detection=getattr(settings, "turn_detection", "silence") or "silence",
         )
 
     def segmenter_options(self) -> SegmenterOptions:
@@ -62,7 +78,7 @@ class SessionOptions:
         return SegmenterOptions(
             start_threshold=start,
             end_threshold=max(0.0, start - 0.15),
-            min_silence_ms=self.min_silence_ms,
+            min_silence_ms=self.effective_min_silence_ms(),
             max_utterance_s=self.max_utterance_s,
             cut_search_s=min(5.0, self.max_utterance_s / 2),
             long_utterance_s=(
@@ -86,6 +102,8 @@ class SessionStats:
     last_final_latency_s: float | None = None
     partial_interval_s: float = 0.6
     audio_s: float = 0.0  # audio received (16 kHz seconds)
-
+    turn_checks: int = 0  # turn model questions (semantic turns)
+    turn_ends: int = 0  # utterances the turn model ended before the silence rule
+    turn_wait_s: float = 0.0  # wall time spent waiting for the turn model
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

@@ -49,7 +49,7 @@ __all__ = [
     "UtteranceStarted",
 ]
 
-EndReason = Literal["silence", "max_length", "flush"]
+EndReason = Literal["silence", "max_length", "flush", "turn"]
 
 
 @dataclass(frozen=True)
@@ -275,6 +275,24 @@ class Segmenter:
         its audio is never handed out, nor used as the next utterance's pre-roll."""
         self._clear_utterance()
         self._prev_end = self._clock
+
+    @property
+    def silence_s(self) -> float | None:
+        """How long the silence now running in the open utterance has lasted (s);
+        None while speech goes on or no utterance is open. The end-of-turn stage asks
+        its model once this passes `turn_check_ms` (`streaming.turns`)."""
+        if self._state is not _State.ACTIVE or not self._in_silence:
+            return None
+        return self._silence_run / self._sr
+
+    def end_turn(self) -> list[SegmenterEvent]:
+        """End the open utterance now because its turn is over (the turn model said so),
+        at the same place the silence rule would have: last speech + `pad_after_ms`.
+        Only during a silence whose padded end has arrived (`pending_end_s` set), so the
+        final's audio is the one the speculative decode already has; else nothing."""
+        if self.pending_end_s is None:
+            return []
+        return [self._end(self._silence_start + self._pad_after, "turn")]
 
     @property
     def pending_end_s(self) -> float | None:

@@ -20,6 +20,12 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   it in the engine). A partial already in flight is left to finish (pauses shorter than
   the minimum silence are common; cancelling would waste it), but no new partial starts
   while the speculative final runs.
+* Semantic turns (`turn_detection="semantic"`, `streaming.turns`): once the silence has
+  lasted `turn_check_ms`, the turn model is asked (off the loop, on its worker thread)
+  whether the utterance so far is a finished turn. Yes: the utterance ends now, and the
+  speculative final above becomes the final. No: it stays open until speech resumes or
+  the eagerness' longer silence ends it. One question per pause; its wait counts in
+  `lag_s` (the utterance stays open meanwhile) and in the final's latency.
 * Finals are never dropped: a failed decode is retried once, then reported as an
   `ErrorEvent` (and the words already committed by partials become the final text).
   The final decode sees the whole utterance and is authoritative: where it disagrees
@@ -60,6 +66,7 @@ from streaming.segmenter import Segmenter, UtteranceEnded, UtteranceStarted
 from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize_word
 from streaming.scheduler import gate_for
 from streaming.transcript import Transcript
+from streaming.turns import TurnScorer, eagerness_of, shared_detector
 
 __all__ = ["Session", "SessionOptions", "SessionStats"]
 
@@ -99,6 +106,7 @@ class Session:
         options: SessionOptions | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        turns: TurnScorer | None = None,
     ) -> None:
         from streaming.vad import SileroVAD  # onnxruntime: imported with the first session
 
@@ -120,6 +128,9 @@ class Session:
         self._partial_utt: _Utt | None = None
         self._spec: asyncio.Task | None = None
         self._spec_key: tuple[int, float] | None = None
+        self._turns = turns  # the turn model (semantic turns); the shared one by default
+        self._turn: asyncio.Task | None = None
+        self._turn_key: tuple[int, float] | None = None  # (utterance, pending end) asked
         self._finals: dict[int, asyncio.Task] = {}  # utterance id -> final task
         self._last_final: asyncio.Task | None = None
         self._final_texts: deque[str] = deque(maxlen=8)
@@ -159,6 +170,7 @@ class Session:
         for ev in self._segmenter.flush():
             self._on_segment(ev)
         self._cancel_partial()
+        self._cancel_turn()
         await self._wait_finals()
         self._cancel_spec()
         self._emit_status()
@@ -183,6 +195,7 @@ class Session:
         self._current = None
         self._cancel_partial()
         self._cancel_spec()
+        self._cancel_turn()
         self._gate.forget(self)
         self._update_lag(self._clock())
 
@@ -215,6 +228,7 @@ class Session:
         self._gate.forget(self)
         self._cancel_partial()
         self._cancel_spec()
+        self._cancel_turn()
         tasks = list(self._finals.values())
         for t in tasks:
             t.cancel()
@@ -261,6 +275,7 @@ class Session:
         )
         utt.ended = True
         self._current = None
+        self._cancel_turn()
         if self._partial_utt is utt:
             self._cancel_partial()
         spec = None
@@ -291,6 +306,8 @@ class Session:
         if utt is None or self._done:
             return
         opts = self.options
+        if opts.turn_detection == "semantic":
+            self._ask_turn(utt)
         if opts.speculative_final:
             pending = self._segmenter.pending_end_s
             if pending is None:
@@ -330,6 +347,60 @@ class Session:
             self._partial.cancel()
         self._partial = None
         self._partial_utt = None
+
+    def _ask_turn(self, utt: _Utt) -> None:
+        """Semantic turns: ask the turn model once per pause, when it has lasted
+        `turn_check_ms`; forget the question when speech resumes."""
+        silence = self._segmenter.silence_s
+        pending = self._segmenter.pending_end_s
+        if silence is None or pending is None:
+            self._cancel_turn()
+            return
+        key = (utt.id, round(pending, 4))
+        if self._turn_key == key or silence * 1000.0 < self.options.turn_check_ms:
+            return
+        snap = self._segmenter.current()
+        if snap is None:
+            return
+        self._cancel_turn()
+        self._turn_key = key
+        audio = np.array(snap.audio, dtype=np.float32, copy=True)
+        self._turn = asyncio.ensure_future(self._run_turn(utt, key, audio))
+        self._turn.add_done_callback(_consume_exception)
+
+    async def _run_turn(self, utt: _Utt, key: tuple[int, float], audio: np.ndarray) -> None:
+        me = asyncio.current_task()
+        scorer = self._turns
+        if scorer is None:
+            scorer = self._turns = shared_detector()
+        t0 = self._clock()
+        try:
+            prob = await scorer.complete_probability(audio)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the silence rule still ends the utterance
+            log.warning("turn model failed: %s", exc)
+            return
+        finally:
+            self.stats.turn_checks += 1
+            self.stats.turn_wait_s = round(self.stats.turn_wait_s + self._clock() - t0, 4)
+            if self._turn is me:
+                self._turn = None
+        pending = self._segmenter.pending_end_s
+        if self._done or self._current is not utt or pending is None or (utt.id, round(pending, 4)) != key:
+            return  # speech resumed or the utterance ended meanwhile
+        if prob < eagerness_of(self.options.eagerness).threshold:
+            return  # not finished: the utterance stays open
+        self.stats.turn_ends += 1
+        for ev in self._segmenter.end_turn():
+            self._on_segment(ev)
+        self._update_lag(self._clock())
+        self._schedule()
+
+    def _cancel_turn(self) -> None:
+        if self._turn is not None:
+            self._turn.cancel()
+        self._turn = None
 
     def _cancel_spec(self) -> None:
         if self._spec is not None:

@@ -1,0 +1,171 @@
+"""End of turn as a stage of the live pipeline: after a short pause, ask the turn model
+whether the speaker has finished; if so the utterance ends now, else it stays open.
+
+    Segmenter (silence >= turn_check_ms) ─▶ TurnDetector (worker thread, batched) ─▶ end now | wait
+
+Why: with the silence rule alone a final can never arrive sooner than `MIN_SILENCE_MS`
+after the last word, and a shorter silence splits sentences at every breath. The turn
+model (`engine.turn`, Smart Turn v3.2) hears whether a pause ends a sentence or sits
+inside one. The speculative final decode already starts at the first silence
+(`streaming.session`), so a "complete" answer turns that decode into the final at once.
+
+Eagerness (OpenAI's `semantic_vad` vocabulary, `auto` = `medium`) sets two things: the
+probability above which a pause ends the turn, and the longer silence that ends it
+anyway when the model keeps saying "not yet" (OpenAI documents 8/4/2 s for a voice
+agent's reply; a transcript's final is shown text, so the fallbacks here are shorter).
+
+The model runs off the event loop on one worker thread shared by every stream. Requests
+that arrive while it is busy are scored together in one batch on its next turn, so the
+model never runs more than one call at a time however many streams pause at once (it
+takes one core's share, never two), and a stream never has more than one check in
+flight (the session asks once per pause).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol, Sequence
+
+import numpy as np
+
+__all__ = [
+    "EAGERNESS",
+    "Eagerness",
+    "TurnDetection",
+    "TurnDetector",
+    "TurnScorer",
+    "eagerness_of",
+    "shared_detector",
+]
+
+TurnDetection = Literal["silence", "semantic"]
+EagernessName = Literal["low", "medium", "high", "auto"]
+
+
+@dataclass(frozen=True)
+class Eagerness:
+    """How ready the stream is to end a turn."""
+
+    #: P(complete) from which a pause ends the turn.
+    threshold: float
+    #: Silence that ends the turn whatever the model says (the segmenter's min silence).
+    max_silence_ms: int
+
+
+EAGERNESS: dict[str, Eagerness] = {
+    "high": Eagerness(threshold=0.3, max_silence_ms=800),
+    "medium": Eagerness(threshold=0.5, max_silence_ms=1500),
+    "low": Eagerness(threshold=0.7, max_silence_ms=3000),
+}
+
+
+def eagerness_of(name: str | None) -> Eagerness:
+    """The table row of an eagerness name; `auto` (and none) is `medium`, as OpenAI's."""
+    key = (name or "auto").lower()
+    if key == "auto":
+        key = "medium"
+    if key not in EAGERNESS:
+        raise ValueError(f"unknown eagerness {name!r}: use low, medium, high or auto")
+    return EAGERNESS[key]
+
+
+class TurnScorer(Protocol):
+    """What the session needs of a turn detector (a scripted one in tests)."""
+
+    async def complete_probability(self, audio: np.ndarray) -> float: ...
+
+
+class _Model(Protocol):
+    def complete_probabilities(self, audios: Sequence[np.ndarray]) -> list[float]: ...
+
+
+@dataclass
+class TurnStats:
+    calls: int = 0  # model runs (batches)
+    rows: int = 0  # utterances scored
+    busy_s: float = 0.0  # wall time of the model runs, features included
+
+
+class TurnDetector:
+    """Scores utterances with the turn model on one worker thread, batching the requests
+    that wait. Safe to share between sessions on one event loop or several."""
+
+    def __init__(self, model_factory: Callable[[], _Model] | None = None, *, max_batch: int = 8) -> None:
+        if model_factory is None:
+            from engine.turn import shared_model
+
+            model_factory = shared_model
+        self._factory = model_factory
+        self._model: _Model | None = None
+        self.max_batch = max_batch
+        self.stats = TurnStats()
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[np.ndarray, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._draining = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-model")
+
+    def load(self) -> None:
+        """Load the model now (on the caller's thread), e.g. at start instead of on the
+        first pause of the first stream."""
+        if self._model is None:
+            self._model = self._factory()
+
+    async def complete_probability(self, audio: np.ndarray) -> float:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        with self._lock:
+            self._waiting.append((np.asarray(audio, dtype=np.float32), future, loop))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._executor.submit(self._drain)
+        return await future
+
+    def _drain(self) -> None:
+        """Worker thread: score what waits, in batches, until nothing does."""
+        while True:
+            with self._lock:
+                batch = [w for w in self._waiting[: self.max_batch] if not w[1].cancelled()]
+                del self._waiting[: self.max_batch]
+                if not batch and not self._waiting:
+                    self._draining = False
+                    return
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                self.load()
+                probs: list[float] | BaseException = self._model.complete_probabilities([w[0] for w in batch])  # type: ignore[union-attr]
+            except Exception as exc:  # reported to every waiting stream, which falls back to silence
+                probs = exc
+            self.stats.calls += 1
+            self.stats.rows += len(batch)
+            self.stats.busy_s += time.perf_counter() - t0
+            for i, (_, future, loop) in enumerate(batch):
+                loop.call_soon_threadsafe(_resolve, future, probs if isinstance(probs, BaseException) else probs[i])
+
+
+def _resolve(future: asyncio.Future, value: float | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+_shared: TurnDetector | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_detector() -> TurnDetector:
+    """The process-wide detector (one worker thread, one model) every stream shares."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = TurnDetector()
+        return _shared
