@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--max-partial-interval", type=float, default=None, help="ceiling of the adaptive partial interval (s); 0: no partials")
     sim.add_argument("--long-utterance", type=float, default=None, help="soft utterance limit (s) after which a 200 ms pause ends it; 0: off")
     sim.add_argument("--duration", type=float, default=None, help="stream only the first S seconds (reference rebuilt from segments.json)")
+    sim.add_argument("--eagerness", choices=["low", "medium", "high", "auto"], default="auto", help="semantic turns: how soon a pause ends the turn")
     sim.add_argument("--quiet", action="store_true", help="print only the summary line")
     sim.add_argument("--status", action="store_true", help="also print status events")
     sim.add_argument("-v", "--verbose", action="store_true")
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             "device",
             "enforce_eager",
             "min_silence_ms",
+            "turn_detection",
             "partial_interval_s",
             "vad_threshold",
             "language",
@@ -77,6 +79,7 @@ async def _simulate(args: argparse.Namespace) -> int:
     options = SessionOptions.from_settings(settings)
     options.use_prompt = not args.no_prompt
     options.speculative_final = not args.no_speculative
+    options.eagerness = args.eagerness
     if args.long_utterance is not None:
         options.long_utterance_s = args.long_utterance or None
     if args.duration is not None:

@@ -244,8 +244,12 @@ async def simulate(
         "revisions": mean("revisions"),
         "errors": mean("errors"),
         "dropped": mean("dropped"),
+        "turn_checks": sum(session.stats.turn_checks for session, _, _ in runs),
+        "turn_wait_s": round(sum(session.stats.turn_wait_s for session, _, _ in runs), 3),
         "options": {
             "min_silence_ms": options.min_silence_ms,
+            "turn_detection": options.turn_detection,
+            "eagerness": options.eagerness,
             "partial_interval_s": options.partial_interval_s,
             "vad_threshold": options.vad_threshold,
             "use_prompt": options.use_prompt,
