@@ -10,7 +10,9 @@ Client events:
   {type: audio/pcm, rate}, transcription {model, language, prompt}, turn_detection}`) or
   `transcription_session.update` (the beta shape: `input_audio_format`, `sample_rate`,
   `input_audio_transcription`, `turn_detection {type: server_vad, threshold,
-  silence_duration_ms}`). Audio is PCM16 mono at 24 kHz as OpenAI's, or another rate.
+  silence_duration_ms}` or `{type: semantic_vad, eagerness: low|medium|high|auto}`: the
+  turn model ends an utterance when its sentence ends, `streaming.turns`). Audio is PCM16
+  mono at 24 kHz as OpenAI's, or another rate.
   `prompt` is the decoder prompt of every utterance that follows (names, spelling).
   Language, prompt and rate may change at any time; turn detection only before the
   first audio.
@@ -115,7 +117,9 @@ class RealtimeConfig:
     prompt: str | None = None
     turn_detection: dict[str, Any] | None = None
 
-    def updated(self, change: SessionConfig) -> "RealtimeConfig":
+    def updated(self, change: SessionConfig, server_vad: dict[str, Any] | None = None) -> "RealtimeConfig":
+        """This config with the client's `change`; `server_vad` is the server's own
+        `server_vad` settings, the start of a switch from `semantic_vad` back to it."""
         new: dict[str, Any] = {}
         if change.sample_rate is not None:
             new["sample_rate"] = change.sample_rate
@@ -131,8 +135,15 @@ class RealtimeConfig:
                 # The pipeline always segments with its VAD; without server VAD the
                 # client may still commit whenever it wants.
                 new["turn_detection"] = None
+            elif turn.type == "semantic_vad":
+                # OpenAI's semantic turns: the turn model ends the utterance
+                # (streaming.turns); its only knob is the eagerness.
+                before = self.turn_detection or {}
+                kept = before.get("eagerness") if before.get("type") == "semantic_vad" else None
+                new["turn_detection"] = {"type": "semantic_vad", "eagerness": turn.eagerness or kept or "auto"}
             else:
-                current = dict(self.turn_detection or {})
+                before = self.turn_detection or {}
+                current = dict(before if before.get("type") == "server_vad" else (server_vad or {}))
                 current["type"] = "server_vad"
                 for key in ("threshold", "silence_duration_ms", "prefix_padding_ms"):
                     value = getattr(turn, key)
@@ -152,14 +163,19 @@ class Connection:
         self.ga = ga  # the client speaks the GA `session.*` names
         self.idle_timeout_s = idle_timeout_s
         defaults = service.defaults
+        self.server_vad: dict[str, Any] = {
+            "type": "server_vad",
+            "threshold": defaults.vad_threshold,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": defaults.min_silence_ms,
+        }
         self.config = RealtimeConfig(
             language=defaults.language,
-            turn_detection={
-                "type": "server_vad",
-                "threshold": defaults.vad_threshold,
-                "prefix_padding_ms": 300,
-                "silence_duration_ms": defaults.min_silence_ms,
-            },
+            turn_detection=(
+                {"type": "semantic_vad", "eagerness": "auto"}
+                if defaults.turn_detection == "semantic"  # TURN_DETECTION=semantic
+                else dict(self.server_vad)
+            ),
         )
         self.session_id = "sess_" + uuid.uuid4().hex[:20]
         self.stream: LiveStream | None = None
@@ -215,6 +231,11 @@ class Connection:
         """The stream options of `config`; a ValueError for what the model cannot do."""
         turn = config.turn_detection or {}
         changes: dict[str, Any] = {}
+        if turn.get("type") == "semantic_vad":
+            changes["turn_detection"] = "semantic"
+            changes["eagerness"] = turn.get("eagerness") or "auto"
+        elif turn:
+            changes["turn_detection"] = "silence"
         if "threshold" in turn:
             changes["vad_threshold"] = float(turn["threshold"])
         if "silence_duration_ms" in turn:
@@ -367,7 +388,7 @@ def handles(*kinds: type[ClientEvent]) -> Callable[[Handler], Handler]:
 @handles(SessionUpdate, TranscriptionSessionUpdate)
 async def on_session_update(conn: Connection, event: SessionUpdate | TranscriptionSessionUpdate) -> None:
     conn.ga = isinstance(event, SessionUpdate)
-    config = conn.config.updated(event.session.config())
+    config = conn.config.updated(event.session.config(), conn.server_vad)
     try:
         options = conn.options(config)
     except ValueError as exc:

@@ -66,6 +66,8 @@ class TurnDetection(_Lenient):
     threshold: float | None = Field(None, gt=0.0, lt=1.0)
     silence_duration_ms: int | None = Field(None, ge=100, le=10_000)
     prefix_padding_ms: int | None = Field(None, ge=0, le=5_000)
+    #: `semantic_vad` only: how soon a pause ends the turn (`auto` is `medium`, as OpenAI's).
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
 
 
 def _check_rate(rate: int | None) -> int | None:
