@@ -128,7 +128,9 @@ class Session:
         self._partial_utt: _Utt | None = None
         self._spec: asyncio.Task | None = None
         self._spec_key: tuple[int, float] | None = None
-        self._turns = turns  # the turn model (semantic turns); the shared one by default
+        # The turn model (semantic turns): the process' shared one unless given; taken
+        # now so that its loading starts with the first semantic stream.
+        self._turns = turns if turns is not None or opts.turn_detection != "semantic" else shared_detector()
         self._turn: asyncio.Task | None = None
         self._turn_key: tuple[int, float] | None = None  # (utterance, pending end) asked
         self._finals: dict[int, asyncio.Task] = {}  # utterance id -> final task
@@ -371,7 +373,7 @@ class Session:
     async def _run_turn(self, utt: _Utt, key: tuple[int, float], audio: np.ndarray) -> None:
         me = asyncio.current_task()
         scorer = self._turns
-        if scorer is None:
+        if scorer is None:  # the options were switched to semantic after the start
             scorer = self._turns = shared_detector()
         t0 = self._clock()
         try:

@@ -76,6 +76,11 @@ def eagerness_of(name: str | None) -> Eagerness:
 class TurnScorer(Protocol):
     """What the session needs of a turn detector (a scripted one in tests)."""
 
+    def preload(self) -> None:
+        """Load the model on the worker thread now, so the first pause of the first
+        stream does not wait ~1-2 s for it (the questions queue behind the load)."""
+        self._executor.submit(self.load)
+
     async def complete_probability(self, audio: np.ndarray) -> float: ...
 
 
@@ -168,4 +173,5 @@ def shared_detector() -> TurnDetector:
     with _shared_lock:
         if _shared is None:
             _shared = TurnDetector()
+            _shared.preload()
         return _shared

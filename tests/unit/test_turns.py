@@ -142,10 +142,12 @@ class Settled:
             self.in_flight -= 1
 
 
-async def stream(audio: np.ndarray, options: SessionOptions, scorer) -> tuple[list[tuple[float, TranscriptEvent]], Session]:
+async def stream(
+    audio: np.ndarray, options: SessionOptions, scorer, engine=None
+) -> tuple[list[tuple[float, TranscriptEvent]], Session]:
     """Feed `audio` frame by frame, each question answered before the next frame; the
-    finals with the stream's audio clock when each arrived."""
-    engine = FakeEngine()
+    finals with the stream's audio clock when each arrived. A fake engine unless given."""
+    engine = engine or FakeEngine()
     settled = Settled(scorer)
     session = Session(engine, options, turns=settled)
     finals: list[tuple[float, TranscriptEvent]] = []
