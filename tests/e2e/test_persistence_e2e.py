@@ -3,10 +3,12 @@
 Same recipe as test_page_e2e.py (loopback-only network namespace, Chromium's fake
 microphone playing an eval clip, tests/e2e/e2e_server.py with the real engine), with a
 DATA_DIR of the test's own. One browser context is "this browser" (its localStorage holds
-its id); a second context is another browser.
+its id); a second context is another browser. Each tab has its own live transcript (issue 17):
+every step here is one page, so a reload is a reload of the same tab (its sessionStorage keeps
+the tab's id); tests/e2e/test_tabs_e2e.py checks several tabs of one browser.
 
 Checked, in order:
-- speak, stop, reload: the same transcript is shown, and Record continues it (it grows and
+- speak, stop, reload the tab: the same transcript is shown, and Record continues it (it grows and
   still starts with the old text);
 - the server is restarted on the same port with the same DATA_DIR: after a reload the
   transcript is still there;

@@ -12,7 +12,8 @@ Checked:
   greys a pending HTML block to opacity 0.2, the look of the tentative words;
 - case 1: a second tab of the same browser starts with its own, empty transcript; Clear in
   that tab leaves the first tab's transcript in the database; a reload of the first tab
-  shows its own transcript; once the first tab is closed, a new tab gets its transcript
+  shows its own transcript; a tab the browser duplicated (its sessionStorage copied) gets
+  an id and a transcript of its own; once the first tab is closed, a new tab gets its transcript
   back (nothing of a closed tab is lost);
 - case 8: a reload right at the end of an utterance (its final not yet written) shows
   that final once the old page's stream has flushed it: the page ends up showing what
@@ -47,6 +48,8 @@ from test_page_e2e import (  # noqa: F401 - fixtures used by name
     playwright_instance,
 )
 from test_persistence_e2e import _open, _reload, _rows, _Server, _speak_and_stop
+
+from web.recorder import TAB_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -173,6 +176,18 @@ class TestTabs:
             # A reload of tab A shows its own transcript, not tab B's (empty) one.
             _reload(a)
             _wait(lambda: _finals(a) == text_a, 60, "tab A's transcript after its reload")
+
+            # A tab the browser duplicated (sessionStorage copied while tab A is open): its own
+            # id and transcript, not tab A's.
+            tab_a_id = a.evaluate(f"() => sessionStorage.getItem('{TAB_KEY}')")
+            assert tab_a_id
+            dup = ctx.new_page()
+            dup.add_init_script(f"if (!sessionStorage.getItem('{TAB_KEY}')) sessionStorage.setItem('{TAB_KEY}', '{tab_a_id}')")
+            dup.goto(server.base + "/", wait_until="domcontentloaded", timeout=120_000)
+            own_id = f"() => sessionStorage.getItem('{TAB_KEY}')"
+            _wait(lambda: dup.evaluate(own_id) not in (None, tab_a_id), 60, "the duplicated tab's own id")
+            assert _finals(dup) == "", "a duplicated tab showed the original tab's transcript"
+            dup.close()
 
             # Tab A is closed: a new tab of the browser gets its transcript back.
             a.close()
