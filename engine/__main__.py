@@ -1,4 +1,5 @@
-"""Command line: `python -m engine transcribe FILE [--model M] [--language L] [--task translate] [--format F]`,
+"""Command line: `python -m engine transcribe FILE [--model M] [--language L] [--task translate] [--format F]
+[--word-timestamps]`,
 and `python -m engine doctor [--quick]`, the self-check of a fresh machine (engine.doctor).
 
 The transcript goes to stdout; logs and the progress bar go to stderr, so the output
@@ -15,6 +16,7 @@ import sys
 
 from engine.base import DecodeRequest, TranscriptionError
 from engine.cli import command_parser, vllm_logs_to_stderr
+from engine.formats import CUE_MAX_SECONDS, CUE_MAX_WORDS
 from engine.runtime_env import apply_runtime_env
 from settings import Settings
 
@@ -27,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     tr.add_argument("--prompt", default=None, help="text that conditions the decoder (names, spelling)")
     tr.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
+    tr.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="time every word: json gets `words` (word, start, end, probability); srt/vtt get short word-timed cues",
+    )
+    tr.add_argument("--cue-words", type=int, default=CUE_MAX_WORDS, help="with --word-timestamps: most words in one srt/vtt cue")
+    tr.add_argument("--cue-seconds", type=float, default=CUE_MAX_SECONDS, help="with --word-timestamps: longest srt/vtt cue (s)")
     tr.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     tr.add_argument("-v", "--verbose", action="store_true")
     engine_settings = ["model", "model_cache", "engine", "endpoint_url", "hf_token", "device", "enforce_eager"]
@@ -39,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _transcribe(args: argparse.Namespace) -> str:
     from engine.audio import load_audio
     from engine.factory import create_engine
-    from engine.formats import to_json, to_srt, to_vtt
+    from engine.formats import to_json, to_srt, to_vtt, word_cues
     from engine.progress import make_progress
 
     settings = Settings.from_args(args)
@@ -52,6 +61,7 @@ async def _transcribe(args: argparse.Namespace) -> str:
             task=args.task,
             prompt=args.prompt,
             timestamps=args.format in ("srt", "vtt", "json"),
+            word_timestamps=args.word_timestamps,
             progress=make_progress(args.progress),
         )
         result = await engine.transcribe(request)
@@ -59,10 +69,11 @@ async def _transcribe(args: argparse.Namespace) -> str:
         await engine.close()
     if args.format == "json":
         return json.dumps(to_json(result), ensure_ascii=False, indent=2)
+    cues = word_cues(result.words, args.cue_words, args.cue_seconds) if args.word_timestamps else result.segments
     if args.format == "srt":
-        return to_srt(result.segments)
+        return to_srt(cues)
     if args.format == "vtt":
-        return to_vtt(result.segments)
+        return to_vtt(cues)
     return result.text
 
 

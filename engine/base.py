@@ -74,6 +74,18 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word with its time in the audio's timeline (seconds) and the decoder's
+    confidence in it (mean probability of its tokens, 0-1). `word` keeps Whisper's
+    leading space, so joining the words gives the text back."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Transcription:
     """The result of one decode.
 
@@ -89,6 +101,8 @@ class Transcription:
     avg_logprob: float | None = None
     compression_ratio: float | None = None
     no_speech_prob: float | None = None
+    #: Filled only when the request asked for word times (`DecodeRequest.word_timestamps`).
+    words: list[Word] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,8 @@ class DecodeRequest:
     called as long-form pieces finish; `priority` orders requests waiting for the engine
     (lower first; engines without a queue of their own may ignore it). `draft` marks a
     decode whose text is soon replaced (a live partial): an engine spends no extra
-    decodes to perfect it.
+    decodes to perfect it. `word_timestamps` asks for `Transcription.words` (an extra
+    aligning pass: only finals and files ask for it).
     """
 
     audio: np.ndarray = field(repr=False)
@@ -133,6 +148,7 @@ class DecodeRequest:
     timestamps: bool = False
     priority: int = PRIORITY_DEFAULT
     draft: bool = False
+    word_timestamps: bool = False
     progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
 
     @property

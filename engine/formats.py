@@ -16,7 +16,12 @@ import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from engine.base import Transcription
+from engine.base import Segment, Transcription, Word
+
+#: Short word-timed subtitle cues (`word_cues`): at most this many words ...
+CUE_MAX_WORDS = 7
+#: ... and this many seconds a cue, as subtitle editors expect.
+CUE_MAX_SECONDS = 3.0
 
 
 class _Timed(Protocol):
@@ -99,8 +104,43 @@ def to_vtt(segments: Iterable[_Timed]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks) if blocks else "WEBVTT\n"
 
 
+def word_json(word: Word) -> dict[str, Any]:
+    """One word as JSON: the word without Whisper's leading space, its times rounded to
+    the millisecond, its probability (0-1, 4 decimals)."""
+    return {
+        "word": word.word.strip(),
+        "start": _milliseconds(word.start) / 1000,
+        "end": _milliseconds(max(word.start, word.end)) / 1000,
+        "probability": round(float(word.probability), 4),
+    }
+
+
+def word_cues(words: Iterable[Word], max_words: int = CUE_MAX_WORDS, max_seconds: float = CUE_MAX_SECONDS) -> list[Segment]:
+    """Words grouped into short subtitle cues (for `to_srt` / `to_vtt`): a cue ends after
+    `max_words` words, before a word that would make it longer than `max_seconds`, and
+    after a word that ends a sentence. Each cue runs from its first word's start to its
+    last word's end."""
+    cues: list[Segment] = []
+    current: list[Word] = []
+
+    def close() -> None:
+        if current:
+            cues.append(Segment(current[0].start, current[-1].end, "".join(w.word for w in current).strip()))
+            current.clear()
+
+    for word in words:
+        if current and (len(current) >= max_words or word.end - current[0].start > max_seconds):
+            close()
+        current.append(word)
+        if word.word.strip().endswith((".", "?", "!", "。", "？", "！")):
+            close()
+    close()
+    return cues
+
+
 def to_json(transcription: Transcription) -> dict[str, Any]:
-    """A JSON-ready dict: text, language, duration and segments (id from 0, start, end, text).
+    """A JSON-ready dict: text, language, duration and segments (id from 0, start, end, text),
+    and `words` (word, start, end, probability) when the transcription has word times.
 
     Times are rounded to the millisecond; segments with no text are left out.
     """
@@ -114,6 +154,7 @@ def to_json(transcription: Transcription) -> dict[str, Any]:
             {"id": i, "start": start, "end": end, "text": text, **_gap_note(kind)}
             for i, ((start, end, text), kind) in enumerate(zip(_cues(transcription.segments), kinds))
         ],
+        **({"words": [word_json(w) for w in transcription.words]} if transcription.words else {}),
     }
 
 

@@ -195,6 +195,7 @@ async def transcribe_long(
         segments=segments,
         avg_logprob=float(np.mean(logprobs)) if logprobs else None,
         compression_ratio=max((r.compression_ratio or 0.0) for r in results),
+        words=[w for r in results for w in r.words],
     )
 
 
@@ -239,6 +240,7 @@ def _joined(parts: list[Transcription], language: str | None, duration: float) -
         segments=segments,
         avg_logprob=float(np.mean(logprobs)) if logprobs else None,
         compression_ratio=max((r.compression_ratio or 0.0) for r in parts) if parts else None,
+        words=[w for r in parts for w in r.words],  # parts are in time order
     )
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
 from engine.audio import validate_audio
-from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, check_task
+from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, Word, check_task
 from engine.gpu import GpuProbe, plan_for, usable_gpu
 from engine.longform import transcribe_any
 from engine.quality import compression_ratio, is_loop, is_low_confidence, overruns_audio, stuck_in_loop
@@ -152,7 +153,8 @@ class VllmEngine:
             from engine.runners import AsyncLLMRunner
 
             self._runner = AsyncLLMRunner(args)
-        self.vocab = WhisperVocabulary.from_model_dir(_local_dir(model))
+        self._model_dir = _local_dir(model)
+        self.vocab = WhisperVocabulary.from_model_dir(self._model_dir)
         self.info = EngineInfo(
             model=model_name or model,
             engine="vllm",
@@ -192,7 +194,7 @@ class VllmEngine:
         every time), and redoing it on the full window made that partial cost up to 1.1 s
         of engine instead of 0.17 s, 7 s with two browsers on the same cores."""
         request = request.with_(language=await self._language_for(request))
-        result, stuck = await self._decode(request, offset)
+        result, stuck, tokens = await self._decode(request, offset)
         if request.draft:
             return result
         full_window = False
@@ -202,22 +204,39 @@ class VllmEngine:
             # window calls "[Squeaking]": 30 s is what they were trained on.
             log.info("short encoder window gave a doubtful decode of %.1f s; decoding on the full window", request.duration)
             full_window = True
-            result, stuck = await self._decode(request, offset, full_window=True)
+            result, stuck, tokens = await self._decode(request, offset, full_window=True)
         if (stuck or is_loop(result.compression_ratio)) and request.temperature == 0.0:
             log.info("decode looped (compression ratio %.1f); retrying at temperature 0.4", result.compression_ratio or 0)
-            retry, retry_stuck = await self._decode(
+            retry, retry_stuck, retry_tokens = await self._decode(
                 request.with_(prompt=None, temperature=0.4), offset, full_window=full_window
             )
             if (retry_stuck, retry.compression_ratio or 0) < (stuck, result.compression_ratio or 0):
-                result = retry
+                result, tokens = retry, retry_tokens
+        if request.word_timestamps and result.text:
+            result = replace(result, words=await self._words(request, tokens, offset))
         return result
+
+    async def _words(self, request: DecodeRequest, tokens: list[int], offset: float) -> list[Word]:
+        """The words of a decoded window with their times and probabilities: a
+        teacher-forced pass of its text tokens beside vLLM (engine/aligner.py), loaded
+        on the first request that asks."""
+        from engine.aligner import AlignJob, aligner_for
+
+        vocab = self.vocab
+        aligner = await asyncio.to_thread(
+            aligner_for, self._model_dir, vocab.tokenizer.decode, vocab.eot, self.options.device
+        )
+        prefix = vocab.decoder_prompt(language=request.language, task=request.task, prompt=None, timestamps=False)
+        text_tokens = [t for t in tokens if t < vocab.eot]
+        window_s = self._window.seconds_for(len(request.audio))
+        return await aligner.words(AlignJob(request.audio, prefix, text_tokens, offset, request.language, window_s))
 
     async def decode_window(self, request: DecodeRequest, *, full_window: bool = False) -> Transcription:
         """One decode of at most 30 s and nothing else (no language detection, no retry):
         on the clip's own encoder window, or padded to Whisper's full 30 s. What
         `python -m engine doctor` compares: bucketed vs full window, batched vs alone."""
         request = self._checked(request)
-        result, _ = await self._decode(request.with_(language=await self._language_for(request)), 0.0, full_window=full_window)
+        result, _, _ = await self._decode(request.with_(language=await self._language_for(request)), 0.0, full_window=full_window)
         return result
 
     @staticmethod
@@ -310,8 +329,9 @@ class VllmEngine:
 
     async def _decode(
         self, request: DecodeRequest, offset: float, *, full_window: bool = False
-    ) -> tuple[Transcription, bool]:
-        """One decode; the flag says it was stopped stuck in a loop.
+    ) -> tuple[Transcription, bool, list[int]]:
+        """One decode; the flag says it was stopped stuck in a loop; the token ids are
+        what the word aligner feeds back.
 
         Why stop: a looping decode otherwise runs to its token budget (up to 448 tokens,
         one engine step each, seconds of the shared engine on a CPU) before the retry
@@ -352,7 +372,7 @@ class VllmEngine:
             avg_logprob=logprob_sum / max(1, len(token_ids)),
             compression_ratio=compression_ratio(text),
         )
-        return result, stuck
+        return result, stuck, token_ids
 
 
 def _local_dir(model: str) -> Path:

@@ -1,0 +1,64 @@
+"""Word times on the real engine (embedded tiny.en on vLLM + the teacher-forced aligner).
+
+Each clip is placed between known stretches of silence, so where its speech starts
+and ends in the joined audio is known from the audio (bench/word_times.py measures
+the same on 175 clips).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from bench.word_times import constructed
+from engine.audio import load_audio
+from engine.base import SAMPLE_RATE, DecodeRequest
+
+#: Tolerances for one clip here (the bench scores 0.10 / 0.15 s over many clips).
+ONSET_TOLERANCE_S = 0.2
+OFFSET_TOLERANCE_S = 0.3
+
+
+def _norm(text: str) -> list[str]:
+    return [w for w in (re.sub(r"[^\w']", "", x.lower()) for x in text.split()) if w]
+
+
+def _check_words(result, duration: float) -> None:
+    words = result.words
+    assert words, result
+    # The words are the text, in order.
+    assert _norm(" ".join(w.word for w in words)) == _norm(result.text)
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(0.0 <= w.start <= w.end <= duration + 1e-6 for w in words), words
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:])), words
+    assert all(0.0 <= w.probability <= 1.0 for w in words)
+
+
+async def test_words_of_a_final_are_timed_inside_the_audio(engine, english_clips) -> None:
+    clip = min((c for c in english_clips if 4 <= c.duration <= 12), key=lambda c: abs(c.duration - 8))
+    audio, onset, offset = constructed(load_audio(str(clip.path)), 3)
+    result = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
+    _check_words(result, len(audio) / SAMPLE_RATE)
+    assert abs(result.words[0].start - onset) <= ONSET_TOLERANCE_S, (result.words[0], onset)
+    assert abs(result.words[-1].end - offset) <= OFFSET_TOLERANCE_S, (result.words[-1], offset)
+    # Without the flag, no words and no aligner pass.
+    assert (await engine.transcribe(DecodeRequest(audio, language="en"))).words == []
+
+
+async def test_long_form_words_are_in_the_whole_recordings_timeline(engine, english_clips) -> None:
+    """Two clips 25 s apart: the long-form path decodes them as separate pieces, and the
+    second one's words sit after 25 s, near where its speech is."""
+    first, second = sorted(english_clips, key=lambda c: c.duration)[-2:]
+    a, onset_a, _ = constructed(load_audio(str(first.path)), 0)
+    b, onset_b, offset_b = constructed(load_audio(str(second.path)), 1)
+    gap = np.zeros(int(25 * SAMPLE_RATE) - len(a), dtype=np.float32)
+    audio = np.concatenate([a, gap, b])
+    result = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
+    _check_words(result, len(audio) / SAMPLE_RATE)
+    later = [w for w in result.words if w.start >= 25.0]
+    assert later and abs(later[0].start - (25.0 + onset_b)) <= ONSET_TOLERANCE_S, (later[0], 25.0 + onset_b)
+    assert abs(result.words[-1].end - (25.0 + offset_b)) <= OFFSET_TOLERANCE_S
+    assert abs(result.words[0].start - onset_a) <= ONSET_TOLERANCE_S
