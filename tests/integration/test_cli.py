@@ -54,6 +54,24 @@ def test_cli_json_and_srt(tmp_path):
     assert data["segments"][-1]["end"] <= 11.0 + 1e-6
 
 
+def test_cli_word_timestamps_give_short_word_timed_cues():
+    """Issue 18: `--word-timestamps` with srt: cues of at most --cue-words words, in order,
+    inside the audio (one segment of 11 s was one cue before)."""
+    proc = run_cli(str(jfk_path()), "--format", "srt", "--word-timestamps", "--cue-words", "4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    blocks = [b.splitlines() for b in proc.stdout.strip().split("\n\n")]
+    assert len(blocks) >= 6, proc.stdout  # 22 words
+    times = [[_srt_seconds(t) for t in block[1].split(" --> ")] for block in blocks]
+    assert all(len(block[2].split()) <= 4 for block in blocks)
+    assert all(0.0 <= a <= b <= 11.0 for a, b in times) and times == sorted(times)
+    assert normalize(" ".join(block[2] for block in blocks)) == JFK_TEXT
+
+
+def _srt_seconds(stamp: str) -> float:
+    h, m, s = stamp.replace(",", ".").split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
 @pytest.mark.parametrize(
     "name,content,message",
     [
