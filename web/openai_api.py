@@ -2,7 +2,8 @@
 
 - `POST /v1/audio/transcriptions` and `POST /v1/audio/translations` (multipart, OpenAI's
   fields: file, model, language, prompt, response_format json|text|verbose_json|srt|vtt,
-  temperature, `timestamp_granularities[]=segment`, `stream=true` as server-sent events
+  temperature, `timestamp_granularities[]=segment` and/or `word` (verbose_json: `words`
+  with start, end and probability), `stream=true` as server-sent events
   `transcript.text.delta` / `transcript.text.done`)
 - `GET /v1/models`, `GET /v1/models/{id}`
 
@@ -31,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task, checked_prompt
-from engine.formats import to_srt, to_vtt
+from engine.formats import to_srt, to_vtt, word_json
 from engine.languages import language_name
 from settings import Settings
 from web import metrics
@@ -192,9 +193,10 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
     granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities") if isinstance(g, str)]
     for g in granularities:
         if g not in ("segment", "word"):
-            raise APIError(400, f"Invalid timestamp granularity {g!r}: use 'segment'.", param="timestamp_granularities", code="invalid_value")
-        if g == "word":
-            raise APIError(400, "Word timestamps are not supported; use timestamp_granularities[]=segment.", param="timestamp_granularities", code="unsupported_value")
+            raise APIError(400, f"Invalid timestamp granularity {g!r}: use 'segment' and/or 'word'.", param="timestamp_granularities", code="invalid_value")
+    if granularities and response_format != "verbose_json":  # OpenAI's rule
+        raise APIError(400, "timestamp_granularities needs response_format verbose_json.", param="timestamp_granularities", code="unsupported_value")
+    granularity = set(granularities) or {"segment"}
     stream = _flag(_text(form, "stream"), "stream")
     if stream and response_format not in ("json", "text"):
         raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
@@ -220,11 +222,12 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
                     prompt=prompt,
                     temperature=temperature,
                     timestamps=response_format in ("verbose_json", "srt", "vtt"),
+                    word_timestamps="word" in granularity,
                 )
             )
         except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
             raise from_engine_error(exc) from exc
-        return _render(ctx, result, response_format, task, duration)
+        return _render(ctx, result, response_format, task, duration, granularity)
 
     try:
         return await ctx.jobs.run_until_disconnect(work, request.receive, source="api")
@@ -332,7 +335,14 @@ async def _stream(
     )
 
 
-def _render(ctx: OpenAIContext, result: Transcription, response_format: str, task: str, duration: float) -> Response:
+def _render(
+    ctx: OpenAIContext,
+    result: Transcription,
+    response_format: str,
+    task: str,
+    duration: float,
+    granularity: frozenset[str] | set[str] = frozenset({"segment"}),
+) -> Response:
     text = (result.text or "").strip()
     if response_format == "text":
         return PlainTextResponse(text + "\n" if text else "")
@@ -360,16 +370,19 @@ def _render(ctx: OpenAIContext, result: Transcription, response_format: str, tas
             }
         )
     language = result.language or ("en" if not ctx.engine.info.multilingual else None)
-    return JSONResponse(
-        {
-            "task": task,
-            "language": language_name(language) if language else None,
-            "duration": round(duration, 3),
-            "text": text,
-            "segments": segments,
-            "usage": usage,
-        }
-    )
+    body: dict[str, Any] = {
+        "task": task,
+        "language": language_name(language) if language else None,
+        "duration": round(duration, 3),
+        "text": text,
+    }
+    # As OpenAI: `segments` for the segment granularity (the default), `words` for word.
+    if "segment" in granularity:
+        body["segments"] = segments
+    if "word" in granularity:
+        body["words"] = [word_json(w) for w in result.words]
+    body["usage"] = usage
+    return JSONResponse(body)
 
 
 # -- request parsing ---------------------------------------------------------------------

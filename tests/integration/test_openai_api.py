@@ -114,6 +114,31 @@ def test_verbose_json_srt_vtt(client, clip, clip_bytes):
     assert vtt.startswith("WEBVTT")
 
 
+def test_word_timestamps(client, clip, clip_bytes):
+    """Issue 18: the official client gets `words` (word, start, end; and our probability)
+    from verbose_json with word granularity; before, the server refused `word` with 400."""
+    both = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=(clip.path.name, clip_bytes),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="en",
+    )
+    assert both.segments and both.words, both
+    words = both.words
+    assert [w.word for w in words] == [w.word.strip() for w in words] and all(w.word for w in words)
+    assert wer([" ".join(w.word for w in words)], [both.text]) == 0.0
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert all(0.0 <= w.start <= w.end <= clip.duration + 0.05 for w in words), words
+    assert all(0.0 <= getattr(w, "probability") <= 1.0 for w in words)
+    # Word alone: words and no segments, as OpenAI answers.
+    only = client.audio.transcriptions.create(
+        model="whisper-1", file=(clip.path.name, clip_bytes), response_format="verbose_json", timestamp_granularities=["word"]
+    )
+    assert only.words and not only.segments
+    assert [w.word for w in only.words] == [w.word for w in words]
+
+
 def test_prompt_and_temperature_are_accepted(client, clip, clip_bytes):
     result = client.audio.transcriptions.create(
         model="whisper-1", file=(clip.path.name, clip_bytes), prompt="Printing and the arts.", temperature=0.2
@@ -215,7 +240,8 @@ def test_over_the_size_limit_without_content_length(base_url):
     [
         ({"response_format": "xml"}, 400, "response_format"),
         ({"temperature": 3}, 400, "temperature"),
-        ({"timestamp_granularities": ["word"], "response_format": "verbose_json"}, 400, "timestamp_granularities"),
+        ({"timestamp_granularities": ["sentence"], "response_format": "verbose_json"}, 400, "timestamp_granularities"),
+        ({"timestamp_granularities": ["word"], "response_format": "json"}, 400, "timestamp_granularities"),  # as OpenAI
         ({"model": "gpt-4o-transcribe"}, 404, "model"),
         ({"language": "english!"}, 400, "language"),
         # Issue 17, case 7: before, any length was tokenized on the event loop (live streams stalled).
