@@ -65,7 +65,7 @@ def build_page(
             "and watch the words appear: grey italics are still tentative, plain text is settled."
         )
         # This browser's id (localStorage): its transcripts survive reloads and restarts.
-        browser = browser_state(store) if store is not None else None
+        browser = browser_state(store, settings.browser_key.get_secret_value()) if store is not None else None
         with gr.Tab("Live", id="live"):
             build_live_tab(
                 engine, settings, slots, rtc_configuration=client_rtc, server_rtc_configuration=server_rtc,
@@ -80,10 +80,10 @@ def build_page(
 
 
 def build_app(engine: Engine, settings: Settings, store: TranscriptStore | None = None) -> FastAPI:
-    """The one server; `store` defaults to the transcript database in DATA_DIR (closed at shutdown)."""
+    """The one server; `store` defaults to the transcript database in DATA_DIR or at DATABASE_URL (closed at shutdown)."""
     api = FastAPI(title="Real-time Whisper")
     if store is None:
-        store = TranscriptStore.open_dir(settings.data_dir)
+        store = TranscriptStore.open(settings.data_dir, settings.database_url.get_secret_value())
     api.state.store = store
     api.router.on_shutdown.append(store.close)  # finishes pending writes first
     slots = StreamSlots(settings.max_streams)
@@ -125,8 +125,8 @@ def main() -> None:
     except SettingsError as exc:  # names the variable: "MAX_STREAMS='lots': Input should be ..."
         raise SystemExit(f"error: {exc}") from None
     host, port = server_address(settings)
-    try:  # before the engine: a bad DATA_DIR should fail in a second, not after the model loads
-        store = TranscriptStore.open_dir(settings.data_dir)
+    try:  # before the engine: a bad DATA_DIR or DATABASE_URL should fail in seconds, not after the model loads
+        store = TranscriptStore.open(settings.data_dir, settings.database_url.get_secret_value())
     except StoreError as exc:
         raise SystemExit(f"error: {exc}") from None
     log.info("transcripts kept in %s", store.path)

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
         "Where the page's transcripts are kept (one SQLite file). On a Space with persistent storage "
         "(`SPACE_ID` set, `/data` writable) the default is `/data/rt-whisper`",
     )
+    database_url: SecretStr = _field("DATABASE_URL", "", "PostgreSQL for the transcripts instead of the SQLite file in `DATA_DIR` (`postgresql://USER:PASSWORD@HOST:PORT/DATABASE`, the database must exist): one store shared by every app replica")
+    browser_key: SecretStr = _field("BROWSER_SECRET", "", "Key of the browser id the page keeps in the browser (`gr.BrowserState`); give every replica the same one (empty: one made once and kept in the transcript database)")
+    replica: str = _field("REPLICA", "", "Name of this app process, the `replica` label on every /metrics series (empty: the host name)")
     # HTTP API
     api_key: SecretStr = _field(
         "API_KEY",

@@ -61,6 +61,17 @@ if (( WITH_TEST )); then
   scripts/setup_vllm_serve.sh
 fi
 
+# PostgreSQL's server binaries for the store's tests on a real database
+# (tests/integration/test_store_pg.py starts its own server in a temporary folder).
+if (( WITH_TEST )) && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "setup: installing Debian's postgresql for the transcript store's tests" >&2
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+fi
+
 if (( WITH_TEST )) && ! command -v chromium >/dev/null 2>&1; then
   echo "setup: installing Debian's chromium for the browser tests" >&2
   if [[ $(id -u) -eq 0 ]]; then

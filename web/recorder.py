@@ -88,9 +88,12 @@ SAVE_TAB_ID_JS = f"""(id) => {{ if (id) sessionStorage.setItem("{TAB_KEY}", id);
 SAVE_FAILED = "Your transcript could not be saved on the server ({error}); it is still shown here, download it to keep it."
 
 
-def browser_state(store: TranscriptStore) -> gr.BrowserState:
-    """The page's `gr.BrowserState` holding this browser's id (None until the page's first load)."""
-    return gr.BrowserState(None, storage_key=STORAGE_KEY, secret=store.browser_secret())
+def browser_state(store: TranscriptStore, secret: str = "") -> gr.BrowserState:
+    """The page's `gr.BrowserState` holding this browser's id (None until the page's first load).
+
+    Its key: `secret` (BROWSER_SECRET, the same on every replica, so a browser whose
+    replica is replaced is still known on another), else the one kept in the store."""
+    return gr.BrowserState(None, storage_key=STORAGE_KEY, secret=secret or store.browser_secret())
 
 
 def browser_id_of(value: Any) -> str | None:

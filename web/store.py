@@ -1,4 +1,5 @@
-"""The page's transcripts on disk: one SQLite file (standard library, WAL mode) in DATA_DIR.
+"""The page's transcripts on disk: one SQLite file (standard library, WAL mode) in DATA_DIR,
+or a PostgreSQL database shared by every app replica when DATABASE_URL is set.
 
 Why a database and not the tab's memory: a reload, a closed tab or a server restart must
 not lose what was said. Each live final is written when it lands (one short transaction,
@@ -15,13 +16,21 @@ order it was submitted (`submit` returns a `concurrent.futures.Future` at once, 
 event loop never waits on the disk; the plain methods wait for their result). So a final
 and a later "clear" reach the file in the order they happened, from any thread.
 
+Backends (one interface, nothing above the store knows which runs): web/store_sqlite.py
+(the file, the default) and web/store_pg.py (PostgreSQL); both run the statements of
+web/store_sql.py on the connection the writer thread owns. `TranscriptStore.open` picks one.
+
 Errors come early and say what to do: a file that is not a database, a corrupt one, one
 locked by another process, or a folder that can't be written fails `TranscriptStore(...)`
-with `StoreError`; a call after `close()` raises `StoreClosedError`.
+with `StoreError`; so do a PostgreSQL server that can't be reached, a wrong password and a
+missing database (named as DATABASE_URL without its password). A call after `close()`
+raises `StoreClosedError`. A PostgreSQL connection that drops (the server restarted) is
+opened again for the next operation; the one that saw it drop fails with StoreError.
 
-Schema changes are steps in `web.store_sql._migrate`, run at start (PRAGMA user_version
-says which step a file is at), so a database of an older version opens and keeps its
-transcripts; a newer one is refused.
+Schema changes are steps in `web.store_sql._migrate`, run at start for both backends (the
+version is SQLite's PRAGMA user_version, a `meta` row on PostgreSQL; replicas starting
+together take turns), so a database of an older version opens and keeps its transcripts;
+a newer one is refused.
 
 Limits (so one browser, or many, can't fill the disk): at most MAX_TRANSCRIPTS_PER_BROWSER
 transcripts per browser and MAX_DB_MB for the file; past either, the least recently updated
@@ -35,12 +44,11 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from web.store_sql import (  # noqa: F401 - re-exported: the store's names live here for callers
     _SCHEMA,
@@ -55,6 +63,7 @@ from web.store_sql import (  # noqa: F401 - re-exported: the store's names live 
     StoredSegment,
     StoredTranscript,
     StoreError,
+    Db,
     TranscriptInfo,
     _append_final,
     _archive,
@@ -66,42 +75,64 @@ from web.store_sql import (  # noqa: F401 - re-exported: the store's names live 
     _migrate,
     _save_upload,
     _transaction,
+    create_schema,
     new_id,
     valid_id,
 )
+from web.store_sqlite import SqliteBackend
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def _explain(path: str, exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "locked" in text or "busy" in text:
-        return (
-            f"The transcript database {path} is locked by another process (is a second copy of the app "
-            f"running on the same DATA_DIR?). Stop it, or give this one its own DATA_DIR."
-        )
-    if "not a database" in text or "malformed" in text or "corrupt" in text or "quick_check" in text:
-        return (
-            f"The transcript database {path} is corrupt or not a SQLite file ({exc}). Move it away "
-            f"(the app then starts a new one) or restore a backup; set DATA_DIR to use another folder."
-        )
-    if "readonly" in text or "unable to open" in text or "permission" in text or "disk i/o" in text:
-        return f"The transcript database {path} can't be opened for writing ({exc}). Check DATA_DIR's permissions and free space."
-    return f"The transcript database {path} can't be used: {exc}"
+class Backend(Protocol):
+    """Where the transcripts are: opens the connection the writer thread owns."""
+
+    #: Shown in messages and logs: the SQLite file, or DATABASE_URL without its password.
+    location: str
+    #: What its connection raises (turned into StoreError with `explain`).
+    errors: tuple[type[BaseException], ...]
+
+    def connect(self) -> Db: ...
+
+    def explain(self, exc: BaseException) -> str: ...
+
+
+def _open(backend: Backend) -> Db:
+    """Connect, then bring the schema to SCHEMA_VERSION in one transaction (a write at start:
+    another process's lock shows now, not at the first final)."""
+    db = backend.connect()
+    try:
+        with _transaction(db):
+            db.lock("schema")  # PostgreSQL: replicas starting together migrate one at a time
+            version = db.schema_version()
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The transcript database {backend.location} was written by a newer version of the app "
+                    f"(schema {version} > {SCHEMA_VERSION}); use that version or another DATA_DIR / DATABASE_URL."
+                )
+            create_schema(db)
+            _migrate(db, version)
+            db.set_schema_version(SCHEMA_VERSION)
+        return db
+    except BaseException:
+        db.close()
+        raise
 
 
 class TranscriptStore:
-    """All transcripts of the page, in one SQLite file, used from any thread."""
+    """All transcripts of the page, in one SQLite file or a PostgreSQL database, used from any thread."""
 
-    def __init__(self, path: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
-        self.path = os.path.abspath(os.path.expanduser(path))
+    def __init__(self, path: str = "", *, busy_timeout_s: float = BUSY_TIMEOUT_S, backend: Backend | None = None) -> None:
+        self._backend: Backend = backend if backend is not None else SqliteBackend(path, busy_timeout_s)
+        #: Where the transcripts are (the file, or DATABASE_URL without its password).
+        self.path = self._backend.location
         self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple, Future] | None] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
         ready: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, args=(busy_timeout_s, ready), name="transcript-store", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="transcript-store", daemon=True)
         self._thread.start()
         try:
             ready.result()
@@ -120,49 +151,27 @@ class TranscriptStore:
             raise StoreError(f"DATA_DIR {data_dir} can't be created ({exc}); set DATA_DIR to a writable folder.") from exc
         return cls(os.path.join(data_dir, DB_NAME), **kwargs)
 
+    @classmethod
+    def open(cls, data_dir: str, database_url: str = "") -> TranscriptStore:
+        """The store the settings name: PostgreSQL at `database_url` when it is set (shared by
+        replicas), else the SQLite file in `data_dir`."""
+        if not database_url:
+            return cls.open_dir(data_dir)
+        from web.store_pg import PostgresBackend  # psycopg only where it is used
+
+        return cls(backend=PostgresBackend(database_url))
+
     # -- the writer thread ---------------------------------------------------------------
 
-    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+    def _run(self, ready: Future) -> None:
+        backend = self._backend
         try:
-            try:
-                os.chmod(self.path, 0o600)
-            except OSError:
-                pass
-            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"WAL mode refused (journal_mode {mode}); is the database locked?")
-            db.execute("PRAGMA synchronous = FULL")  # a final that was written survives a crash
-            check = db.execute("PRAGMA quick_check").fetchall()
-            if check != [("ok",)]:
-                raise sqlite3.DatabaseError(f"quick_check failed: {'; '.join(str(r[0]) for r in check[:3])}")
-            # A write at start: another process's lock shows now, not at the first final.
-            with _transaction(db):
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"The transcript database {self.path} was written by a newer version of the app "
-                        f"(schema {version} > {SCHEMA_VERSION}); use that version or another DATA_DIR."
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                _migrate(db, version)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return db
-        except BaseException:
-            db.close()
-            raise
-
-    def _run(self, busy_timeout_s: float, ready: Future) -> None:
-        try:
-            db = self._connect(busy_timeout_s)
+            db = _open(backend)
         except StoreError as exc:
             ready.set_exception(exc)
             return
-        except (sqlite3.Error, OSError) as exc:
-            ready.set_exception(StoreError(_explain(self.path, exc)))
+        except backend.errors as exc:
+            ready.set_exception(StoreError(backend.explain(exc)))
             return
         ready.set_result(None)
         try:
@@ -174,12 +183,18 @@ class TranscriptStore:
                 if not fut.set_running_or_notify_cancel():
                     continue
                 try:
+                    if db.broken:  # the server restarted: a new connection for this operation
+                        db.close()
+                        db = _open(backend)
                     fut.set_result(fn(db, *args))
                 except BaseException as exc:  # noqa: BLE001 - the caller's future carries it
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.Error):
-                        exc = StoreError(_explain(self.path, exc))
+                    if not db.broken and db.in_transaction:
+                        try:
+                            db.execute("ROLLBACK")
+                        except backend.errors:
+                            log.warning("transcript store: the rollback failed too", exc_info=True)
+                    if isinstance(exc, backend.errors):
+                        exc = StoreError(backend.explain(exc))
                     fut.set_exception(exc)
         finally:
             db.close()

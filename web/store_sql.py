@@ -2,6 +2,13 @@
 
 Every function takes the store's one connection and runs one short transaction; the
 limits below are read at call time (tests lower them).
+
+One set of statements for both backends: SQLite (web/store_sqlite.py, the default) and
+PostgreSQL (web/store_pg.py, when DATABASE_URL is set). They are written in the SQL both
+understand (`?` placeholders, turned into psycopg's `%s` by the PostgreSQL connection;
+`ON CONFLICT`, `IS NOT DISTINCT FROM`, window functions); what differs is a method of the
+connection (`Db` below): how a transaction starts, the schema version's home, the size
+of the data, a lock per browser, and the schema's few dialect words.
 """
 
 from __future__ import annotations
@@ -9,11 +16,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("web.store")
 
@@ -33,20 +39,24 @@ BUSY_TIMEOUT_S = 5.0
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
+# One schema for both backends: DOUBLE PRECISION is SQLite's REAL affinity and PostgreSQL's
+# float8 (its REAL would be float4, seconds since 1970 to ~2 minutes); {rowid} and
+# {without_rowid} are the connection's `schema_words` (PostgreSQL has no rowid, so the
+# insertion order that breaks ties in the history is a column there).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS transcripts (
     id TEXT PRIMARY KEY,
     browser_id TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('live', 'upload')),
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
     title TEXT NOT NULL DEFAULT '',
     first_words TEXT NOT NULL DEFAULT '',
-    duration REAL NOT NULL DEFAULT 0,
+    duration DOUBLE PRECISION NOT NULL DEFAULT 0,
     language TEXT,
     current INTEGER NOT NULL DEFAULT 0,
-    segment_count INTEGER NOT NULL DEFAULT 0,
+    segment_count INTEGER NOT NULL DEFAULT 0,{rowid}
     tab_id TEXT
 );
 CREATE INDEX IF NOT EXISTS transcripts_by_browser ON transcripts (browser_id, updated);
@@ -54,13 +64,52 @@ CREATE INDEX IF NOT EXISTS transcripts_by_updated ON transcripts (updated);
 CREATE TABLE IF NOT EXISTS segments (
     transcript_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    start REAL NOT NULL,
-    "end" REAL NOT NULL,
+    start DOUBLE PRECISION NOT NULL,
+    "end" DOUBLE PRECISION NOT NULL,
     text TEXT NOT NULL,
     utterance_id INTEGER,
     PRIMARY KEY (transcript_id, seq)
-) WITHOUT ROWID;
+) {without_rowid};
 """
+
+
+class Db(Protocol):
+    """The store's connection, as the statements here use it (a `sqlite3.Connection`
+    subclass or the PostgreSQL wrapper): DB-API `execute` with `?` placeholders, plus the
+    few things the two databases do differently."""
+
+    #: Starts a transaction that writes (SQLite takes its one writer lock up front).
+    BEGIN: str
+    #: Fills `_SCHEMA`'s {rowid} and {without_rowid}.
+    schema_words: dict[str, str]
+    #: The connection is gone (a database server restarted): the store opens a new one.
+    broken: bool
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+    def lock(self, key: str) -> None:
+        """Serialise this transaction with others taking `key` (a browser id, "schema")."""
+
+    def used_bytes(self) -> int:
+        """Bytes the transcripts take (MAX_DB_MB holds this)."""
+
+    def schema_version(self) -> int: ...
+
+    def set_schema_version(self, version: int) -> None: ...
+
+    def columns(self, table: str) -> set[str]: ...
+
+
+def create_schema(db: Db) -> None:
+    """Make any missing table (inside the start's transaction, before `_migrate`)."""
+    for statement in _SCHEMA.format(**db.schema_words).split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 class StoreError(RuntimeError):
@@ -80,7 +129,7 @@ def valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_ID.match(value))
 
 
-def _migrate(db: sqlite3.Connection, version: int) -> None:
+def _migrate(db: Db, version: int) -> None:
     """Bring a database written by an older version up to SCHEMA_VERSION (inside the
     start's transaction, after `_SCHEMA` made any missing table).
 
@@ -88,8 +137,7 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
     current transcript keeps tab_id NULL: no tab holds it, so the browser's next page
     load takes it over (`_current_live`), nothing is lost.
     """
-    columns = {row[1] for row in db.execute("PRAGMA table_info(transcripts)")}
-    if "tab_id" not in columns:
+    if "tab_id" not in db.columns("transcripts"):
         db.execute("ALTER TABLE transcripts ADD COLUMN tab_id TEXT")
     db.execute("CREATE INDEX IF NOT EXISTS transcripts_current ON transcripts (browser_id, current, tab_id)")
 
@@ -141,34 +189,33 @@ def _info(row: tuple) -> TranscriptInfo:
     )
 
 
-def _segments(db: sqlite3.Connection, transcript_id: str) -> list[StoredSegment]:
+def _segments(db: Db, transcript_id: str) -> list[StoredSegment]:
     rows = db.execute(
         'SELECT start, "end", text, utterance_id FROM segments WHERE transcript_id = ? ORDER BY seq', (transcript_id,)
     ).fetchall()
     return [StoredSegment(*r) for r in rows]
 
 
-def _browser_secret(db: sqlite3.Connection) -> str:
+def _browser_secret(db: Db) -> str:
     row = db.execute("SELECT value FROM meta WHERE key = 'browser_secret'").fetchone()
     if row:
         return row[0]
     value = secrets.token_urlsafe(32)
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('browser_secret', ?)", (value,))
+    db.execute("INSERT INTO meta (key, value) VALUES ('browser_secret', ?) ON CONFLICT (key) DO NOTHING", (value,))
     return db.execute("SELECT value FROM meta WHERE key = 'browser_secret'").fetchone()[0]
 
 
-def _prune(db: sqlite3.Connection, browser_id: str, new: str) -> None:
-    """Keep the limits (called when transcript `new` is created, inside its transaction)."""
+def _prune(db: Db, browser_id: str, new: str) -> None:
+    """Keep the limits (called when transcript `new` is created, inside its transaction,
+    holding the browser's lock)."""
     old = db.execute(
-        "SELECT id FROM transcripts WHERE browser_id = ? AND current = 0 AND id != ? "
-        "ORDER BY updated DESC, rowid DESC LIMIT -1 OFFSET ?",
-        (browser_id, new, MAX_TRANSCRIPTS_PER_BROWSER - 1),
+        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY updated DESC, rowid DESC) AS n FROM transcripts "
+        "WHERE browser_id = ? AND current = 0 AND id != ?) AS ranked WHERE n >= ?",
+        (browser_id, new, MAX_TRANSCRIPTS_PER_BROWSER),
     ).fetchall()
     for (tid,) in old:
         _delete_rows(db, tid)
-    page_size = db.execute("PRAGMA page_size").fetchone()[0]
-    pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-    excess = pages * page_size - MAX_DB_MB * 1024 * 1024
+    excess = db.used_bytes() - MAX_DB_MB * 1024 * 1024
     while excess > 0:
         row = db.execute(
             "SELECT id, (SELECT COALESCE(SUM(LENGTH(text)) + 40 * COUNT(*), 0) FROM segments WHERE transcript_id = t.id) "
@@ -182,9 +229,9 @@ def _prune(db: sqlite3.Connection, browser_id: str, new: str) -> None:
 
 
 @contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the writer lock is taken up front)."""
-    db.execute("BEGIN IMMEDIATE")
+def _transaction(db: Db) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error (SQLite: BEGIN IMMEDIATE, the writer lock is taken up front)."""
+    db.execute(db.BEGIN)
     try:
         yield
     except BaseException:
@@ -194,13 +241,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _delete_rows(db: sqlite3.Connection, transcript_id: str) -> None:
+def _delete_rows(db: Db, transcript_id: str) -> None:
     db.execute("DELETE FROM segments WHERE transcript_id = ?", (transcript_id,))
     db.execute("DELETE FROM transcripts WHERE id = ?", (transcript_id,))
 
 
 def _append_final(
-    db: sqlite3.Connection, tid: str, browser_id: str, tab_id: str | None, start: float, end: float, text: str,
+    db: Db, tid: str, browser_id: str, tab_id: str | None, start: float, end: float, text: str,
     utterance_id: int | None, language: str | None, now: float,
 ) -> int:
     text = text.strip()
@@ -208,8 +255,10 @@ def _append_final(
         row = db.execute("SELECT browser_id, segment_count, first_words FROM transcripts WHERE id = ?", (tid,)).fetchone()
         if row is None:
             # A new live transcript: it becomes the tab's current one (other tabs keep theirs).
+            db.lock(browser_id)
             db.execute(
-                "UPDATE transcripts SET current = 0 WHERE browser_id = ? AND current = 1 AND tab_id IS ?", (browser_id, tab_id)
+                "UPDATE transcripts SET current = 0 WHERE browser_id = ? AND current = 1 AND tab_id IS NOT DISTINCT FROM ?",
+                (browser_id, tab_id),
             )
             db.execute(
                 "INSERT INTO transcripts (id, browser_id, kind, created, updated, current, tab_id) VALUES (?, ?, 'live', ?, ?, 1, ?)",
@@ -229,19 +278,20 @@ def _append_final(
             if len(first.split()) < FIRST_WORDS:
                 first = _first_words(f"{first} {text}")
             db.execute(
-                "UPDATE transcripts SET updated = ?, segment_count = ?, duration = MAX(duration, ?), "
+                "UPDATE transcripts SET updated = ?, segment_count = ?, duration = CASE WHEN duration > ? THEN duration ELSE ? END, "
                 "language = COALESCE(?, language), first_words = ? WHERE id = ?",
-                (now, count, end, language, first, tid),
+                (now, count, end, end, language, first, tid),
             )
     return count
 
 
 def _save_upload(
-    db: sqlite3.Connection, tid: str, browser_id: str, title: str, rows: list[tuple[float, float, str]],
+    db: Db, tid: str, browser_id: str, title: str, rows: list[tuple[float, float, str]],
     duration: float, language: str | None, now: float,
 ) -> str:
     text = " ".join(r[2] for r in rows)
     with _transaction(db):
+        db.lock(browser_id)
         db.execute(
             "INSERT INTO transcripts (id, browser_id, kind, created, updated, title, first_words, duration, language, current, segment_count) "
             "VALUES (?, ?, 'upload', ?, ?, ?, ?, ?, ?, 0, ?)",
@@ -256,7 +306,7 @@ def _save_upload(
 
 
 def _current_live(
-    db: sqlite3.Connection, browser_id: str, tab_id: str | None, held_tabs: frozenset[str]
+    db: Db, browser_id: str, tab_id: str | None, held_tabs: frozenset[str]
 ) -> StoredTranscript | None:
     """The tab's current live transcript; failing that, one no open tab holds, taken over.
 
@@ -264,9 +314,10 @@ def _current_live(
     With one: the tab's own; if it has none, the most recently updated current transcript
     of the browser whose tab is not in `held_tabs` (a closed tab's, or one from before
     schema 2) becomes this tab's, in the same transaction, so two tabs loading at once
-    never take the same one.
+    never take the same one (the browser's lock: on PostgreSQL two replicas either).
     """
     with _transaction(db):
+        db.lock(browser_id)
         rows = db.execute(
             f"SELECT {_COLUMNS}, tab_id FROM transcripts WHERE browser_id = ? AND current = 1 AND kind = 'live' "
             "ORDER BY updated DESC, rowid DESC",
@@ -283,11 +334,11 @@ def _current_live(
         return None if row is None else StoredTranscript(_info(row[:-1]), _segments(db, row[0]))
 
 
-def _archive(db: sqlite3.Connection, tid: str, browser_id: str) -> None:
+def _archive(db: Db, tid: str, browser_id: str) -> None:
     db.execute("UPDATE transcripts SET current = 0 WHERE id = ? AND browser_id = ?", (tid, browser_id))
 
 
-def _delete(db: sqlite3.Connection, tid: str, browser_id: str) -> bool:
+def _delete(db: Db, tid: str, browser_id: str) -> bool:
     with _transaction(db):
         owned = db.execute("SELECT 1 FROM transcripts WHERE id = ? AND browser_id = ?", (tid, browser_id)).fetchone()
         if owned:
@@ -295,12 +346,12 @@ def _delete(db: sqlite3.Connection, tid: str, browser_id: str) -> bool:
     return bool(owned)
 
 
-def _list(db: sqlite3.Connection, browser_id: str, include_current: bool) -> list[TranscriptInfo]:
+def _list(db: Db, browser_id: str, include_current: bool) -> list[TranscriptInfo]:
     where = "browser_id = ?" + ("" if include_current else " AND current = 0")
     rows = db.execute(f"SELECT {_COLUMNS} FROM transcripts WHERE {where} ORDER BY updated DESC, rowid DESC", (browser_id,)).fetchall()
     return [_info(r) for r in rows]
 
 
-def _get(db: sqlite3.Connection, tid: str, browser_id: str) -> StoredTranscript | None:
+def _get(db: Db, tid: str, browser_id: str) -> StoredTranscript | None:
     row = db.execute(f"SELECT {_COLUMNS} FROM transcripts WHERE id = ? AND browser_id = ?", (tid, browser_id)).fetchone()
     return None if row is None else StoredTranscript(_info(row), _segments(db, tid))
