@@ -62,7 +62,7 @@ def include_api(
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(health_router(engine, jobs))
-    app.include_router(metrics_router())
+    app.include_router(metrics_router(settings.replica))
     app.include_router(openai_router(engine, settings, jobs))
     app.include_router(realtime_router(engine, settings, slots))
     return jobs

@@ -2,13 +2,22 @@
 
 A registry of its own (not the global one) so that nothing else in the process (vLLM
 registers metrics too) can collide with these names.
+
+Every series is served with a `replica` label (REPLICA, default the host name): with
+several app processes behind a proxy, their streams and errors add up or compare by it.
+The label is added when /metrics is read (`ReplicaLabelled`), so the metrics themselves
+and the code that counts them know nothing of replicas.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -44,11 +53,31 @@ REALTIME_CONNECTIONS = Counter(
 )
 
 
-def metrics_router() -> APIRouter:
+class ReplicaLabelled:
+    """A collector serving `source`'s metrics with `replica=<name>` on every sample."""
+
+    def __init__(self, source: CollectorRegistry, name: str) -> None:
+        self.source = source
+        self.name = name
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            family.samples = [s._replace(labels={**s.labels, "replica": self.name}) for s in family.samples]
+            yield family
+
+
+def replica_name(setting: str = "") -> str:
+    """REPLICA, or this host's name (a container's or pod's, where replicas differ)."""
+    return setting or socket.gethostname()
+
+
+def metrics_router(replica: str = "") -> APIRouter:
     router = APIRouter()
+    served = CollectorRegistry(auto_describe=False)
+    served.register(ReplicaLabelled(REGISTRY, replica_name(replica)))
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(served), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -8,6 +8,7 @@ test_remote_engine.py (the app on the `vllm serve` base model).
 from __future__ import annotations
 
 import io
+import socket
 import threading
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 
 from evaluation import wer
 from tests.integration.misbehaving_server import serve_app
+from tests.metrics_text import metric_labels, metric_value
 
 MAX_WER = 0.3  # tiny.en on short clean clips; the engine tests hold the tighter bounds
 API_KEY = "test-key-123"
@@ -299,20 +301,15 @@ def test_api_key(engine, clip_bytes):
 
 
 def test_metrics(base_url, client, clip_bytes):
-    before = _metric(httpx.get(base_url + "/metrics").text, 'rtw_audio_seconds_total{kind="transcribe"}')
+    before = metric_value(httpx.get(base_url + "/metrics").text, "rtw_audio_seconds_total", kind="transcribe") or 0.0
     client.audio.transcriptions.create(model="whisper-1", file=("a.flac", clip_bytes))
     text = httpx.get(base_url + "/metrics").text
-    for name in ("rtw_active_sessions", "rtw_decodes_in_flight", "rtw_decode_seconds_bucket", "rtw_api_requests_total",
-                 'rtw_input_audio_seconds_total{source="api"}'):
-        assert name in text
-    assert _metric(text, 'rtw_audio_seconds_total{kind="transcribe"}') > before
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+    for name in ("rtw_active_sessions", "rtw_decodes_in_flight", "rtw_decode_seconds_bucket", "rtw_api_requests_total"):
+        assert metric_value(text, name) is not None, name
+    assert metric_value(text, "rtw_input_audio_seconds_total", source="api")
+    assert metric_value(text, "rtw_audio_seconds_total", kind="transcribe") > before
+    # Every series names its replica (REPLICA; the host name by default).
+    assert {labels.get("replica") for labels in metric_labels(text, "rtw_decode_seconds_bucket")} == {socket.gethostname()}
 
 
 def test_app_build_mounts_the_api(engine):

@@ -20,6 +20,7 @@ from engine.base import DecodeRequest
 from tests.datasets import TEST_DATA
 from evaluation import clips, read_audio, wer
 from tests.integration.misbehaving_server import serve_app
+from tests.metrics_text import metric_value
 
 STREAM_WER_SLACK = 0.08  # ~4 words of the 55: a short text cannot hold a purely relative bound ("wood cutters" alone costs 2)
 API_KEY = "rt-key"
@@ -216,8 +217,9 @@ async def test_bad_events_get_error_events_and_the_connection_lives_on(ws_url):
 
 
 def _active_sessions(url: str) -> float:
-    line = next(l for l in httpx.get(url + "/metrics").text.splitlines() if l.startswith("rtw_active_sessions "))
-    return float(line.split()[1])
+    value = metric_value(httpx.get(url + "/metrics").text, "rtw_active_sessions")
+    assert value is not None
+    return value
 
 
 async def _wait_active(url: str, value: float) -> None:
