@@ -86,6 +86,16 @@ class Word:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One decoded text token with its log-probability (OpenAI's `include[]=logprobs`):
+    `token` its text, `bytes` its UTF-8 bytes (a token may hold part of a character)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Transcription:
     """The result of one decode.
 
@@ -103,6 +113,8 @@ class Transcription:
     no_speech_prob: float | None = None
     #: Filled only when the request asked for word times (`DecodeRequest.word_timestamps`).
     words: list[Word] = field(default_factory=list)
+    #: Filled only when the request asked for them (`DecodeRequest.logprobs`).
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,8 @@ class DecodeRequest:
     (lower first; engines without a queue of their own may ignore it). `draft` marks a
     decode whose text is soon replaced (a live partial): an engine spends no extra
     decodes to perfect it. `word_timestamps` asks for `Transcription.words` (an extra
-    aligning pass: only finals and files ask for it).
+    aligning pass: only finals and files ask for it); `logprobs` asks for
+    `Transcription.logprobs`, the decoder's own log-probability of each text token.
     """
 
     audio: np.ndarray = field(repr=False)
@@ -149,6 +162,7 @@ class DecodeRequest:
     priority: int = PRIORITY_DEFAULT
     draft: bool = False
     word_timestamps: bool = False
+    logprobs: bool = False
     progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from engine.base import Segment, Transcription, Word
+from engine.base import Segment, TokenLogprob, Transcription, Word
 
 #: Short word-timed subtitle cues (`word_cues`): at most this many words ...
 CUE_MAX_WORDS = 7
@@ -113,6 +113,11 @@ def word_json(word: Word) -> dict[str, Any]:
         "end": _milliseconds(max(word.start, word.end)) / 1000,
         "probability": round(float(word.probability), 4),
     }
+
+
+def token_json(token: TokenLogprob) -> dict[str, Any]:
+    """One token's log-probability as OpenAI's `include[]=logprobs` gives it."""
+    return {"token": token.token, "logprob": round(float(token.logprob), 6), "bytes": list(token.bytes)}
 
 
 def word_cues(words: Iterable[Word], max_words: int = CUE_MAX_WORDS, max_seconds: float = CUE_MAX_SECONDS) -> list[Segment]:

@@ -196,6 +196,7 @@ async def transcribe_long(
         avg_logprob=float(np.mean(logprobs)) if logprobs else None,
         compression_ratio=max((r.compression_ratio or 0.0) for r in results),
         words=[w for r in results for w in r.words],
+        logprobs=[t for r in results for t in r.logprobs],
     )
 
 
@@ -241,6 +242,7 @@ def _joined(parts: list[Transcription], language: str | None, duration: float) -
         avg_logprob=float(np.mean(logprobs)) if logprobs else None,
         compression_ratio=max((r.compression_ratio or 0.0) for r in parts) if parts else None,
         words=[w for r in parts for w in r.words],  # parts are in time order
+        logprobs=[t for r in parts for t in r.logprobs],
     )
 
 

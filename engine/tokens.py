@@ -7,6 +7,7 @@ parsed into segments without relying on how a tokenizer prints them.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,14 @@ from engine.languages import LANGUAGE_TOKEN
 # Whisper allows at most half of its 448-token context for the previous-text prompt.
 MAX_PROMPT_TOKENS = 223
 TIMESTAMP_STEP_S = 0.02
+
+
+@functools.cache
+def _bpe_bytes() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in character -> the byte it stands for."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,11 @@ class WhisperVocabulary:
             if tid == token_id:
                 return code
         return None
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes a token stands for (byte-level BPE: part of a character maybe)."""
+        to_byte = _bpe_bytes()
+        return bytes(to_byte[c] for c in self.tokenizer.id_to_token(token_id) or "" if c in to_byte)
 
     def text_of(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode([t for t in token_ids if t < self.eot])

@@ -12,7 +12,18 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 
 from engine.audio import validate_audio
-from engine.base import PRIORITY_DEFAULT, SAMPLE_RATE, WINDOW_S, DecodeRequest, EngineInfo, Segment, Transcription, Word, check_task
+from engine.base import (
+    PRIORITY_DEFAULT,
+    SAMPLE_RATE,
+    WINDOW_S,
+    DecodeRequest,
+    EngineInfo,
+    Segment,
+    TokenLogprob,
+    Transcription,
+    Word,
+    check_task,
+)
 from engine.gpu import GpuProbe, plan_for, usable_gpu
 from engine.longform import transcribe_any
 from engine.quality import compression_ratio, is_loop, is_low_confidence, overruns_audio, stuck_in_loop
@@ -341,6 +352,7 @@ class VllmEngine:
         duration = request.duration
         decoder = self.vocab.decoder_prompt(language=language, task=request.task, prompt=request.prompt, timestamps=timestamps)
         token_ids: list[int] = []
+        token_logprobs: list[float] = []
         logprob_sum = 0.0
         stuck = False
         next_check = max(2 * LOOP_CHECK_TOKENS, int(USUAL_TOKENS_PER_SECOND * duration))
@@ -351,8 +363,9 @@ class VllmEngine:
                 completion = output.outputs[0]
                 token_ids += completion.token_ids
                 for token_id, entry in zip(completion.token_ids, completion.logprobs or []):
-                    if token_id in entry:
-                        logprob_sum += entry[token_id].logprob
+                    logprob = entry[token_id].logprob if token_id in entry else 0.0
+                    logprob_sum += logprob
+                    token_logprobs.append(logprob)
                 if len(token_ids) >= next_check and not output.finished:
                     next_check = len(token_ids) + LOOP_CHECK_TOKENS
                     if stuck_in_loop(self.vocab.text_of(token_ids), duration):
@@ -371,8 +384,18 @@ class VllmEngine:
             segments=segments,
             avg_logprob=logprob_sum / max(1, len(token_ids)),
             compression_ratio=compression_ratio(text),
+            logprobs=self._token_logprobs(token_ids, token_logprobs) if request.logprobs else [],
         )
         return result, stuck, token_ids
+
+    def _token_logprobs(self, token_ids: list[int], logprobs: list[float]) -> list[TokenLogprob]:
+        """The text tokens (no timestamps, no end-of-text) with their log-probabilities."""
+        out = []
+        for token_id, logprob in zip(token_ids, logprobs):
+            if token_id < self.vocab.eot:
+                raw = self.vocab.token_bytes(token_id)
+                out.append(TokenLogprob(raw.decode("utf-8", "replace"), logprob, tuple(raw)))
+        return out
 
 
 def _local_dir(model: str) -> Path:

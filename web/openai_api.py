@@ -3,7 +3,8 @@
 - `POST /v1/audio/transcriptions` and `POST /v1/audio/translations` (multipart, OpenAI's
   fields: file, model, language, prompt, response_format json|text|verbose_json|srt|vtt,
   temperature, `timestamp_granularities[]=segment` and/or `word` (verbose_json: `words`
-  with start, end and probability), `stream=true` as server-sent events
+  with start, end and probability), `include[]=logprobs` on json (each text token's
+  log-probability, as OpenAI), `stream=true` as server-sent events
   `transcript.text.delta` / `transcript.text.done`)
 - `GET /v1/models`, `GET /v1/models/{id}`
 
@@ -32,7 +33,7 @@ from starlette.requests import ClientDisconnect
 
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcription, UnsupportedRequest, check_task, checked_prompt
-from engine.formats import to_srt, to_vtt, word_json
+from engine.formats import to_srt, to_vtt, token_json, word_json
 from engine.languages import language_name
 from settings import Settings
 from web import metrics
@@ -197,7 +198,16 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
     if granularities and response_format != "verbose_json":  # OpenAI's rule
         raise APIError(400, "timestamp_granularities needs response_format verbose_json.", param="timestamp_granularities", code="unsupported_value")
     granularity = set(granularities) or {"segment"}
+    include = [i for i in form.getlist("include[]") + form.getlist("include") if isinstance(i, str)]
+    for item in include:
+        if item != "logprobs":
+            raise APIError(400, f"Invalid include {item!r}: use 'logprobs'.", param="include", code="invalid_value")
+    logprobs = bool(include)
+    if logprobs and response_format != "json":  # OpenAI's rule
+        raise APIError(400, "include[]=logprobs works with response_format json only.", param="include", code="unsupported_value")
     stream = _flag(_text(form, "stream"), "stream")
+    if stream and logprobs:
+        raise APIError(400, "include[]=logprobs is not available with stream=true here.", param="include", code="unsupported_value")
     if stream and response_format not in ("json", "text"):
         raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
     try:
@@ -223,6 +233,7 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
                     temperature=temperature,
                     timestamps=response_format in ("verbose_json", "srt", "vtt"),
                     word_timestamps="word" in granularity,
+                    logprobs=logprobs,
                 )
             )
         except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
@@ -352,7 +363,8 @@ def _render(
         return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
     usage = {"type": "duration", "seconds": math.ceil(duration)}
     if response_format == "json":
-        return JSONResponse({"text": text, "usage": usage})
+        extra = {"logprobs": [token_json(t) for t in result.logprobs]} if result.logprobs else {}
+        return JSONResponse({"text": text, **extra, "usage": usage})
     segments = []
     for i, s in enumerate(x for x in result.segments if x.text.strip()):
         segments.append(

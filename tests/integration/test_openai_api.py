@@ -141,6 +141,19 @@ def test_word_timestamps(client, clip, clip_bytes):
     assert [w.word for w in only.words] == [w.word for w in words]
 
 
+def test_include_logprobs(client, clip, clip_bytes):
+    """Issue 18: `include[]=logprobs` on json gives each text token's log-probability, as
+    OpenAI defines it; the tokens spell the text."""
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=(clip.path.name, clip_bytes), response_format="json", include=["logprobs"]
+    )
+    assert result.logprobs, result
+    assert "".join(t.token for t in result.logprobs).strip() == result.text
+    assert bytes(int(b) for t in result.logprobs for b in t.bytes).decode().strip() == result.text  # the SDK types them float
+    assert all(t.logprob <= 0.0 for t in result.logprobs)
+    assert not client.audio.transcriptions.create(model="whisper-1", file=(clip.path.name, clip_bytes)).logprobs
+
+
 def test_prompt_and_temperature_are_accepted(client, clip, clip_bytes):
     result = client.audio.transcriptions.create(
         model="whisper-1", file=(clip.path.name, clip_bytes), prompt="Printing and the arts.", temperature=0.2
@@ -244,6 +257,7 @@ def test_over_the_size_limit_without_content_length(base_url):
         ({"temperature": 3}, 400, "temperature"),
         ({"timestamp_granularities": ["sentence"], "response_format": "verbose_json"}, 400, "timestamp_granularities"),
         ({"timestamp_granularities": ["word"], "response_format": "json"}, 400, "timestamp_granularities"),  # as OpenAI
+        ({"include": ["logprobs"], "response_format": "verbose_json"}, 400, "include"),  # as OpenAI
         ({"model": "gpt-4o-transcribe"}, 404, "model"),
         ({"language": "english!"}, 400, "language"),
         # Issue 17, case 7: before, any length was tokenized on the event loop (live streams stalled).
