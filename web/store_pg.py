@@ -18,7 +18,7 @@ DATABASE_URL is shown without its password in every message and log line (`locat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -65,8 +65,8 @@ def explain(where: str, exc: BaseException, password: str = "") -> str:
 class PgDb:
     """A psycopg connection with the store's `Db` methods and sqlite3's `?` placeholders."""
 
-    BEGIN = "BEGIN"
-    schema_words = {"rowid": "\n    rowid BIGINT GENERATED ALWAYS AS IDENTITY,", "without_rowid": ""}
+    BEGIN: ClassVar[str] = "BEGIN"
+    schema_words: ClassVar[dict[str, str]] = {"rowid": "\n    rowid BIGINT GENERATED ALWAYS AS IDENTITY,", "without_rowid": ""}
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn

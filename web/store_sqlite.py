@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import ClassVar
 
 from web.store_sql import BUSY_TIMEOUT_S, Db
 
@@ -20,8 +21,8 @@ ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
 class SqliteDb(sqlite3.Connection):
     """A sqlite3 connection with the store's `Db` methods (`sqlite3.connect(factory=...)`)."""
 
-    BEGIN = "BEGIN IMMEDIATE"
-    schema_words = {"rowid": "", "without_rowid": "WITHOUT ROWID"}
+    BEGIN: ClassVar[str] = "BEGIN IMMEDIATE"
+    schema_words: ClassVar[dict[str, str]] = {"rowid": "", "without_rowid": "WITHOUT ROWID"}
     #: A file does not drop its connection (PostgreSQL's may; the store then reconnects).
     broken = False
 

@@ -35,8 +35,6 @@ import pytest
 
 from tests.integration import pg_server
 from tests.integration.misbehaving_server import free_port
-from web import store_pg
-from web.store import SCHEMA_VERSION, StoreError, TranscriptStore, new_id
 
 # The backend-neutral tests of the store's suite, run again here on PostgreSQL.
 from tests.unit.test_store import (  # noqa: F401 - collected by pytest in this module
@@ -49,6 +47,8 @@ from tests.unit.test_store import (  # noqa: F401 - collected by pytest in this 
     test_transcripts_per_browser_are_bounded,
     test_uploads_delete_and_history,
 )
+from web import store_pg
+from web.store import SCHEMA_VERSION, StoreError, TranscriptStore, new_id
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -106,6 +106,12 @@ def test_two_replicas_see_one_browsers_transcripts(database_url):
         second.close()
 
 
+def _load_tab(start: threading.Barrier, replica: TranscriptStore, browser: str, tab: str, open_tabs: set[str]):
+    """A tab's page load on one replica, at the same moment as the other's."""
+    start.wait()
+    return replica.current_live(browser, tab, held_tabs=open_tabs)
+
+
 def test_two_tabs_on_two_replicas_never_take_the_same_transcript(database_url):
     """An orphaned live transcript (its tab closed) goes to exactly one of two tabs that
     load at the same moment on two replicas. (Which tabs are open is known per replica:
@@ -118,13 +124,8 @@ def test_two_tabs_on_two_replicas_never_take_the_same_transcript(database_url):
             replicas[0].append_final(orphan, browser, 0, 1, "from a closed tab", tab_id=new_id()).result()
             tabs = [new_id(), new_id()]
             start = threading.Barrier(2)
-
-            def load(k: int):
-                start.wait()
-                return replicas[k].current_live(browser, tabs[k], held_tabs=set(tabs))
-
             with ThreadPoolExecutor(2) as pool:
-                got = list(pool.map(load, range(2)))
+                got = list(pool.map(_load_tab, [start] * 2, replicas, [browser] * 2, tabs, [set(tabs)] * 2))
             taken = [g.info.id for g in got if g is not None]
             assert taken == [orphan], got
     finally:
@@ -217,7 +218,7 @@ def test_the_app_stops_at_start_naming_database_url(pg):
     """app.py main(): a wrong DATABASE_URL stops it before the engine loads, with the message."""
     env = {**os.environ, "DATABASE_URL": pg.url(password="wrong-password-here"), "ENGINE": "remote",
            "ENDPOINT_URL": "http://127.0.0.1:9/v1", "GRADIO_SERVER_PORT": str(free_port())}
-    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0
     assert "error: The transcript database at DATABASE_URL postgresql://rtw@127.0.0.1:" in done.stderr, done.stderr[-2000:]
     assert "wrong-password-here" not in done.stderr + done.stdout
