@@ -35,12 +35,13 @@ MAX_WORD_S = 1.4
 
 
 def median_filter(x: np.ndarray, width: int = MEDIAN_WIDTH) -> np.ndarray:
-    """Median over the last axis in windows of `width` (odd), edges reflected."""
-    if width <= 1 or x.shape[-1] < width:
+    """Median over the last axis in windows of `width` (odd), edges reflected (numpy only:
+    scipy is no dependency of the app)."""
+    if width <= 1 or x.shape[-1] <= width // 2:
         return x
-    from scipy.ndimage import median_filter as _median
-
-    return _median(x, size=(1,) * (x.ndim - 1) + (width,), mode="reflect")
+    half = width // 2
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)], mode="reflect")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
 
 
 def attention_cost(attention: np.ndarray, num_frames: int, width: int = MEDIAN_WIDTH) -> np.ndarray:

@@ -16,6 +16,7 @@ from engine.word_times import (
     attention_cost,
     dtw,
     group_words,
+    median_filter,
     snap_to_speech,
     token_start_frames,
     words_from_alignment,
@@ -66,6 +67,16 @@ def test_tokens_start_where_their_attention_starts() -> None:
     # The path begins at the window's first frame, whatever the first token looked at: why
     # the first word's start is bounded (words_from_alignment) and snapped to speech.
     assert starts[0] == 0
+
+
+def test_median_filter_smooths_along_time_only() -> None:
+    x = np.array([[0.0, 0.0, 9.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
+    assert median_filter(x, 3).tolist() == [[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]]
+    assert median_filter(x, 1) is x
+    rng = np.random.default_rng(1)
+    y = rng.random((2, 3, 40))
+    expected = np.array([[[np.median(np.pad(row, 3, mode="reflect")[j : j + 7]) for j in range(40)] for row in h] for h in y])
+    assert np.allclose(median_filter(y, 7), expected)
 
 
 def test_words_take_their_tokens_times_probability_and_offset() -> None:
