@@ -252,10 +252,12 @@ def _append_final(
 ) -> int:
     text = text.strip()
     with _transaction(db):
+        # The browser's lock first: two replicas appending to one transcript (a reload onto
+        # another while the old page still flushes) must not both take the next seq.
+        db.lock(browser_id)
         row = db.execute("SELECT browser_id, segment_count, first_words FROM transcripts WHERE id = ?", (tid,)).fetchone()
         if row is None:
             # A new live transcript: it becomes the tab's current one (other tabs keep theirs).
-            db.lock(browser_id)
             db.execute(
                 "UPDATE transcripts SET current = 0 WHERE browser_id = ? AND current = 1 AND tab_id IS NOT DISTINCT FROM ?",
                 (browser_id, tab_id),

@@ -44,11 +44,22 @@ def missing_reason() -> str | None:
     if binaries() is None:
         return "PostgreSQL's binaries are not installed (Debian: apt-get install postgresql; scripts/setup.sh --test does it)"
     if os.geteuid() == 0:
+        if not _real_root():
+            return "root only in a user namespace (unshare -r): initdb refuses root, and no other user exists there"
         try:
             pwd.getpwnam("postgres")
         except KeyError:
             return "running as root and there is no 'postgres' user for initdb (it refuses root)"
     return None
+
+
+def _real_root() -> bool:
+    """Root of the machine, not a user namespace's mapped root (which can't become `postgres`)."""
+    try:
+        first = Path("/proc/self/uid_map").read_text().split()
+    except OSError:
+        return True
+    return first[:2] == ["0", "0"]
 
 
 @dataclass

@@ -15,7 +15,8 @@ Checked:
   live transcript written through one continues through the other after the first
   closes (its replica died), and both give the page the same browser secret;
 - two tabs of one browser loading on two replicas at once never take over the same
-  orphaned transcript (the per-browser lock);
+  orphaned transcript, and two replicas appending to one transcript at once lose no
+  final (the per-browser lock);
 - replicas starting together on an empty database make the schema once, without errors;
 - a database of schema 1 migrates and keeps its transcripts; a newer one is refused;
 - start errors (no server there, wrong password, missing database) are StoreError naming
@@ -128,6 +129,33 @@ def test_two_tabs_on_two_replicas_never_take_the_same_transcript(database_url):
                 got = list(pool.map(_load_tab, [start] * 2, replicas, [browser] * 2, tabs, [set(tabs)] * 2))
             taken = [g.info.id for g in got if g is not None]
             assert taken == [orphan], got
+    finally:
+        for r in replicas:
+            r.close()
+
+
+def _append_many(start: threading.Barrier, replica: TranscriptStore, tid: str, browser: str, name: str) -> None:
+    start.wait()
+    futures = [replica.append_final(tid, browser, i, i + 1, f"{name} {i}") for i in range(30)]
+    for f in futures:
+        f.result()
+
+
+def test_two_replicas_appending_to_one_transcript_lose_nothing(database_url):
+    """A reload onto another replica while the old page still flushes: both write finals
+    to one transcript at once; every final is stored once, numbered in one sequence."""
+    replicas = [TranscriptStore.open("", database_url) for _ in range(2)]
+    try:
+        browser, tid = new_id(), new_id()
+        replicas[0].append_final(tid, browser, 0, 1, "first").result()
+        start = threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(_append_many, [start] * 2, replicas, [tid] * 2, [browser] * 2, ["a", "b"]))
+        texts = [s.text for s in replicas[1].get(tid, browser).segments]
+        assert len(texts) == 61 and sorted(texts[1:]) == sorted([f"a {i}" for i in range(30)] + [f"b {i}" for i in range(30)])
+        assert [t for t in texts if t.startswith("a ")] == [f"a {i}" for i in range(30)]  # each replica's order kept
+        info = replicas[0].get(tid, browser).info
+        assert info.segment_count == 61
     finally:
         for r in replicas:
             r.close()
