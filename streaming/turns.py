@@ -76,11 +76,6 @@ def eagerness_of(name: str | None) -> Eagerness:
 class TurnScorer(Protocol):
     """What the session needs of a turn detector (a scripted one in tests)."""
 
-    def preload(self) -> None:
-        """Load the model on the worker thread now, so the first pause of the first
-        stream does not wait ~1-2 s for it (the questions queue behind the load)."""
-        self._executor.submit(self.load)
-
     async def complete_probability(self, audio: np.ndarray) -> float: ...
 
 
@@ -118,6 +113,15 @@ class TurnDetector:
         first pause of the first stream."""
         if self._model is None:
             self._model = self._factory()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def preload(self) -> None:
+        """Load the model on the worker thread now, so the first pause of the first
+        stream does not wait ~1-2 s for it (the questions queue behind the load)."""
+        self._executor.submit(self.load)
 
     async def complete_probability(self, audio: np.ndarray) -> float:
         loop = asyncio.get_running_loop()

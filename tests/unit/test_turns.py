@@ -241,3 +241,13 @@ async def test_real_model_keeps_a_mid_sentence_pause_and_ends_the_sentence(detec
     heard_at, final = finals[0]
     assert session.stats.turn_ends == 1
     assert heard_at - (final.end_s - PAD_AFTER_S) < 0.5
+
+
+async def test_the_shared_detector_starts_loading_its_model_when_made() -> None:
+    # It once called a preload the class did not have: the first semantic stream failed.
+    from streaming.turns import shared_detector
+
+    d = shared_detector()
+    assert d is shared_detector()
+    assert 0.0 <= await asyncio.wait_for(d.complete_probability(silence(0.5)), 60) <= 1.0
+    assert d.loaded
