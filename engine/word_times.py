@@ -198,13 +198,21 @@ def snap_to_speech(words: list[Word], regions: Sequence[tuple[float, float]]) ->
     word's start lies outside every speech region (the VAD's), it moves to the start of
     the next region if that comes before the word's end; its end likewise to the end of
     the last region before it. A word with no speech at all keeps its times.
+
+    The window's first and last word also take the edges of the speech they sit in: the
+    path tends to clip the first word's start and the last word's end inside the speech
+    too, and no word of the window comes before the first or after the last.
     """
     def inside(t: float) -> bool:
         return any(a <= t <= b for a, b in regions)
 
     snapped = []
-    for w in words:
+    for i, w in enumerate(words):
         start, end = w.start, w.end
+        if i == 0:
+            start = next((a for a, b in regions if a <= start <= b), start)
+        if i == len(words) - 1:
+            end = next((b for a, b in regions if a <= end <= b), end)
         if not inside(start):
             later = [a for a, _ in regions if a > start]
             if later and min(later) < end:

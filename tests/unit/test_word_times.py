@@ -121,7 +121,9 @@ def test_edges_in_silence_snap_to_speech() -> None:
     assert [(w.start, w.end) for w in snapped] == [(0.9, 1.3), (1.3, 1.9), (1.9, 2.6)]
     # A word with no speech under it keeps its times; so do edges already inside speech.
     assert snap_to_speech([Word(" x", 5.0, 6.0, 0.5)], [(0.9, 2.6)]) == [Word(" x", 5.0, 6.0, 0.5)]
-    assert snap_to_speech(words, [(0.0, 4.0)]) == words
+    # The first and last word reach the edges of the speech they sit in.
+    assert [(w.start, w.end) for w in snap_to_speech(words, [(0.1, 3.6)])] == [(0.1, 1.3), (1.3, 1.9), (1.9, 3.6)]
+    assert snap_to_speech(words[1:2], [(0.0, 4.0)]) == [Word(" two", 0.0, 4.0, 0.9)]
 
 
 def test_word_json_and_word_cues() -> None:
