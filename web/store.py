@@ -157,7 +157,10 @@ class TranscriptStore:
         replicas), else the SQLite file in `data_dir`."""
         if not database_url:
             return cls.open_dir(data_dir)
-        from web.store_pg import PostgresBackend  # psycopg only where it is used
+        try:
+            from web.store_pg import PostgresBackend  # psycopg only where it is used
+        except ImportError as exc:
+            raise StoreError(f"DATABASE_URL is set but psycopg can't be imported ({exc}); pip install -r requirements/app.txt") from exc
 
         return cls(backend=PostgresBackend(database_url))
 
