@@ -79,11 +79,18 @@ def _namespace_prefix() -> list[str] | None:
 
 @pytest.mark.skipif(INSIDE, reason="the wrapper itself (runs inside the namespace's pytest)")
 def test_page_in_browser():
+    run_in_namespace(Path(__file__), "TestBrowser")
+
+
+def run_in_namespace(test_file: Path, selector: str, *, exitfirst: bool = True) -> None:
+    """Run `test_file`'s browser tests (`-k selector`) in a loopback-only network namespace
+    (WebRTC on loopback, nothing else reachable), and fail with their output if they fail.
+    Every e2e file's outside test is this one call."""
     if chromium_path() is None:
         pytest.skip("chromium is not installed (test.sh installs Debian's chromium)")
     prefix = _namespace_prefix()
     env = {**os.environ, "RTW_E2E_INSIDE": "1"}
-    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", "-rA", str(Path(__file__)), "-k", "TestBrowser"]
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *(["-x"] if exitfirst else []), "-rA", str(test_file), "-k", selector]
     if prefix is None:
         cmd = pytest_cmd
     else:

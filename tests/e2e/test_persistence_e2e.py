@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from test_page_e2e import (  # noqa: F401 - fixtures used by name
+    run_in_namespace,
     INSIDE,
     RECORD,
     _finals,
@@ -37,12 +38,9 @@ from test_page_e2e import (  # noqa: F401 - fixtures used by name
     _get_json,
     _grant_and_record,
     _launch,
-    _namespace_prefix,
     _partial,
-    _shell_quote,
     _status,
     _wait,
-    chromium_path,
     clip,
     fake_mic_wav,
     playwright_instance,
@@ -56,18 +54,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.skipif(INSIDE, reason="the wrapper itself (runs inside the namespace's pytest)")
 def test_persistence_in_browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (test.sh installs Debian's chromium)")
-    prefix = _namespace_prefix()
-    env = {**os.environ, "RTW_E2E_INSIDE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", "-rA", str(Path(__file__)), "-k", "TestPersistence"]
-    if prefix is not None:
-        cmd = [*prefix, "bash", "-c", f"ip link set lo up && exec {' '.join(_shell_quote(a) for a in cmd)}"]
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    output = proc.stdout + proc.stderr
-    print(output[-20000:])
-    assert proc.returncode == 0, f"browser tests failed (see output above):\n{output[-6000:]}"
-    assert " passed" in output, f"no browser test ran:\n{output[-3000:]}"
+    run_in_namespace(Path(__file__), "TestPersistence")
 
 
 class _Server:
@@ -126,14 +113,23 @@ class _Server:
             self.proc = None
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def serve(tmp_path_factory, **env: str):
+    """A started e2e server with its own DATA_DIR (and `env` in its environment only),
+    stopped afterwards with its logs' tails printed: the body of every e2e file's fixture."""
     s = _Server(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("logs"))
-    s.start()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        s.start()
     yield s
     s.stop()
     for log in sorted(s.log_dir.glob("*.log")):
         print(f"--- {log.name} (tail) ---\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from serve(tmp_path_factory)
 
 
 def _speak_and_stop(page, server: _Server, before: str, timeout: float = 180) -> str:

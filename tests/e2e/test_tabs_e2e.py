@@ -22,14 +22,12 @@ Checked:
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from test_page_e2e import (  # noqa: F401 - fixtures used by name
+    run_in_namespace,
     INSIDE,
     LEAD_SILENCE_S,
     RECORD,
@@ -37,17 +35,14 @@ from test_page_e2e import (  # noqa: F401 - fixtures used by name
     _get_json,
     _grant_and_record,
     _launch,
-    _namespace_prefix,
     _partial,
-    _shell_quote,
     _status,
     _wait,
-    chromium_path,
     clip,
     fake_mic_wav,
     playwright_instance,
 )
-from test_persistence_e2e import _open, _reload, _rows, _Server, _speak_and_stop
+from test_persistence_e2e import _open, _reload, _rows, _Server, _speak_and_stop, serve
 
 from web.recorder import TAB_KEY
 
@@ -74,28 +69,12 @@ SAMPLE_OPACITY_JS = """async (ms) => {
 
 @pytest.mark.skipif(INSIDE, reason="the wrapper itself (runs inside the namespace's pytest)")
 def test_tabs_in_browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (test.sh installs Debian's chromium)")
-    prefix = _namespace_prefix()
-    env = {**os.environ, "RTW_E2E_INSIDE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", str(Path(__file__)), "-k", "TestTabs"]
-    if prefix is not None:
-        cmd = [*prefix, "bash", "-c", f"ip link set lo up && exec {' '.join(_shell_quote(a) for a in cmd)}"]
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    output = proc.stdout + proc.stderr
-    print(output[-20000:])
-    assert proc.returncode == 0, f"browser tests failed (see output above):\n{output[-6000:]}"
-    assert " passed" in output, f"no browser test ran:\n{output[-3000:]}"
+    run_in_namespace(Path(__file__), "TestTabs", exitfirst=False)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = _Server(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("logs"))
-    s.start()
-    yield s
-    s.stop()
-    for log in sorted(s.log_dir.glob("*.log")):
-        print(f"--- {log.name} (tail) ---\n{log.read_text()[-3000:]}")
+    yield from serve(tmp_path_factory)
 
 
 def _live_texts(data_dir: Path) -> dict[str, str]:

@@ -19,28 +19,23 @@ Checked, in order:
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from test_page_e2e import (  # noqa: F401 - fixtures used by name
+    run_in_namespace,
     INSIDE,
     _finals,
     _launch,
-    _namespace_prefix,
-    _shell_quote,
     _toasts,
     _wait,
-    chromium_path,
     clip,
     fake_mic_wav,
     playwright_instance,
 )
-from test_persistence_e2e import _open, _rows, _Server, _speak_and_stop
+from test_persistence_e2e import _open, _rows, _Server, _speak_and_stop, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,34 +44,16 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.skipif(INSIDE, reason="the wrapper itself (runs inside the namespace's pytest)")
 def test_upload_and_history_files_in_browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (test.sh installs Debian's chromium)")
-    prefix = _namespace_prefix()
-    env = {**os.environ, "RTW_E2E_INSIDE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", "-rA", str(Path(__file__)), "-k", "TestUploadHistory"]
-    if prefix is not None:
-        cmd = [*prefix, "bash", "-c", f"ip link set lo up && exec {' '.join(_shell_quote(a) for a in cmd)}"]
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    output = proc.stdout + proc.stderr
-    print(output[-20000:])
-    assert proc.returncode == 0, f"browser tests failed (see output above):\n{output[-6000:]}"
-    assert " passed" in output, f"no browser test ran:\n{output[-3000:]}"
+    run_in_namespace(Path(__file__), "TestUploadHistory")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The e2e server with its own DATA_DIR, TMPDIR and Gradio cache (inside that TMPDIR)."""
-    s = _Server(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("logs"))
-    s.tmp = tmp_path_factory.mktemp("servertmp")
-    s.gradio = s.tmp / "gradio"
-    with pytest.MonkeyPatch.context() as mp:  # the server process's environment only
-        mp.setenv("TMPDIR", str(s.tmp))
-        mp.setenv("GRADIO_TEMP_DIR", str(s.gradio))
-        s.start()
-    yield s
-    s.stop()
-    for log in sorted(s.log_dir.glob("*.log")):
-        print(f"--- {log.name} (tail) ---\n{log.read_text()[-3000:]}")
+    tmp = tmp_path_factory.mktemp("servertmp")
+    for s in serve(tmp_path_factory, TMPDIR=str(tmp), GRADIO_TEMP_DIR=str(tmp / "gradio")):
+        s.tmp, s.gradio = tmp, tmp / "gradio"
+        yield s
 
 
 def _copies(root: Path, word: str) -> list[Path]:
