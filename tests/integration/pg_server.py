@@ -68,6 +68,7 @@ class PgServer:
     port: int
     bindir: Path
     as_user: list[str]
+    options: str = ""
 
     def url(self, database: str = "postgres", *, password: str = PASSWORD, port: int | None = None) -> str:
         return f"postgresql://{USER}:{password}@127.0.0.1:{port or self.port}/{database}"
@@ -81,6 +82,15 @@ class PgServer:
         if done.returncode:
             raise RuntimeError(f"createdb {name} failed: {done.stderr}")
         return self.url(name)
+
+    def restart(self) -> None:
+        """pg_ctl restart (fast: open connections are closed), as a database deploy does."""
+        done = self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-o", self.options,
+            "-l", str(self.folder / "log"), "-w", "-t", str(START_TIMEOUT_S), "restart",
+        )
+        if done.returncode:
+            raise RuntimeError(f"pg_ctl restart failed: {done.stderr}{done.stdout}")
 
     def stop(self) -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop")
@@ -110,9 +120,9 @@ def start() -> PgServer:
     if done.returncode:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {done.stderr or done.stdout}")
-    options = f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={folder} -c fsync=off"
+    server.options = f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={folder} -c fsync=off"
     done = server._run(
-        str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w",
+        str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-o", server.options, "-l", str(folder / "log"), "-w",
         "-t", str(START_TIMEOUT_S), "start",
     )
     if done.returncode:

@@ -21,7 +21,8 @@ Checked:
 - a database of schema 1 migrates and keeps its transcripts; a newer one is refused;
 - start errors (no server there, wrong password, missing database) are StoreError naming
   DATABASE_URL without its password; the app itself stops with that message;
-- a connection the server drops is replaced for the next operation.
+- a connection the server drops (terminated, or the server restarted) is replaced for
+  the next operation.
 """
 
 from __future__ import annotations
@@ -250,6 +251,21 @@ def test_the_app_stops_at_start_naming_database_url(pg):
     assert done.returncode != 0
     assert "error: The transcript database at DATABASE_URL postgresql://rtw@127.0.0.1:" in done.stderr, done.stderr[-2000:]
     assert "wrong-password-here" not in done.stderr + done.stdout
+
+
+def test_the_store_carries_on_after_the_database_restarts(store, pg):
+    """A deploy of PostgreSQL (its connections closed): the write that meets the closed
+    connection fails named as the store's error, the next opens a new one, nothing stored is lost."""
+    browser, tid = new_id(), new_id()
+    store.append_final(tid, browser, 0, 1, "before the restart").result()
+    pg.restart()
+    try:
+        store.append_final(tid, browser, 1, 2, "met the closed connection").result()
+    except StoreError as exc:
+        assert "DATABASE_URL" in str(exc) and pg_server.PASSWORD not in str(exc)
+    store.append_final(tid, browser, 2, 3, "after the restart").result()
+    texts = [s.text for s in store.get(tid, browser).segments]
+    assert texts[0] == "before the restart" and texts[-1] == "after the restart"
 
 
 def test_a_dropped_connection_is_opened_again(store, pg, database_url):
