@@ -12,7 +12,8 @@ inside one. The speculative final decode already starts at the first silence
 Eagerness (OpenAI's `semantic_vad` vocabulary, `auto` = `medium`) sets two things: the
 probability above which a pause ends the turn, and the longer silence that ends it
 anyway when the model keeps saying "not yet" (OpenAI documents 8/4/2 s for a voice
-agent's reply; a transcript's final is shown text, so the fallbacks here are shorter).
+agent's reply; a transcript's final is shown text, and the next sentence often starts
+within a second, so the fallbacks here are 1.5/0.8/0.6 s).
 
 The model runs off the event loop on one worker thread shared by every stream. Requests
 that arrive while it is busy are scored together in one batch on its next turn, so the
@@ -56,10 +57,15 @@ class Eagerness:
     max_silence_ms: int
 
 
+#: Measured on `python -m bench.turns` (BENCHMARKS.md, issue 20): (0.5, 1.5 s) merged 15
+#: turns in 100 (the model called 12 % of real sentence ends unfinished, and the next turn
+#: began within 1.5 s); (0.3, 0.8 s) merged none and split fewer sentences than 500 ms of
+#: silence, so it is `medium` (and `auto`); `low` is the patient (0.5, 1.5 s), `high`
+#: the quickest.
 EAGERNESS: dict[str, Eagerness] = {
-    "high": Eagerness(threshold=0.3, max_silence_ms=800),
-    "medium": Eagerness(threshold=0.5, max_silence_ms=1500),
-    "low": Eagerness(threshold=0.7, max_silence_ms=3000),
+    "high": Eagerness(threshold=0.2, max_silence_ms=600),
+    "medium": Eagerness(threshold=0.3, max_silence_ms=800),
+    "low": Eagerness(threshold=0.5, max_silence_ms=1500),
 }
 
 

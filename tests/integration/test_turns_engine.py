@@ -14,8 +14,8 @@ from tests.unit.test_turns import COMPLETE, TRAILING_COMMA, clip, silence, strea
 
 
 async def test_a_pause_mid_sentence_gives_one_final_on_the_real_model(engine) -> None:
-    # "produced the block books, ... the true printed book," <0.7 s> "has never been surpassed."
-    audio = np.concatenate([silence(0.5), clip(TRAILING_COMMA), silence(0.7), clip(COMPLETE[2]), silence(2.0)])
+    # "produced the block books, ... the true printed book," <0.65 s> "has never been surpassed."
+    audio = np.concatenate([silence(0.5), clip(TRAILING_COMMA), silence(0.65), clip(COMPLETE[2]), silence(2.0)])
     detector = TurnDetector()
     options = SessionOptions(language="en", turn_detection="semantic")
     finals, session = await stream(audio, options, detector, engine)

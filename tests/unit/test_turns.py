@@ -184,7 +184,7 @@ async def test_a_complete_turn_ends_after_the_check_not_the_long_silence() -> No
     # Ended where the silence rule would end it (last speech + padding) ...
     speech_end = final.end_s - PAD_AFTER_S
     assert 0.5 + len(speech) / SR - 0.2 < speech_end < 0.5 + len(speech) / SR + 0.2
-    # ... but heard about turn_check_ms into the pause, not medium's 1.5 s.
+    # ... but heard about turn_check_ms into the pause, not after medium's fallback silence.
     assert heard_at - speech_end < 0.2 + 0.25, (heard_at, speech_end)
 
 
@@ -203,20 +203,21 @@ async def test_an_incomplete_turn_waits_for_the_eagerness_silence(eagerness: str
 
 
 async def test_the_threshold_follows_the_eagerness() -> None:
-    # 0.4: complete for `high` (0.3), not for `medium` (0.5).
+    # Between `high`'s threshold and `medium`'s: complete for the one, not the other.
+    p = (EAGERNESS["high"].threshold + EAGERNESS["medium"].threshold) / 2
     speech = clip(COMPLETE[0])
     audio = np.concatenate([silence(0.5), speech, silence(2.0)])
-    high, _ = await stream(audio, semantic("high"), ScriptedTurns([0.4]))
-    medium, _ = await stream(audio, semantic("medium"), ScriptedTurns([0.4]))
+    high, _ = await stream(audio, semantic("high"), ScriptedTurns([p]))
+    medium, _ = await stream(audio, semantic("medium"), ScriptedTurns([p]))
     gap = lambda f: f[0][0] - (f[0][1].end_s - PAD_AFTER_S)  # noqa: E731
-    assert gap(high) < 0.45 < 1.4 < gap(medium)
+    assert gap(high) < 0.45 < EAGERNESS["medium"].max_silence_ms / 1000 - 0.1 < gap(medium)
 
 
 async def test_a_pause_inside_a_sentence_keeps_one_utterance() -> None:
-    # The speaker pauses 0.7 s mid-sentence: 500 ms of silence splits it, the turn stage
+    # The speaker pauses 0.65 s mid-sentence: 500 ms of silence splits it, the turn stage
     # (incomplete at the pause, complete at the end) keeps one final.
     first, second = clip(TRAILING_COMMA), clip(COMPLETE[2])
-    audio = np.concatenate([silence(0.5), first, silence(0.7), second, silence(2.0)])
+    audio = np.concatenate([silence(0.5), first, silence(0.65), second, silence(2.0)])
     split, _ = await stream(audio, SessionOptions(max_partial_interval_s=0), ScriptedTurns([0.9]))
     assert len(split) == 2
     scorer = ScriptedTurns([0.1, 0.9])
@@ -230,12 +231,12 @@ async def test_a_failing_turn_model_falls_back_to_the_silence_rule() -> None:
     audio = np.concatenate([silence(0.5), speech, silence(2.0)])
     finals, session = await stream(audio, semantic(), ScriptedTurns(RuntimeError("model gone")))
     assert len(finals) == 1 and session.stats.turn_ends == 0
-    assert finals[0][0] - (finals[0][1].end_s - PAD_AFTER_S) > 1.4
+    assert finals[0][0] - (finals[0][1].end_s - PAD_AFTER_S) > EAGERNESS["medium"].max_silence_ms / 1000 - 0.1
 
 
 async def test_real_model_keeps_a_mid_sentence_pause_and_ends_the_sentence(detector: TurnDetector) -> None:
     first, second = clip(TRAILING_COMMA), clip(COMPLETE[2])
-    audio = np.concatenate([silence(0.5), first, silence(0.7), second, silence(2.0)])
+    audio = np.concatenate([silence(0.5), first, silence(0.65), second, silence(2.0)])
     finals, session = await stream(audio, semantic(), detector)
     assert len(finals) == 1, [f[1].text for f in finals]
     heard_at, final = finals[0]
