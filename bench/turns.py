@@ -140,7 +140,7 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
     from evaluation.text import wer
     from streaming.harness import simulate
     from streaming.session import SessionOptions
-    from streaming.turns import shared_detector
+    from streaming.turns import eagerness_of, shared_detector
 
     options = SessionOptions(**CONFIGS[name])
     detector = shared_detector()
@@ -170,6 +170,8 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
     pct = lambda q: round(float(np.percentile(ttf, q)), 3) if ttf else None  # noqa: E731
     return {
         "config": name,
+        "min_silence_ms": options.effective_min_silence_ms(),
+        "turn_threshold": eagerness_of(options.eagerness).threshold if options.turn_detection == "semantic" else None,
         "streams": streams,
         "stagger_s": stagger_s,
         "turns": n_turns,
