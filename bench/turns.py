@@ -88,7 +88,7 @@ def build_conversation(n_turns: int, seed: int = 20) -> Conversation:
     rng = np.random.default_rng(seed)
     pool = [c for c in clips(kind="speech", lang="en") if 1.5 <= c.duration <= 9.0]
     rng.shuffle(pool)
-    noise = lambda s: rng.normal(0, 3e-4, int(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    noise = lambda s: rng.normal(0, 3e-4, int(s * SAMPLE_RATE)).astype(np.float32)
     parts = [noise(0.8)]
     t = 0.8
     turns: list[tuple[float, float, str]] = []
@@ -137,7 +137,6 @@ def score(finals: list[tuple[float, TranscriptEvent]], t0: float, turns: list[tu
 
 
 async def run_config(engine, conv: Conversation, name: str, streams: int, stagger_s: float) -> dict:
-    from evaluation.text import wer
     from streaming.harness import simulate
     from streaming.session import SessionOptions
     from streaming.turns import eagerness_of, shared_detector
@@ -167,7 +166,7 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
     rows = detector.stats.rows - rows0
     busy = detector.stats.busy_s - busy0
     audio_s = len(conv.audio) / SAMPLE_RATE
-    pct = lambda q: round(float(np.percentile(ttf, q)), 3) if ttf else None  # noqa: E731
+    pct = lambda q: round(float(np.percentile(ttf, q)), 3) if ttf else None
     return {
         "config": name,
         "min_silence_ms": options.effective_min_silence_ms(),

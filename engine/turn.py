@@ -25,8 +25,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort

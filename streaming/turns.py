@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -155,7 +156,7 @@ class TurnDetector:
             try:
                 self.load()
                 probs: list[float] | BaseException = self._model.complete_probabilities([w[0] for w in batch])  # type: ignore[union-attr]
-            except Exception as exc:  # reported to every waiting stream, which falls back to silence
+            except Exception as exc:  # noqa: BLE001 -- reported to every waiting stream, which falls back to silence
                 probs = exc
             self.stats.calls += 1
             self.stats.rows += len(batch)

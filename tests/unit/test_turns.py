@@ -209,7 +209,7 @@ async def test_the_threshold_follows_the_eagerness() -> None:
     audio = np.concatenate([silence(0.5), speech, silence(2.0)])
     high, _ = await stream(audio, semantic("high"), ScriptedTurns([p]))
     medium, _ = await stream(audio, semantic("medium"), ScriptedTurns([p]))
-    gap = lambda f: f[0][0] - (f[0][1].end_s - PAD_AFTER_S)  # noqa: E731
+    gap = lambda f: f[0][0] - (f[0][1].end_s - PAD_AFTER_S)
     assert gap(high) < 0.45 < EAGERNESS["medium"].max_silence_ms / 1000 - 0.1 < gap(medium)
 
 
