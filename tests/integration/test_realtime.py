@@ -466,3 +466,30 @@ async def test_finals_beyond_the_cap_wait_and_none_is_lost(engine):
     assert len(completed) == len(chosen), [e["transcript"] for e in completed]
     for c, done in zip(chosen, completed):
         assert wer([c.text], [done["transcript"]]) <= 0.4, (c.text, done["transcript"])
+
+
+async def test_semantic_vad_keeps_a_mid_sentence_pause_in_one_transcript(ws_url):
+    """Issue 20: `turn_detection: {type: semantic_vad}` is taken, echoed, and runs the turn
+    model: a speaker who pauses 0.65 s mid-sentence gets one `completed`, where
+    `server_vad` with 500 ms of silence gives two."""
+    from tests.unit.test_turns import COMPLETE, TRAILING_COMMA, clip, silence
+
+    audio = np.concatenate([silence(0.5), clip(TRAILING_COMMA), silence(0.65), clip(COMPLETE[2]), silence(1.5)])
+    counts = {}
+    for turn in ({"type": "semantic_vad", "eagerness": "auto"}, {"type": "server_vad", "silence_duration_ms": 500}):
+        async with connect(_wsurl(ws_url)) as ws:
+            await _recv(ws)
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": {
+                "sample_rate": 16000, "input_audio_transcription": {"language": "en"}, "turn_detection": turn}}))
+            updated = await _recv(ws)
+            assert updated["type"] == "transcription_session.updated", updated
+            assert updated["session"]["turn_detection"]["type"] == turn["type"]
+            await _stream_clip(ws, audio, 16000)
+            events: list[dict] = []
+            await _collect_until_ack(ws, events)
+        assert not [e for e in events if e["type"] == "error"], events
+        completed = [e["transcript"] for e in events if e["type"].endswith("transcription.completed")]
+        counts[turn["type"]] = completed
+    assert len(counts["semantic_vad"]) == 1, counts
+    assert "surpassed" in counts["semantic_vad"][0].lower(), counts
+    assert len(counts["server_vad"]) == 2, counts
