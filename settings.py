@@ -30,12 +30,9 @@ class SettingsError(ValueError):
     """A setting's value is unusable; the message names the variable (and its flag)."""
 
 
-def _field(env: str, default: Any, help: str, _cast: type | None = None) -> Any:
-    """One setting: its environment variable, default and README help text.
-
-    The field's type annotation decides how the value is parsed and checked; `_cast` is
-    the older spelling of that and is not used.
-    """
+def _field(env: str, default: Any, help: str) -> Any:
+    """One setting: its environment variable, default and README help text (the field's
+    type annotation decides how the value is parsed and checked)."""
     return Field(default, validation_alias=env, description=help, json_schema_extra={"env": env})
 
 
@@ -72,14 +69,12 @@ class Settings(BaseSettings):
         "MODEL_CACHE", "~/.cache/rt-whisper", "Where converted embedded models are kept"
     )
     device: str = _field("DEVICE", "auto", "`auto`, `cpu` or `cuda`")
-    max_num_seqs: int = _field("MAX_NUM_SEQS", 0, "Concurrent decodes batched by vLLM (0: 8 on CPU, 64 on GPU)", int)
-    kv_cache_mb: int = _field("KV_CACHE_MB", 0, "KV cache size in MiB on CPU (0: 256)", int)
+    max_num_seqs: int = _field("MAX_NUM_SEQS", 0, "Concurrent decodes batched by vLLM (0: 8 on CPU, 64 on GPU)")
+    kv_cache_mb: int = _field("KV_CACHE_MB", 0, "KV cache size in MiB on CPU (0: 256)")
     gpu_memory_utilization: float = _field(
-        "GPU_MEMORY_UTILIZATION", 0.85, "Share of GPU memory vLLM may take", float
-    )
+        "GPU_MEMORY_UTILIZATION", 0.85, "Share of GPU memory vLLM may take")
     enforce_eager: Literal["auto", "true", "false"] = _field(
-        "ENFORCE_EAGER", "auto", "`auto`, `true` or `false`: skip torch.compile / CUDA graphs", str
-    )
+        "ENFORCE_EAGER", "auto", "`auto`, `true` or `false`: skip torch.compile / CUDA graphs")
     encoder_window: str = _field(
         "ENCODER_WINDOW",
         "bucketed",
@@ -95,29 +90,29 @@ class Settings(BaseSettings):
     hf_token: SecretStr = _field("HF_TOKEN", "", "Bearer token for the remote endpoint (or set `OPENAI_API_KEY`)")
     openai_api_key: SecretStr = _field("OPENAI_API_KEY", "", "Bearer token for the remote endpoint when `HF_TOKEN` is empty")
     remote_model: str = _field("REMOTE_MODEL", "", "Model name sent to the remote endpoint")
-    remote_timeout_s: float = _field("REMOTE_TIMEOUT_S", 60.0, "Seconds to wait for one remote response (connect: 10 s at most)", float)
-    remote_retries: int = _field("REMOTE_RETRIES", 3, "Retries (with backoff) on 429, 5xx, timeouts and dropped connections", int)
+    remote_timeout_s: float = _field("REMOTE_TIMEOUT_S", 60.0, "Seconds to wait for one remote response (connect: 10 s at most)")
+    remote_retries: int = _field("REMOTE_RETRIES", 3, "Retries (with backoff) on 429, 5xx, timeouts and dropped connections")
     remote_response_format: Literal["json", "verbose_json"] = _field(
         "REMOTE_RESPONSE_FORMAT", "json", "`json` or `verbose_json` (segments and confidence signals, when the endpoint offers them)"
     )
     remote_audio_format: Literal["flac", "wav"] = _field("REMOTE_AUDIO_FORMAT", "flac", "How audio is uploaded to the remote endpoint: `flac` or `wav` (16 kHz mono)")
-    remote_concurrency: int = _field("REMOTE_CONCURRENCY", 8, "Requests in flight to the remote endpoint at once", int)
+    remote_concurrency: int = _field("REMOTE_CONCURRENCY", 8, "Requests in flight to the remote endpoint at once")
     # Streaming (page and realtime WebSocket)
-    min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)", int)
+    min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)")
     turn_detection: Literal["silence", "semantic"] = _field("TURN_DETECTION", "silence", "What ends an utterance: `silence` (`MIN_SILENCE_MS` of it) or `semantic` (the Smart Turn model, asked after 200 ms of silence; see BENCHMARKS.md)")
-    partial_interval_s: float = _field("PARTIAL_INTERVAL_S", 0.6, "New audio between partial decodes (s); raised automatically under load", float)
-    vad_threshold: float = _field("VAD_THRESHOLD", 0.5, "Silero speech probability that starts an utterance", float)
-    max_streams: int = _field("MAX_STREAMS", 16, "Concurrent live streams (page + WebSocket); 0 = no limit", int)
+    partial_interval_s: float = _field("PARTIAL_INTERVAL_S", 0.6, "New audio between partial decodes (s); raised automatically under load")
+    vad_threshold: float = _field("VAD_THRESHOLD", 0.5, "Silero speech probability that starts an utterance")
+    max_streams: int = _field("MAX_STREAMS", 16, "Concurrent live streams (page + WebSocket); 0 = no limit")
     language: str = _field("LANGUAGE", "", "Default language of live streams (empty: detect; English-only models: en)")
-    realtime_idle_s: float = _field("REALTIME_IDLE_S", 300.0, "A realtime WebSocket that sends no audio this long is closed (other events do not count)", float)
-    realtime_backlog_s: float = _field("REALTIME_BACKLOG_S", 30.0, "Realtime audio accepted ahead of real time (s); beyond, chunks get a `rate_limited` error", float)
-    realtime_max_finals: int = _field("REALTIME_MAX_FINALS", 4, "Finals decoded at once per realtime connection; beyond, its next events wait", int)
-    drain_timeout_s: float = _field("DRAIN_TIMEOUT_S", 20.0, "On SIGTERM (a restart or deploy): seconds the finals in flight and running jobs get before the process exits", float)
+    realtime_idle_s: float = _field("REALTIME_IDLE_S", 300.0, "A realtime WebSocket that sends no audio this long is closed (other events do not count)")
+    realtime_backlog_s: float = _field("REALTIME_BACKLOG_S", 30.0, "Realtime audio accepted ahead of real time (s); beyond, chunks get a `rate_limited` error")
+    realtime_max_finals: int = _field("REALTIME_MAX_FINALS", 4, "Finals decoded at once per realtime connection; beyond, its next events wait")
+    drain_timeout_s: float = _field("DRAIN_TIMEOUT_S", 20.0, "On SIGTERM (a restart or deploy): seconds the finals in flight and running jobs get before the process exits")
     # Server
     server_name: str = _field(
         "GRADIO_SERVER_NAME", "127.0.0.1", "Address the page and the API listen on (Gradio's own variable; the Docker image sets `0.0.0.0`)"
     )
-    server_port: int = _field("GRADIO_SERVER_PORT", 7860, "Port of the page and the API (Gradio's own variable)", int)
+    server_port: int = _field("GRADIO_SERVER_PORT", 7860, "Port of the page and the API (Gradio's own variable)")
     space_id: str = _field(
         "SPACE_ID", "", "Set by Hugging Face Spaces: `TURN_PROVIDER=auto` then relays WebRTC, and transcripts go to `/data` when writable"
     )
@@ -144,15 +139,13 @@ class Settings(BaseSettings):
         "uploads (log in with any user name and the key as password), /docs. /health and /metrics stay open",
     )
     public_page: bool = _field(
-        "PUBLIC_PAGE", False, "With API_KEY set, `true` keeps the page (and its uploads and live streams) open to anyone on purpose", bool
-    )
+        "PUBLIC_PAGE", False, "With API_KEY set, `true` keeps the page (and its uploads and live streams) open to anyone on purpose")
     # Limits
-    max_audio_seconds: float = _field("MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest file accepted (seconds)", float)
-    max_upload_mb: float = _field("MAX_UPLOAD_MB", 200.0, "Largest upload accepted (MiB)", float)
-    max_jobs: int = _field("MAX_JOBS", 2, "Files transcribed at once (API and page together); more wait in the queue", int)
+    max_audio_seconds: float = _field("MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest file accepted (seconds)")
+    max_upload_mb: float = _field("MAX_UPLOAD_MB", 200.0, "Largest upload accepted (MiB)")
+    max_jobs: int = _field("MAX_JOBS", 2, "Files transcribed at once (API and page together); more wait in the queue")
     max_queued: int = _field(
-        "MAX_QUEUED", 8, "Files waiting for a free job; beyond that a 429 with Retry-After (API) or a message (page)", int
-    )
+        "MAX_QUEUED", 8, "Files waiting for a free job; beyond that a 429 with Retry-After (API) or a message (page)")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
