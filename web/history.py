@@ -4,7 +4,9 @@ It lists what the store keeps for the browser's id (see web/recorder.py): live t
 set aside with **New transcript** and transcribed recordings, newest first, each with its
 date (UTC), duration and first words. Opening one shows its text with times and offers
 txt, srt, vtt and json (the same writers as everywhere else: `streaming.transcript`).
-The live transcript now on the Live tab is not listed: Clear transcript is its delete.
+The live transcripts of open tabs are not listed (Clear transcript is their delete); a
+closed tab's live transcript is, marked "live, tab closed", so what a closed tab said is
+found here too (the next new tab of the browser also continues it, web/recorder.py).
 The list is read again whenever the tab is opened.
 
 The download files are the tab's one set in `web.exports` (opening another item replaces
@@ -24,7 +26,7 @@ import gradio as gr
 from streaming.events import TranscriptEvent
 from streaming.transcript import Transcript
 from web.exports import EXPORTS, ExportFiles
-from web.recorder import browser_id_of
+from web.recorder import OPEN_TABS, OpenTabs, browser_id_of
 from web.store import StoredTranscript, StoreError, TranscriptInfo, TranscriptStore
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -40,9 +42,14 @@ def _duration(seconds: float) -> str:
 def label(info: TranscriptInfo) -> str:
     """`2026-12-02 18:51 UTC · 0:42 · recording talk.mp3 · And so my fellow …`"""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.created))
-    what = f"recording {info.title}" if info.kind == "upload" else "live"
+    what = f"recording {info.title}" if info.kind == "upload" else ("live, tab closed" if info.current else "live")
     words = info.first_words or "(no words)"
     return f"{when} · {_duration(info.duration)} · {what} · {words}"
+
+
+def listed(infos: list[TranscriptInfo], open_tabs: frozenset[str]) -> list[TranscriptInfo]:
+    """What the History shows: everything but the live transcripts an open tab holds."""
+    return [i for i in infos if not i.current or (i.tab_id is None or i.tab_id not in open_tabs)]
 
 
 def as_transcript(stored: StoredTranscript) -> Transcript:
@@ -74,8 +81,11 @@ def shown_text(stored: StoredTranscript) -> str:
     return "\n".join(f"[{_duration(seg.start)}] {seg.text}" for seg in stored.segments)
 
 
-def build_history_tab(store: TranscriptStore, browser: gr.BrowserState, exports: ExportFiles = EXPORTS) -> None:
-    """The History tab (call inside a `gr.Tabs` / `gr.Blocks`); `exports` holds its download files."""
+def build_history_tab(
+    store: TranscriptStore, browser: gr.BrowserState, exports: ExportFiles = EXPORTS, pages: OpenTabs = OPEN_TABS
+) -> None:
+    """The History tab (call inside a `gr.Tabs` / `gr.Blocks`); `exports` holds its download
+    files, `pages` says which tabs are open (their live transcripts are not listed)."""
     with gr.Tab("History", id="history", elem_id="history-tab") as tab:
         note = gr.Markdown(EMPTY, elem_id="history-note")
         items = gr.Radio([], value=None, label="Earlier transcripts", elem_id="history-list", visible=False)
@@ -94,9 +104,10 @@ def build_history_tab(store: TranscriptStore, browser: gr.BrowserState, exports:
     async def refresh(browser_value: Any) -> list[Any]:
         browser_id = browser_id_of(browser_value)
         try:
-            infos = await asyncio.to_thread(store.list_transcripts, browser_id) if browser_id else []
+            stored = await asyncio.to_thread(store.list_transcripts, browser_id, include_current=True) if browser_id else []
         except StoreError as exc:
             raise gr.Error(str(exc), title="History unavailable") from exc
+        infos = listed(stored, pages.held(browser_id) if browser_id else frozenset())
         if not infos:
             return [gr.update(visible=True), gr.update(choices=[], value=None, visible=False), *closed()]
         choices = [(label(i), i.id) for i in infos]

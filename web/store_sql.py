@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 log = logging.getLogger("web.store")
@@ -162,8 +162,9 @@ class TranscriptInfo:
     first_words: str
     duration: float  # seconds (end of the last segment)
     language: str | None
-    current: bool  # the browser's live transcript on the Live tab
+    current: bool  # a live transcript a tab continues (not set aside, not an upload)
     segment_count: int
+    tab_id: str | None = None  # the tab whose live transcript it is (None: no tab yet)
 
 
 @dataclass(frozen=True)
@@ -179,13 +180,13 @@ def _first_words(text: str, n: int = FIRST_WORDS) -> str:
 
 # -- SQL, run on the writer thread --------------------------------------------------------
 
-_COLUMNS = "id, kind, created, updated, title, first_words, duration, language, current, segment_count"
+_COLUMNS = "id, kind, created, updated, title, first_words, duration, language, current, segment_count, tab_id"
 
 
 def _info(row: tuple) -> TranscriptInfo:
     return TranscriptInfo(
         id=row[0], kind=row[1], created=row[2], updated=row[3], title=row[4], first_words=row[5],
-        duration=row[6], language=row[7], current=bool(row[8]), segment_count=row[9],
+        duration=row[6], language=row[7], current=bool(row[8]), segment_count=row[9], tab_id=row[10],
     )
 
 
@@ -321,19 +322,21 @@ def _current_live(
     with _transaction(db):
         db.lock(browser_id)
         rows = db.execute(
-            f"SELECT {_COLUMNS}, tab_id FROM transcripts WHERE browser_id = ? AND current = 1 AND kind = 'live' "
+            f"SELECT {_COLUMNS} FROM transcripts WHERE browser_id = ? AND current = 1 AND kind = 'live' "
             "ORDER BY updated DESC, rowid DESC",
             (browser_id,),
         ).fetchall()
+        infos = [_info(r) for r in rows]
         if tab_id is None:
-            row = rows[0] if rows else None
+            info = infos[0] if infos else None
         else:
-            row = next((r for r in rows if r[-1] == tab_id), None)
-            if row is None:
-                row = next((r for r in rows if r[-1] is None or r[-1] not in held_tabs), None)
-                if row is not None:
-                    db.execute("UPDATE transcripts SET tab_id = ? WHERE id = ?", (tab_id, row[0]))
-        return None if row is None else StoredTranscript(_info(row[:-1]), _segments(db, row[0]))
+            info = next((i for i in infos if i.tab_id == tab_id), None)
+            if info is None:
+                info = next((i for i in infos if i.tab_id is None or i.tab_id not in held_tabs), None)
+                if info is not None:
+                    db.execute("UPDATE transcripts SET tab_id = ? WHERE id = ?", (tab_id, info.id))
+                    info = replace(info, tab_id=tab_id)
+        return None if info is None else StoredTranscript(info, _segments(db, info.id))
 
 
 def _archive(db: Db, tid: str, browser_id: str) -> None:
