@@ -1,6 +1,6 @@
 """`python -m engine doctor`'s check list and verdicts, with fakes where a GPU is needed.
 
-The doctor's real CPU run (real engine) is tests/integration/test_doctor.py; here the
+The doctor's real CPU run (real engine) is tests/integration/test_doctor_run.py; here the
 engine is a stand-in so the GPU branch (which cannot run on these machines) is exercised:
 which checks run, which are skipped and why, the KV dtype A/B's rule, the exit status.
 """

@@ -1,6 +1,6 @@
 """Word times on synthetic attention: DTW, the attention cost, word grouping, the
 times and probabilities of words, the snap to speech edges, and the word exports.
-The real model behind them is tests/integration/test_word_times.py."""
+The real model behind them is tests/integration/test_word_times_engine.py."""
 
 from __future__ import annotations
 
