@@ -258,12 +258,39 @@ def _toasts(page) -> str:
     return " ".join(page.locator(".toast-body, .toast-wrap, [data-testid='toast-body']").all_inner_texts())
 
 
-def _upload(page, path) -> None:
-    """Open the upload tab, choose `path`, press Transcribe."""
+def choose_file(page, path) -> None:
+    """Open the upload tab and choose `path`; return once Gradio has finished uploading it
+    (its name in the box, no upload in progress). A fixed wait was not enough on a busy
+    machine: Transcribe then only says "Waiting for file(s) to finish uploading"."""
+    name = Path(path).stem  # Gradio shows the stem and the extension in separate elements
     page.get_by_role("tab", name="Transcribe a recording").click()
     page.locator("#upload-file input[type=file]").set_input_files(str(path))
-    page.wait_for_timeout(1500)
-    page.click("#upload-run")
+
+    def uploaded() -> bool:
+        text = page.locator("#upload-file").inner_text()
+        return name in text and "uploading" not in text.lower()
+
+    _wait(uploaded, 60, f"{name} to finish uploading")
+
+
+#: Gradio's toast when an event's input still uploads ("... please retry").
+GRADIO_UPLOAD_PENDING = "Waiting for file(s) to finish uploading"
+
+
+def _upload(page, path) -> None:
+    """Open the upload tab, choose `path`, press Transcribe. Gradio refuses the click with
+    GRADIO_UPLOAD_PENDING while its File box still counts the upload as running (seen here
+    after the file's name was shown); it asks to retry, and so does this, up to 30 s."""
+    choose_file(page, path)
+    deadline = time.monotonic() + 30
+    while True:
+        page.click("#upload-run")
+        page.wait_for_timeout(1000)
+        if GRADIO_UPLOAD_PENDING not in _toasts(page) or time.monotonic() > deadline:
+            return
+        for close in page.locator(".toast-close").all():
+            close.click()
+        _wait(lambda: GRADIO_UPLOAD_PENDING not in _toasts(page), 15, "Gradio's upload toast to close")
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 0.25):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from test_page_e2e import (  # noqa: F401 - fixtures used by name
+    choose_file,
     run_in_namespace,
     INSIDE,
     _finals,
@@ -74,9 +75,7 @@ def _transcribe(page) -> None:
 
 
 def _choose(page, path: Path) -> None:
-    page.get_by_role("tab", name="Transcribe a recording").click()
-    page.locator("#upload-file input[type=file]").set_input_files(str(path))
-    _wait(lambda: page.locator("#upload-file").inner_text().find(path.stem) >= 0, 60, "the chosen file in the upload box")
+    choose_file(page, path)
 
 
 def _uploads(server: _Server) -> int:
