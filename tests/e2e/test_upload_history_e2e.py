@@ -112,7 +112,7 @@ class TestUploadHistory:
             print(f"B after A's job: toasts {_toasts(b)!r}")
             _no_server_path(b, server)
             assert _uploads(server) == 2, f"B's job failed after A's job on the same file: {_toasts(b)!r}"
-            assert b.input_value("#upload-text textarea").strip() == text
+            _wait(lambda: b.input_value("#upload-text textarea").strip() == text, 30, "the transcript on b's page")  # stored first, shown a moment later
 
             _transcribe(a)  # a second click on the same upload
             _wait(lambda: _uploads(server) == 3 or _toasts(a), 240, "A's second job to end")
