@@ -6,8 +6,12 @@ the file's content hash) unless it is in the cache already; ours are, so Gradio 
 where they are and no second copy is made (gradio/blocks.py, `async_move_resource_to_block_cache`).
 Gradio's `delete_cache` (set in app.py: files older than an hour) covers them too.
 
-What is kept, and until when: each (tab, use) keeps its latest set only (the live tab's
-downloads, the upload tab's, the History's), written again over the previous one. A set goes
+What is kept, and until when: each (tab, use) keeps its latest set (the live tab's
+downloads, the upload tab's, the History's) and the one before it. The one before stays
+because the page learns the new paths only when the event's answer arrives: a click on a
+download button in between still points at the previous set, and its file must be there
+(the browser test caught "Download canceled" on exactly that). Older sets go as a new one
+is written; a write of no files (Clear, New) removes both. A set goes
 when its tab closes (`drop`), when its transcript is deleted or cleared (`forget`), and at
 the latest after Gradio's cache age. Nothing here is named by the client: a tab's folder
 name is random.
@@ -41,13 +45,15 @@ class ExportFiles:
     """Download files per (owner, use): `write` replaces, `forget` and `drop` remove.
 
     `owner` is whatever names one tab (Gradio's session hash, or an object's token); `use`
-    names one set of buttons in it ("live", "upload", "history"). Safe from any thread.
+    names one set of buttons in it ("live", "upload", "history"). Each (owner, use) holds its
+    latest set and the one before it (see the module's docstring). Safe from any thread.
     """
 
     def __init__(self, root: str | None = None) -> None:
         self._root = root  # None: Gradio's cache folder, read at the first write
         self._folders: dict[Hashable, str] = {}
         self._sets: dict[tuple[Hashable, str], _Set] = {}
+        self._previous: dict[tuple[Hashable, str], _Set] = {}
         self._lock = threading.Lock()
 
     @property
@@ -59,25 +65,29 @@ class ExportFiles:
     def write(self, owner: Hashable, use: str, files: Iterable[tuple[str, str]], *, transcript_id: str | None = None) -> list[str]:
         """Write `files` ((name, text) pairs) as the owner's set for `use`; the paths, in order.
 
-        The previous set of that (owner, use) is removed first; with no files, nothing is kept."""
+        The latest set becomes the previous one and the one before it is removed; with no
+        files, both go and nothing is kept."""
         files = list(files)
+        key = (owner, use)
+        target = self.folder(owner, use) if files else None
+        paths = [os.path.join(target, name) for name, _ in files] if target else []
         with self._lock:
-            old = self._sets.pop((owner, use), None)
-            folder = self._folder(owner) if files else None
-        if old is not None:
-            _remove(old.paths)
-        if folder is None:
+            latest = self._sets.pop(key, None)
+            gone = [s for s in (self._previous.pop(key, None),) if s is not None]
+            if latest is not None:
+                if paths:  # kept one write longer, less the files this write replaces in place
+                    self._previous[key] = _Set(latest.transcript_id, [p for p in latest.paths if p not in paths])
+                else:
+                    gone.append(latest)
+        _remove(p for s in gone for p in s.paths if p not in paths)
+        if not paths:
             return []
-        target = self.folder(owner, use)
-        paths = []
-        for name, text in files:
-            path = os.path.join(target, name)
+        for path, (_, text) in zip(paths, files):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
-            paths.append(path)
         with self._lock:
-            stale = self._sets.get((owner, use))  # a write that raced with this one
-            self._sets[(owner, use)] = _Set(transcript_id, paths)
+            stale = self._sets.get(key)  # a write that raced with this one
+            self._sets[key] = _Set(transcript_id, paths)
         if stale is not None:
             _remove(p for p in stale.paths if p not in paths)
         return paths
@@ -85,8 +95,7 @@ class ExportFiles:
     def forget(self, transcript_id: str) -> int:
         """The transcript was deleted or cleared: remove every set of it (all tabs). How many files."""
         with self._lock:
-            keys = [k for k, s in self._sets.items() if s.transcript_id == transcript_id]
-            gone = [self._sets.pop(k) for k in keys]
+            gone = [sets.pop(k) for sets in (self._sets, self._previous) for k in [k for k, s in sets.items() if s.transcript_id == transcript_id]]
         paths = [p for s in gone for p in s.paths]
         _remove(paths)
         return len(paths)
@@ -94,8 +103,7 @@ class ExportFiles:
     def drop(self, owner: Hashable, use: str | None = None) -> None:
         """Remove the owner's set for `use`, or (None) all its sets and its folder (its tab closed)."""
         with self._lock:
-            keys = [k for k in self._sets if k[0] == owner and (use is None or k[1] == use)]
-            gone = [self._sets.pop(k) for k in keys]
+            gone = [sets.pop(k) for sets in (self._sets, self._previous) for k in [k for k in sets if k[0] == owner and (use is None or k[1] == use)]]
             folder = self._folders.pop(owner, None) if use is None else None
         _remove(p for s in gone for p in s.paths)
         if folder is not None:
@@ -111,7 +119,7 @@ class ExportFiles:
     def paths(self) -> list[str]:
         """Every file now kept (for tests and checks)."""
         with self._lock:
-            return [p for s in self._sets.values() for p in s.paths]
+            return [p for sets in (self._sets, self._previous) for s in sets.values() for p in s.paths]
 
     def _folder(self, owner: Hashable) -> str:
         folder = self._folders.get(owner)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 
 from web.exports import ExportFiles
 from web.upload_files import UploadFiles
@@ -100,15 +101,30 @@ def test_audio_errors_name_the_file_never_its_server_path(tmp_path):
 # -- download files ----------------------------------------------------------------------
 
 
-def test_each_tab_and_use_keeps_one_set_and_a_new_write_replaces_it(tmp_path):
+def test_each_tab_and_use_keeps_its_latest_set_and_the_one_before(tmp_path):
     exports = ExportFiles(str(tmp_path))
+    written = []
     for i in range(10):
         paths = exports.write("tab-a", "history", [(f"t{i}.txt", "hello"), (f"t{i}.srt", "hello")], transcript_id=f"id{i % 2}")
         assert all(os.path.exists(p) for p in paths)
+        written.append(paths)
+    # The page still points at the set before until the event's answer arrives: it is there.
+    assert all(os.path.exists(p) for p in written[-2]) and not any(os.path.exists(p) for p in written[-3])
     exports.write("tab-a", "upload", [("talk.txt", "hello")], transcript_id="id0")
     exports.write("tab-b", "history", [("t.txt", "hello")], transcript_id="id1")
-    assert len(_files(tmp_path)) == 4  # 2 + 1 for tab A, 1 for tab B
-    assert exports.write("tab-a", "upload", []) == [] and len(_files(tmp_path)) == 3  # an empty transcript: no set
+    assert len(_files(tmp_path)) == 6  # 2 + 2 + 1 for tab A, 1 for tab B
+    assert exports.write("tab-a", "upload", []) == [] and len(_files(tmp_path)) == 5  # an empty transcript: no set
+    assert exports.write("tab-a", "history", []) == [] and len(_files(tmp_path)) == 1  # neither the latest nor the one before
+
+
+def test_a_set_written_again_under_the_same_names_is_not_removed_with_the_one_before(tmp_path):
+    exports = ExportFiles(str(tmp_path))
+    for _ in range(3):  # one History item opened again and again: same names each time
+        paths = exports.write("tab-a", "history", [("talk.txt", "hello"), ("talk.srt", "hello")], transcript_id="x")
+    assert all(os.path.exists(p) for p in paths) and sorted(_files(tmp_path)) == sorted(paths)
+    exports.write("tab-a", "history", [("other.txt", "bye")], transcript_id="y")
+    assert all(os.path.exists(p) for p in paths)  # now the one before, still there
+    assert exports.forget("x") == 2 and [Path(p).name for p in _files(tmp_path)] == ["other.txt"]
 
 
 def test_forget_removes_every_copy_of_the_transcript_in_every_tab(tmp_path):
