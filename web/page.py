@@ -6,7 +6,7 @@ change the audio the model hears), language and task selectors (multilingual mod
 only), clear and download buttons (txt, srt, vtt), the transcript panel (settled
 finals, then the open utterance: its committed words, then its tentative words in grey
 italics), and a status line (model, engine, state, latency of the last final, lag,
-audio received, streams in use).
+audio received, streams in use, what ends a turn: silence or the turn model).
 
 Each tab has its own `TabState` (a `gr.State`), so several tabs or people each see only
 their own transcript; all streams share the one engine and the MAX_STREAMS limit.
@@ -26,6 +26,7 @@ import gradio as gr
 from engine.base import Engine
 from engine.languages import LANGUAGES, supported_languages
 from settings import Settings
+from streaming.options import SessionOptions
 from web.exports import EXPORTS, ExportFiles
 from web.health import public_device  # the endpoint's host only, never its credentials
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
@@ -124,7 +125,16 @@ def render_partial(tab: TabState) -> str:
     return '<div class="rtw-partial"></div>'
 
 
-def render_status(tab: TabState, engine: Engine, slots: StreamSlots) -> str:
+def turn_label(options: SessionOptions) -> str:
+    """What ends an utterance on this page (TURN_DETECTION, MIN_SILENCE_MS), for the status
+    line: a person comparing the modes must see which one their words went through."""
+    if options.turn_detection == "semantic":
+        return f"semantic turns ({options.eagerness})"
+    return f"silence {options.min_silence_ms} ms"
+
+
+def render_status(tab: TabState, engine: Engine, slots: StreamSlots, *, turns: str | None = None) -> str:
+    """The status line; `turns` is `turn_label(...)` of the page's streams (None: not shown)."""
     info = engine.info
     parts = [f"Model <b>{html.escape(str(info.model))}</b>", f"{html.escape(str(info.engine))} on {html.escape(public_device(info))}"]
     if tab.live:
@@ -140,6 +150,8 @@ def render_status(tab: TabState, engine: Engine, slots: StreamSlots) -> str:
     audio = tab.handler.audio_s if tab.handler is not None and tab.live else tab.stream_audio_s
     parts.append(f'audio <span class="rtw-audio">{audio:.1f} s</span>')
     parts.append(f"streams {slots.active}/{slots.limit if slots.limit > 0 else '∞'}")
+    if turns:
+        parts.append(f'turns end by <span class="rtw-turns">{html.escape(turns)}</span>')
     out = " · ".join(parts)
     if tab.message:
         out += f'<div class="rtw-message">{html.escape(tab.message)}</div>'
@@ -183,7 +195,7 @@ def _signature(tab: TabState) -> tuple:
     return (tab.version, tab.live, tab.streams, tab.message, p.text if p else None, tab.last_final_latency_s, round(tab.stream_audio_s, 1))
 
 
-def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = False) -> list[Any]:
+def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = False, turns: str | None = None) -> list[Any]:
     """Updates for [finals, partial, status, txt, srt, vtt]; unchanged parts are skipped."""
     marks = tab.marks
     marks.signature = _signature(tab)
@@ -201,7 +213,7 @@ def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = F
         downloads = [gr.DownloadButton(value=p, interactive=p is not None) for p in paths]
         marks.downloads_version = tab.version
         marks.downloads_at = now
-    return [finals, render_partial(tab), render_status(tab, engine, slots), *downloads]
+    return [finals, render_partial(tab), render_status(tab, engine, slots, turns=turns), *downloads]
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -232,6 +244,7 @@ def build_live_tab(
 
     multilingual = bool(engine.info.multilingual)
     handler = LiveHandler(StreamService.from_settings(engine, settings, slots))
+    turns = turn_label(handler.service.defaults)
     default_language = (settings.language or "auto") if multilingual else "en"
     if default_language not in LANGUAGES:
         default_language = "auto"
@@ -269,7 +282,7 @@ def build_live_tab(
             with gr.Group(elem_id="rtw-panel"):
                 finals = gr.HTML(render_finals(TabState()), elem_id="finals", label="Transcript")
                 partial = gr.HTML(render_partial(TabState()), elem_id="partial")
-    status = gr.HTML(render_status(TabState(), engine, slots), elem_id="status")
+    status = gr.HTML(render_status(TabState(), engine, slots, turns=turns), elem_id="status")
     outputs = [finals, partial, status, dl_txt, dl_srt, dl_vtt]
 
     mic.stream(
@@ -287,7 +300,7 @@ def build_live_tab(
     # this one is the exception on purpose: FastRTC calls it, unawaited, from its own async
     # generator (on the loop already), and an `async def` here hands Gradio a coroutine.
     def on_outputs(state: TabState, *_: Any) -> list[Any]:
-        return render(state, engine, slots)
+        return render(state, engine, slots, turns=turns)
 
     dep = mic.on_additional_outputs(on_outputs, inputs=[tab], outputs=outputs, concurrency_limit=None, queue=True)
     # FastRTC fixes "minimal" progress (a running timer over the transcript); hide it.
@@ -310,7 +323,7 @@ def build_live_tab(
                 await asyncio.wait_for(asyncio.shield(task_), STOP_WAIT_S)
             except (asyncio.TimeoutError, TimeoutError):
                 pass
-        return render(state, engine, slots, force=True)
+        return render(state, engine, slots, force=True, turns=turns)
 
     mic.stop_recording(on_stop, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
 
@@ -327,16 +340,16 @@ def build_live_tab(
             # Once, a moment after a stream ended: everything again, whatever updates
             # raced with the end of the stream.
             state.marks.settled_at = ended
-            return render(state, engine, slots, force=True)
+            return render(state, engine, slots, force=True, turns=turns)
         if state.marks.signature == _signature(state):
             return [gr.skip()] * len(outputs)
-        return render(state, engine, slots)
+        return render(state, engine, slots, turns=turns)
 
     timer.tick(on_tick, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
 
     async def on_clear(state: TabState) -> list[Any]:
         state.clear()
-        return render(state, engine, slots, force=True)
+        return render(state, engine, slots, force=True, turns=turns)
 
     clear.click(on_clear, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
 
@@ -349,7 +362,7 @@ def build_live_tab(
             # This browser's and this tab's ids (made now on a first visit) and the tab's
             # transcript so far (see web/recorder.py for what tabs of one browser share).
             browser_id, tab_id_ = await attach(state, browser_value, store, tab_value, session=_session(request))
-            return [browser_id, tab_id_, *render(state, engine, slots, force=True)]
+            return [browser_id, tab_id_, *render(state, engine, slots, force=True, turns=turns)]
 
         root.load(
             on_load, inputs=[tab, browser, tab_id], outputs=[browser, tab_id, *outputs], show_progress="hidden", js=tab_id_js(3)
@@ -362,6 +375,6 @@ def build_live_tab(
 
         async def on_new(state: TabState) -> list[Any]:
             start_new(state)  # the transcript so far stays in the History tab
-            return render(state, engine, slots, force=True)
+            return render(state, engine, slots, force=True, turns=turns)
 
         new.click(on_new, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
