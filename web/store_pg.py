@@ -14,6 +14,14 @@ text plus 40 bytes a row (the files keep deleted rows' space for reuse, so their
 is no measure), counted when a transcript is created: one scan of `segments` then.
 
 DATABASE_URL is shown without its password in every message and log line (`location`).
+
+A database that hangs must not hang the finals behind it (one writer thread serves them
+all): every statement has `STATEMENT_TIMEOUT_S` (the server cancels it: a lock another
+replica holds, an overloaded server), and the TCP connection has keepalives and a user
+timeout, so a server or network that vanished without closing the connection is noticed
+within `TCP_DEAD_S` instead of the kernel's two hours. Each ends in a StoreError saying
+what happened; the next write opens a new connection. A parameter DATABASE_URL names
+itself (`?keepalives_idle=30`, `?options=-c statement_timeout=30s`) wins over these.
 """
 
 from __future__ import annotations
@@ -28,6 +36,20 @@ from web.store_sql import Db, StoreError
 
 #: Seconds a start (or a reconnect) waits for the server before saying it can't reach it.
 CONNECT_TIMEOUT_S = 10
+#: Longest a statement may run before the server cancels it (the store's are single-row
+#: writes and one browser's reads; a pruning scan of a big store takes well under a second).
+STATEMENT_TIMEOUT_S = 10
+#: A connection whose peer stops answering is dropped after about this long: keepalive
+#: probes after 10 s idle, every 5 s, 3 of them; unacknowledged data for as long.
+TCP_DEAD_S = 25
+#: libpq's parameters for the above (DATABASE_URL's own values win).
+TCP_PARAMS: dict[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": str(TCP_DEAD_S * 1000),
+}
 #: What a connection or statement raises (the store turns it into StoreError).
 ERRORS: tuple[type[BaseException], ...] = (psycopg.Error,)
 
@@ -57,6 +79,12 @@ def explain(where: str, exc: BaseException, password: str = "") -> str:
         return f"{head} refused the user name or password ({text}). Check DATABASE_URL's user and password."
     if "does not exist" in lower and "database" in lower:
         return f"{head} has no such database ({text}). Create it (createdb) or fix DATABASE_URL."
+    if "statement timeout" in lower:
+        return (
+            f"{head} did not finish a statement within its statement_timeout ({STATEMENT_TIMEOUT_S} s unless "
+            f"DATABASE_URL sets another; {text}): the server is overloaded, or another connection holds a lock "
+            "on the transcripts' tables (pg_stat_activity shows which)."
+        )
     if any(w in lower for w in ("connection refused", "timeout", "timed out", "could not translate host", "no such file")):
         return f"{head} can't be reached ({text}). Is PostgreSQL running there, and is the host and port right?"
     return f"{head} can't be used: {text}"
@@ -134,5 +162,15 @@ class PostgresBackend:
         return explain(self.location, exc, self._password)
 
     def connect(self) -> Db:
-        conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="rt-whisper")
+        conn = psycopg.connect(**connect_params(self._url))
         return PgDb(conn)
+
+
+def connect_params(url: str) -> dict[str, Any]:
+    """psycopg.connect's parameters: DATABASE_URL's, plus the timeouts it does not set itself."""
+    params: dict[str, Any] = {"connect_timeout": str(CONNECT_TIMEOUT_S), "application_name": "rt-whisper", **TCP_PARAMS}
+    params.update({k: str(v) for k, v in conninfo_to_dict(url).items()})
+    if "statement_timeout" not in params.get("options", ""):
+        params["options"] = f"{params.get('options', '')} -c statement_timeout={STATEMENT_TIMEOUT_S * 1000}".strip()
+    params["autocommit"] = True  # psycopg's own keyword, not libpq's
+    return params

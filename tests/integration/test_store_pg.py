@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -284,3 +285,55 @@ def test_a_dropped_connection_is_opened_again(store, pg, database_url):
     store.append_final(tid, browser, 2, 3, "after the drop").result()
     texts = [s.text for s in store.get(tid, browser).segments]
     assert texts[0] == "before the drop" and texts[-1] == "after the drop"
+
+
+def test_words_speakers_and_names_on_postgresql(store):
+    """Schema 3 on PostgreSQL: the same rows as on SQLite (tests/unit/test_store.py)."""
+    from engine.base import Word
+
+    browser, tid = new_id(), new_id()
+    words = (Word(" Hello", 0.12, 0.48, 0.93), Word(" there", 0.5, 0.9, 0.41))
+    store.append_final(tid, browser, 0.1, 1.0, "Hello there", words=words, speaker="Speaker 2").result()
+    assert store.name_speaker(tid, browser, "Speaker 2", "Grace").result()
+    got = store.current_live(browser)
+    assert got.segments[0].words == words and got.segments[0].speaker == "Speaker 2"
+    assert got.info.speaker_names == {"Speaker 2": "Grace"}
+
+
+def test_a_blocked_statement_times_out_with_a_clear_error(pg, database_url, monkeypatch):
+    """A database that stops answering a write (here: a lock another connection holds on
+    the segments table) fails that final with a StoreError naming the statement timeout
+    within seconds, instead of holding the writer thread (and every final behind it)
+    until the lock goes; the write after the lock is released goes through."""
+    monkeypatch.setattr(store_pg, "STATEMENT_TIMEOUT_S", 1)
+    store = TranscriptStore.open("", database_url)
+    holder = store_pg.PostgresBackend(database_url).connect()
+    try:
+        assert store.submit(lambda db: db.execute("SHOW statement_timeout").fetchone()[0]).result(timeout=30) == "1s"
+        browser, tid = new_id(), new_id()
+        store.append_final(tid, browser, 0, 1, "before the lock").result(timeout=30)
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE segments IN ACCESS EXCLUSIVE MODE")
+        began = time.monotonic()
+        with pytest.raises(StoreError, match="did not finish a statement within its statement_timeout") as caught:
+            store.append_final(tid, browser, 1, 2, "blocked by the lock").result(timeout=30)
+        assert time.monotonic() - began < 10
+        assert "DATABASE_URL" in str(caught.value) and pg_server.PASSWORD not in str(caught.value)
+        holder.execute("ROLLBACK")
+        store.append_final(tid, browser, 2, 3, "after the lock").result(timeout=30)
+        assert [s.text for s in store.get(tid, browser).segments] == ["before the lock", "after the lock"]
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_database_url_parameters_win_over_the_timeouts(pg, database_url):
+    """The keepalives, TCP user timeout and statement timeout are on every connection,
+    and a value DATABASE_URL gives itself is kept."""
+    conn = store_pg.PostgresBackend(database_url + "?keepalives_idle=30&options=-c%20statement_timeout%3D2500").connect()
+    try:
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "2500ms"
+        params = conn._conn.info.get_parameters()
+        assert params["keepalives_idle"] == "30" and params["tcp_user_timeout"] == str(store_pg.TCP_DEAD_S * 1000)
+    finally:
+        conn.close()
