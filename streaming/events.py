@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Union
 
+from engine.base import Word
+
 
 @dataclass(frozen=True)
 class TranscriptEvent:
@@ -17,7 +19,9 @@ class TranscriptEvent:
     `committed` never changes once emitted for an utterance (LocalAgreement); `tentative`
     may. For a final, `tentative` is empty and `committed` is the settled text.
     Times are seconds of session audio; `latency_s` is wall time from the audio's end
-    (`end_s` reached the session) to this event.
+    (`end_s` reached the session) to this event. A final may carry its `words` (times in
+    session audio, confidence) and the `speaker` label it was given; both stay empty where
+    the stream does not compute them.
     """
 
     type: Literal["partial", "final"]
@@ -28,6 +32,8 @@ class TranscriptEvent:
     end_s: float
     latency_s: float
     language: str | None = None
+    words: tuple[Word, ...] = ()
+    speaker: str | None = None
 
     @property
     def text(self) -> str:

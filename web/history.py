@@ -59,7 +59,7 @@ def as_transcript(stored: StoredTranscript) -> Transcript:
             TranscriptEvent(
                 type="final", utterance_id=seg.utterance_id if seg.utterance_id is not None else i,
                 committed=seg.text, tentative="", start_s=seg.start, end_s=seg.end, latency_s=0.0,
-                language=stored.info.language,
+                language=stored.info.language, words=seg.words, speaker=seg.speaker,
             )
             for i, seg in enumerate(stored.segments)
         ]

@@ -138,7 +138,7 @@ class LiveRecorder:
         try:
             fut = self.store.append_final(
                 self.transcript_id, self.browser_id, ev.start_s, ev.end_s, ev.text,
-                utterance_id=ev.utterance_id, language=ev.language, tab_id=self.tab_id,
+                utterance_id=ev.utterance_id, language=ev.language, tab_id=self.tab_id, words=ev.words, speaker=ev.speaker,
             )
         except StoreError as exc:
             self._failed(exc)
@@ -195,6 +195,8 @@ def restore(tab: Any, stored: StoredTranscript) -> None:
             end_s=seg.end,
             latency_s=0.0,
             language=stored.info.language,
+            words=seg.words,
+            speaker=seg.speaker,
         )
         for i, seg in enumerate(stored.segments)
     ]

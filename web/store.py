@@ -73,11 +73,13 @@ from web.store_sql import (  # noqa: F401 - re-exported: the store's names live 
     _get,
     _list,
     _migrate,
+    _name_speaker,
     _save_upload,
     _transaction,
     create_schema,
     new_id,
     valid_id,
+    words_json,
 )
 from web.store_sqlite import SqliteBackend
 
@@ -244,18 +246,26 @@ class TranscriptStore:
         utterance_id: int | None = None,
         language: str | None = None,
         tab_id: str | None = None,
+        words: Iterable[Any] = (),
+        speaker: str | None = None,
     ) -> Future[int]:
         """Add a final to a live transcript (created on its first final, as the current one of
-        the browser's tab `tab_id`). Future: its segment count."""
+        the browser's tab `tab_id`), with its words (objects with word/start/end/probability)
+        and speaker label if it has them. Future: its segment count."""
         return self.submit(
-            _append_final, transcript_id, browser_id, tab_id, float(start), float(end), text, utterance_id, language, time.time()
+            _append_final, transcript_id, browser_id, tab_id, float(start), float(end), text, utterance_id, language,
+            time.time(), words_json(tuple(words)), speaker,
         )
 
     def save_upload(
         self, browser_id: str, title: str, segments: Iterable[Any], *, duration: float, language: str | None = None
     ) -> str:
-        """Store a transcribed recording (segments with start/end/text); returns its id."""
-        rows = [(float(s.start), float(s.end), str(s.text).strip()) for s in segments]
+        """Store a transcribed recording (segments with start/end/text, and `words` / `speaker`
+        where they have them); returns its id."""
+        rows = [
+            (float(s.start), float(s.end), str(s.text).strip(), words_json(getattr(s, "words", None)), getattr(s, "speaker", None))
+            for s in segments
+        ]
         rows = [r for r in rows if r[2]]
         return self._call(_save_upload, new_id(), browser_id, title, rows, float(duration), language, time.time())
 
@@ -270,6 +280,11 @@ class TranscriptStore:
     def archive(self, transcript_id: str, browser_id: str) -> Future[None]:
         """The live transcript is no longer the current one (it stays in the history)."""
         return self.submit(_archive, transcript_id, browser_id)
+
+    def name_speaker(self, transcript_id: str, browser_id: str, label: str, name: str) -> Future[bool]:
+        """Name speaker `label` ("Speaker 1") of this browser's transcript; "" takes the name back.
+        Future: whether the transcript was this browser's."""
+        return self.submit(_name_speaker, transcript_id, browser_id, label, name)
 
     def delete(self, transcript_id: str, browser_id: str) -> Future[bool]:
         """Delete a transcript of this browser for good."""

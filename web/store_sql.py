@@ -13,6 +13,7 @@ of the data, a lock per browser, and the schema's few dialect words.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -21,11 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from engine.base import Word
+
 log = logging.getLogger("web.store")
 
 DB_NAME = "transcripts.sqlite3"
-#: 1: one current live transcript per browser; 2: one per tab (`tab_id`, see `_migrate`).
-SCHEMA_VERSION = 2
+#: 1: one current live transcript per browser; 2: one per tab (`tab_id`); 3: a segment's
+#: words and speaker, a transcript's speaker names (see `_migrate`).
+SCHEMA_VERSION = 3
 #: Transcripts kept per browser (live and uploads); the oldest go first.
 MAX_TRANSCRIPTS_PER_BROWSER = 200
 #: Finals in one live transcript (~4 days of speech at one final every 4 s).
@@ -34,6 +38,8 @@ MAX_SEGMENTS_PER_TRANSCRIPT = 100_000
 MAX_DB_MB = 1024
 #: Words of a transcript shown in the history list.
 FIRST_WORDS = 12
+#: Characters of a name a person gives a speaker.
+MAX_SPEAKER_NAME = 60
 #: How long a start waits for another process's lock before giving up (seconds).
 BUSY_TIMEOUT_S = 5.0
 
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS transcripts (
     language TEXT,
     current INTEGER NOT NULL DEFAULT 0,
     segment_count INTEGER NOT NULL DEFAULT 0,{rowid}
-    tab_id TEXT
+    tab_id TEXT,
+    speaker_names TEXT
 );
 CREATE INDEX IF NOT EXISTS transcripts_by_browser ON transcripts (browser_id, updated);
 CREATE INDEX IF NOT EXISTS transcripts_by_updated ON transcripts (updated);
@@ -68,6 +75,8 @@ CREATE TABLE IF NOT EXISTS segments (
     "end" DOUBLE PRECISION NOT NULL,
     text TEXT NOT NULL,
     utterance_id INTEGER,
+    words TEXT,
+    speaker TEXT,
     PRIMARY KEY (transcript_id, seq)
 ) {without_rowid};
 """
@@ -136,10 +145,20 @@ def _migrate(db: Db, version: int) -> None:
     1 -> 2: live transcripts belong to a tab of the browser (`tab_id`). An old browser-wide
     current transcript keeps tab_id NULL: no tab holds it, so the browser's next page
     load takes it over (`_current_live`), nothing is lost.
+    2 -> 3: a segment keeps its words (times, confidence) and its speaker label, a
+    transcript the names a person gave its speakers; older rows have none (NULL).
+    Each step checks the columns, so a half-migrated database (or one `_SCHEMA` just made)
+    is brought up the same way.
     """
-    if "tab_id" not in db.columns("transcripts"):
+    transcripts, segments = db.columns("transcripts"), db.columns("segments")
+    if "tab_id" not in transcripts:
         db.execute("ALTER TABLE transcripts ADD COLUMN tab_id TEXT")
     db.execute("CREATE INDEX IF NOT EXISTS transcripts_current ON transcripts (browser_id, current, tab_id)")
+    if "speaker_names" not in transcripts:
+        db.execute("ALTER TABLE transcripts ADD COLUMN speaker_names TEXT")
+    for column in ("words", "speaker"):
+        if column not in segments:
+            db.execute(f"ALTER TABLE segments ADD COLUMN {column} TEXT")
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,27 @@ class StoredSegment:
     end: float
     text: str
     utterance_id: int | None = None
+    words: tuple[Word, ...] = ()  # engine.base.Word: text, times, confidence
+    speaker: str | None = None
+
+
+def words_json(words: Any) -> str | None:
+    """A segment's words as stored: compact JSON rows [word, start, end, probability]
+    (None without words). Takes anything with those four attributes."""
+    if not words:
+        return None
+    rows = [[str(w.word), round(float(w.start), 3), round(float(w.end), 3), round(float(w.probability), 4)] for w in words]
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+def _words_from_json(text: str | None) -> tuple[Word, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(Word(str(w), float(s), float(e), float(p)) for w, s, e, p in json.loads(text))
+    except (ValueError, TypeError) as exc:  # a damaged row loses its word times, not its text
+        log.warning("a stored segment's words could not be read: %s", exc)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +205,7 @@ class TranscriptInfo:
     current: bool  # a live transcript a tab continues (not set aside, not an upload)
     segment_count: int
     tab_id: str | None = None  # the tab whose live transcript it is (None: no tab yet)
+    speaker_names: dict[str, str] = field(default_factory=dict)  # label -> the name a person gave it
 
 
 @dataclass(frozen=True)
@@ -180,21 +221,31 @@ def _first_words(text: str, n: int = FIRST_WORDS) -> str:
 
 # -- SQL, run on the writer thread --------------------------------------------------------
 
-_COLUMNS = "id, kind, created, updated, title, first_words, duration, language, current, segment_count, tab_id"
+_COLUMNS = "id, kind, created, updated, title, first_words, duration, language, current, segment_count, tab_id, speaker_names"
 
 
 def _info(row: tuple) -> TranscriptInfo:
     return TranscriptInfo(
         id=row[0], kind=row[1], created=row[2], updated=row[3], title=row[4], first_words=row[5],
         duration=row[6], language=row[7], current=bool(row[8]), segment_count=row[9], tab_id=row[10],
+        speaker_names=_names_from_json(row[11]),
     )
+
+
+def _names_from_json(text: str | None) -> dict[str, str]:
+    try:
+        names = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
 
 
 def _segments(db: Db, transcript_id: str) -> list[StoredSegment]:
     rows = db.execute(
-        'SELECT start, "end", text, utterance_id FROM segments WHERE transcript_id = ? ORDER BY seq', (transcript_id,)
+        'SELECT start, "end", text, utterance_id, words, speaker FROM segments WHERE transcript_id = ? ORDER BY seq',
+        (transcript_id,),
     ).fetchall()
-    return [StoredSegment(*r) for r in rows]
+    return [StoredSegment(s, e, t, u, _words_from_json(w), sp) for s, e, t, u, w, sp in rows]
 
 
 def _browser_secret(db: Db) -> str:
@@ -249,7 +300,7 @@ def _delete_rows(db: Db, transcript_id: str) -> None:
 
 def _append_final(
     db: Db, tid: str, browser_id: str, tab_id: str | None, start: float, end: float, text: str,
-    utterance_id: int | None, language: str | None, now: float,
+    utterance_id: int | None, language: str | None, now: float, words: str | None = None, speaker: str | None = None,
 ) -> int:
     text = text.strip()
     with _transaction(db):
@@ -274,8 +325,8 @@ def _append_final(
         count, first = row[1], row[2]
         if text:
             db.execute(
-                'INSERT INTO segments (transcript_id, seq, start, "end", text, utterance_id) VALUES (?, ?, ?, ?, ?, ?)',
-                (tid, count, start, end, text, utterance_id),
+                'INSERT INTO segments (transcript_id, seq, start, "end", text, utterance_id, words, speaker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                (tid, count, start, end, text, utterance_id, words, speaker),
             )
             count += 1
             if len(first.split()) < FIRST_WORDS:
@@ -289,7 +340,7 @@ def _append_final(
 
 
 def _save_upload(
-    db: Db, tid: str, browser_id: str, title: str, rows: list[tuple[float, float, str]],
+    db: Db, tid: str, browser_id: str, title: str, rows: list[tuple[float, float, str, str | None, str | None]],
     duration: float, language: str | None, now: float,
 ) -> str:
     text = " ".join(r[2] for r in rows)
@@ -301,8 +352,8 @@ def _save_upload(
             (tid, browser_id, now, now, title[:200], _first_words(text), duration, language, len(rows)),
         )
         db.executemany(
-            'INSERT INTO segments (transcript_id, seq, start, "end", text) VALUES (?, ?, ?, ?, ?)',
-            [(tid, i, s, e, t) for i, (s, e, t) in enumerate(rows)],
+            'INSERT INTO segments (transcript_id, seq, start, "end", text, words, speaker) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            [(tid, i, s, e, t, w, sp) for i, (s, e, t, w, sp) in enumerate(rows)],
         )
         _prune(db, browser_id, tid)
     return tid
@@ -341,6 +392,26 @@ def _current_live(
 
 def _archive(db: Db, tid: str, browser_id: str) -> None:
     db.execute("UPDATE transcripts SET current = 0 WHERE id = ? AND browser_id = ?", (tid, browser_id))
+
+
+def _name_speaker(db: Db, tid: str, browser_id: str, label: str, name: str) -> bool:
+    """Give speaker `label` of one transcript a person's name ("" takes it back)."""
+    with _transaction(db):
+        db.lock(browser_id)
+        row = db.execute("SELECT speaker_names FROM transcripts WHERE id = ? AND browser_id = ?", (tid, browser_id)).fetchone()
+        if row is None:
+            return False
+        names = _names_from_json(row[0])
+        name = " ".join(name.split())[:MAX_SPEAKER_NAME]
+        if name:
+            names[label] = name
+        else:
+            names.pop(label, None)
+        db.execute(
+            "UPDATE transcripts SET speaker_names = ? WHERE id = ?",
+            (json.dumps(names, ensure_ascii=False) if names else None, tid),
+        )
+    return True
 
 
 def _delete(db: Db, tid: str, browser_id: str) -> bool:

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -422,3 +423,74 @@ async def test_a_reload_while_the_old_page_flushes_shows_the_last_final(store):
     await _written(store)
     stored = store.current_live(browser, tab_id)
     assert [s.text for s in stored.segments][-1] == "after the reload" and stored.segments[-1].start >= 3.0
+
+
+def test_words_speakers_and_speaker_names_are_kept(tmp_path):
+    """Schema 3: a final's words (times, confidence) and speaker label, an upload segment's
+    too, and the names a person gives speakers, all read back after a restart."""
+    from engine.base import Word
+
+    data = str(tmp_path / "data")
+    s = TranscriptStore.open_dir(data)
+    browser, tid = new_id(), new_id()
+    words = (Word(" Hello", 0.12, 0.48, 0.93), Word(" wörld", 0.5, 0.91, 0.41))
+    s.append_final(tid, browser, 0.1, 1.0, "Hello wörld", utterance_id=0, words=words, speaker="Speaker 1")
+    s.append_final(tid, browser, 1.5, 2.0, "no words here", utterance_id=1)
+    # An upload's segments: anything with start/end/text, and words/speaker where it has them.
+    segments = [SimpleNamespace(start=0.0, end=1.0, text=" from a file", words=[Word(" from", 0.0, 0.3, 0.8)], speaker="Speaker 2")]
+    upload = s.save_upload(browser, "talk.wav", segments, duration=1.0)
+    assert s.name_speaker(tid, browser, "Speaker 1", "  Ada   Lovelace ").result() is True
+    assert s.name_speaker(tid, new_id(), "Speaker 1", "Mallory").result() is False  # not that browser's
+    s.close()
+
+    s = TranscriptStore.open_dir(data)
+    try:
+        live = s.current_live(browser)
+        assert live.segments[0].words == words and live.segments[0].speaker == "Speaker 1"
+        assert live.segments[1].words == () and live.segments[1].speaker is None
+        assert live.info.speaker_names == {"Speaker 1": "Ada Lovelace"}
+        got = s.get(upload, browser)
+        assert got.segments[0].words == (Word(" from", 0.0, 0.3, 0.8),) and got.segments[0].speaker == "Speaker 2"
+        assert s.name_speaker(tid, browser, "Speaker 1", "").result() and s.get(tid, browser).info.speaker_names == {}
+    finally:
+        s.close()
+
+
+def test_a_schema_2_database_gains_words_and_speakers_and_keeps_its_rows(tmp_path):
+    data = str(tmp_path / "data")
+    s = TranscriptStore.open_dir(data)
+    browser, tid = new_id(), new_id()
+    s.append_final(tid, browser, 0.0, 1.0, "before the upgrade", tab_id=new_id())
+    s.close()
+    path = os.path.join(data, DB_NAME)
+    with sqlite3.connect(path) as db:  # back to what version 2 wrote: no words, speaker, speaker_names
+        for table, column in (("segments", "words"), ("segments", "speaker"), ("transcripts", "speaker_names")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("PRAGMA user_version = 2")
+
+    s = TranscriptStore.open_dir(data)
+    try:
+        got = s.current_live(browser)
+        assert [x.text for x in got.segments] == ["before the upgrade"] and got.segments[0].words == ()
+        s.append_final(tid, browser, 1.0, 2.0, "after", speaker="Speaker 1").result()
+        assert s.current_live(browser).segments[1].speaker == "Speaker 1"
+    finally:
+        s.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 3
+
+
+def test_a_damaged_words_row_loses_its_times_not_its_text(tmp_path):
+    data = str(tmp_path / "data")
+    s = TranscriptStore.open_dir(data)
+    browser, tid = new_id(), new_id()
+    s.append_final(tid, browser, 0.0, 1.0, "kept text").result()
+    s.close()
+    with sqlite3.connect(os.path.join(data, DB_NAME)) as db:
+        db.execute("UPDATE segments SET words = '[not json'")
+    s = TranscriptStore.open_dir(data)
+    try:
+        seg = s.current_live(browser).segments[0]
+        assert seg.text == "kept text" and seg.words == ()
+    finally:
+        s.close()
