@@ -43,6 +43,8 @@ CONFIGS = {
     "semantic": {"turn_detection": "semantic", "eagerness": "auto"},
     "semantic_high": {"turn_detection": "semantic", "eagerness": "high"},
     "semantic_low": {"turn_detection": "semantic", "eagerness": "low"},
+    # Live word times (issue 18, `LIVE_WORD_TIMES`): the same silence rule, finals with words.
+    "silence500_words": {"turn_detection": "silence", "min_silence_ms": 500, "word_times": True},
 }
 
 
@@ -181,6 +183,7 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
         "merges_per_100": round(100 * merges / n_turns, 2),
         "wer": summary.get("wer"),
         "finals": summary.get("finals"),
+        "finals_with_words": sum(1 for k in range(streams) for _, ev in logs[k] if ev.words),
         "max_lag_s": summary.get("max_lag_s"),
         "turn_calls": rows,
         "turn_ms_per_call": round(1000 * busy / rows, 1) if rows else None,
@@ -203,6 +206,11 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
     from streaming.turns import shared_detector
 
     shared_detector().load()
+    if any(CONFIGS[name].get("word_times") for name in args.configs.split(",")):
+        # The aligner loads on the first request for word times: load it before timing.
+        from engine.base import DecodeRequest
+
+        await engine.transcribe(DecodeRequest(conv.audio[: 5 * SAMPLE_RATE], language="en", word_timestamps=True))
     results = []
     try:
         for streams in [int(s) for s in args.streams.split(",")]:

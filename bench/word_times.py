@@ -37,11 +37,11 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from engine.word_times import LOW_CONFIDENCE  # noqa: E402 - what the page underlines; calibrated here
+
 SR = 16_000
 ONSET_TOLERANCE_S = 0.10
 OFFSET_TOLERANCE_S = 0.15
-#: Words under this probability count as "low confidence" (what a page would underline).
-LOW_CONFIDENCE = 0.5
 #: Speech is where a 10 ms frame is within this many dB of the clip's loudest frame.
 SPEECH_BELOW_PEAK_DB = 30.0
 ROOT = Path(__file__).resolve().parent.parent

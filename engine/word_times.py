@@ -32,6 +32,10 @@ APPENDED = frozenset("\"'.。,，!！?？:：”)]}、»;…")
 MAX_WORD_FACTOR = 2.0
 #: ... and never more than this, whatever the median (seconds).
 MAX_WORD_S = 1.4
+#: Words under this probability are "low confidence" (the page underlines them):
+#: calibrated by `python -m bench.word_times` on 175 clips, words below it were wrong
+#: 47.6 % of the time, words above it 3.8 % (BENCHMARKS.md, word times).
+LOW_CONFIDENCE = 0.5
 
 
 def median_filter(x: np.ndarray, width: int = MEDIAN_WIDTH) -> np.ndarray:

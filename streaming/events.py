@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Union
 
-from engine.base import Word
+from engine.base import TokenLogprob, Word
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class TranscriptEvent:
     language: str | None = None
     words: tuple[Word, ...] = ()
     speaker: str | None = None
+    #: The final's text tokens with their log-probabilities, when the stream asks for them
+    #: (`SessionOptions.logprobs`: a realtime client's `include`).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     @property
     def text(self) -> str:

@@ -55,6 +55,12 @@ class SessionOptions:
     eagerness: EagernessName = "auto"
     #: Semantic turns only: silence after which the turn model is asked.
     turn_check_ms: int = 200
+    #: Finals carry their words with times and probabilities (`TranscriptEvent.words`,
+    #: session time): the final's decode asks the engine for word times (partials never do).
+    word_times: bool = False
+    #: Finals carry the decoder's token log-probabilities (`TranscriptEvent.logprobs`:
+    #: a realtime client's `include: ["item.input_audio_transcription.logprobs"]`).
+    logprobs: bool = False
 
     def effective_min_silence_ms(self) -> int:
         """Silence that ends an utterance whatever was said: `min_silence_ms`, or with
@@ -71,6 +77,7 @@ class SessionOptions:
             partial_interval_s=float(getattr(settings, "partial_interval_s", 0.6)),
             vad_threshold=float(getattr(settings, "vad_threshold", 0.5)),
             turn_detection=getattr(settings, "turn_detection", "silence") or "silence",
+            word_times=bool(getattr(settings, "live_word_times", False)),
         )
 
     def segmenter_options(self) -> SegmenterOptions:

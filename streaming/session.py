@@ -35,6 +35,10 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   `max_utterance_s` is decoded with the previous final text as prompt (`use_prompt`),
   unless that looks like a loop; a prompted final that comes back far too short is
   decoded again without it.
+* Word times (`word_times`, setting `LIVE_WORD_TIMES`): the final's decodes (the
+  speculative one included) ask the engine for word times, partials never; the aligning
+  pass is part of the final's decode, so it counts in `lag_s` and the final's latency.
+  The final carries the words that spell its text, in session time (`streaming.words`).
 * Guards on every decode: `strip_repetition`, then `drop_reason` with the VAD's speech
   ratio and the decoder's confidence, so silence, noise and music give no text and a
   loop is never committed nor fed back as a prompt.
@@ -67,6 +71,7 @@ from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize
 from streaming.scheduler import gate_for
 from streaming.transcript import Transcript
 from streaming.turns import TurnScorer, eagerness_of, shared_detector
+from streaming.words import final_logprobs, final_words
 
 __all__ = ["Session", "SessionOptions", "SessionStats"]
 
@@ -424,6 +429,9 @@ class Session:
                 prompt=prompt,
                 priority=PRIORITY_BACKGROUND if partial else PRIORITY_DEFAULT,
                 draft=partial,
+                # Word times cost an aligning pass (engine/aligner.py): finals only.
+                word_timestamps=self.options.word_times and not partial,
+                logprobs=self.options.logprobs and not partial,
             )
         )
 
@@ -582,7 +590,9 @@ class Session:
             return  # nothing was said: no event at all
         latency = max(0.0, now - self._arrival(ev.end_s))
         event = TranscriptEvent(
-            "final", ev.id, text, "", round(ev.start_s, 3), round(ev.end_s, 3), round(latency, 3), language
+            "final", ev.id, text, "", round(ev.start_s, 3), round(ev.end_s, 3), round(latency, 3), language,
+            words=final_words(result.words, text, ev.start_s) if result is not None else (),
+            logprobs=final_logprobs(result.logprobs, text) if result is not None else (),
         )
         if self.transcript.add(event) and not is_repetition_loop(text):
             self._final_texts.append(text)

@@ -45,6 +45,7 @@ from engine.public import public_message
 from streaming.events import ErrorEvent, StatusEvent, TranscriptEvent
 from streaming.service import LiveStream, ServerDraining, StreamService
 from streaming.transcript import Transcript
+from streaming.words import shifted
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,9 @@ class TabState:
         if isinstance(ev, TranscriptEvent):
             if ev.type == "final":
                 shift = offset_s - self.base_s
-                final = dataclasses.replace(ev, start_s=max(0.0, ev.start_s + shift), end_s=max(0.0, ev.end_s + shift))
+                final = dataclasses.replace(
+                    ev, start_s=max(0.0, ev.start_s + shift), end_s=max(0.0, ev.end_s + shift), words=shifted(ev.words, shift)
+                )
                 if self.transcript.add(final):
                     self.version += 1
                     if self.sink is not None:

@@ -33,6 +33,7 @@ from web.live import DROPPED_MESSAGE, LiveHandler, TabState
 from web.recorder import SAVE_TAB_ID_JS, attach, detach, start_new, tab_id_js
 from web.sessions import StreamSlots
 from web.store import TranscriptStore
+from web.word_spans import WORD_CSS, words_html
 
 #: Finals shown in the panel; older ones stay in the downloads (keeps an hour-long page light).
 MAX_SHOWN_FINALS = 400
@@ -66,7 +67,7 @@ CSS = """
    updates, the timer and the buttons keep these pending: the settled text would look like
    the tentative words. The page shows its own state (status line, grey tentative words). */
 #finals .pending, #partial .pending, #status .pending { opacity: 1; }
-"""
+""" + WORD_CSS
 
 def language_choices(languages: dict[str, str] = LANGUAGES) -> list[tuple[str, str]]:
     """The language menu (page and upload tab): "detect" first, then by name
@@ -105,7 +106,7 @@ def render_finals(tab: TabState) -> str:
         lines.append(f'<p class="rtw-earlier">… {hidden} earlier lines are in the downloads.</p>')
     for ev in shown:
         lines.append(
-            f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">{html.escape(ev.text.strip())}</p>'
+            f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">{words_html(ev.text, ev.words)}</p>'
         )
     # column-reverse keeps the newest line in view; the inner div keeps reading order.
     return '<div class="rtw-transcript"><div>' + "".join(lines) + "</div></div>"

@@ -1,0 +1,159 @@
+"""Live finals carry their words: a final's decode asks for word times (partials never),
+the words come back in session time and only as far as they spell the final's text.
+
+A real VAD and segmenter on real speech, a fake engine that answers word times evenly
+spread over the audio it got (the real aligner: tests/integration/test_session_engine.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from engine.base import TokenLogprob, Transcription, Word
+from evaluation import read_audio
+from streaming.events import TranscriptEvent
+from streaming.harness import to_frames
+from streaming.session import Session, SessionOptions
+from streaming.words import final_logprobs, final_words, spelling_prefix
+from tests.datasets import TEST_DATA
+from tests.fakes import FakeEngine
+
+SR = 16_000
+
+
+def _word(text: str, start: float, end: float, p: float = 0.9) -> Word:
+    return Word(text, start, end, p)
+
+
+def test_final_words_move_to_session_time() -> None:
+    words = [_word(" Hello", 0.1, 0.4), _word(" world.", 0.5, 0.9)]
+    assert final_words(words, "Hello world.", 12.0) == (_word(" Hello", 12.1, 12.4), _word(" world.", 12.5, 12.9))
+
+
+def test_final_words_stop_where_the_text_stops() -> None:
+    """The guards cut a loop off the text: the words of the cut part go too."""
+    words = [_word(" go", 0.0, 0.2), _word(" on", 0.2, 0.4), _word(" on", 0.4, 0.6), _word(" on", 0.6, 0.8)]
+    assert [w.word for w in final_words(words, "go on", 0.0)] == [" go", " on"]
+
+
+def test_final_words_that_do_not_spell_the_text_are_dropped() -> None:
+    """Committed words kept by the final (other words than decoded): no time is invented."""
+    words = [_word(" Hello", 0.1, 0.4), _word(" world.", 0.5, 0.9)]
+    assert final_words(words, "Yellow world.", 0.0) == ()
+    assert final_words(words, "Hello world. And more", 0.0) == ()
+    assert final_words([], "Hello", 0.0) == ()
+    assert spelling_prefix(words, lambda ws: "".join(w.word for w in ws), "") == ()
+
+
+def test_final_logprobs_join_bytes_across_tokens() -> None:
+    """One character split over two tokens still spells the text."""
+    e_acute = "é".encode()
+    tokens = [
+        TokenLogprob(" caf", -0.1, tuple(b" caf")),
+        TokenLogprob("\ufffd", -0.2, (e_acute[0],)),
+        TokenLogprob("\ufffd", -0.3, (e_acute[1],)),
+    ]
+    assert final_logprobs(tokens, "café") == tuple(tokens)
+
+
+class TimedEngine(FakeEngine):
+    """FakeEngine that answers word times (its words evenly over the audio) and token
+    log-probabilities when asked, and records what each request asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[bool, bool, bool]] = []  # (draft, word_timestamps, logprobs)
+
+    async def transcribe(self, request):
+        self.asked.append((request.draft, request.word_timestamps, request.logprobs))
+        result = await super().transcribe(request)
+        pieces = [" " + w for w in result.text.split()]
+        step = result.duration / max(1, len(pieces))
+        words = [Word(p, round(i * step, 3), round((i + 1) * step, 3), 0.8) for i, p in enumerate(pieces)] if request.word_timestamps else []
+        logprobs = [TokenLogprob(p, -0.1, tuple(p.encode())) for p in pieces] if request.logprobs else []
+        return Transcription(result.text, "en", result.duration, avg_logprob=-0.2, words=words, logprobs=logprobs)
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    clip = read_audio(TEST_DATA / "clips" / "cmu_arctic__awb_arctic_a0007.flac")
+    return np.concatenate([np.zeros(int(0.8 * SR), np.float32), clip, np.zeros(int(1.2 * SR), np.float32)])
+
+
+async def _finals(session: Session, audio: np.ndarray) -> list[TranscriptEvent]:
+    events: list = []
+
+    async def collect() -> None:
+        async for ev in session.events():
+            events.append(ev)
+
+    consumer = asyncio.ensure_future(collect())
+    for frame in to_frames(audio):
+        session.feed(frame, 48_000)
+        await asyncio.sleep(0)
+    await session.finish()
+    await asyncio.wait_for(consumer, 30)
+    return [e for e in events if isinstance(e, TranscriptEvent) and e.type == "final"]
+
+
+async def test_finals_carry_words_in_session_time(speech) -> None:
+    engine = TimedEngine()
+    (final,) = await _finals(Session(engine, SessionOptions(word_times=True, logprobs=True)), speech)
+    assert [w.word.strip() for w in final.words] == final.text.split()
+    assert final.start_s > 0.3  # the speech starts 0.8 s into the session: times are moved there
+    assert final.words[0].start == pytest.approx(final.start_s, abs=0.002)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(final.words, final.words[1:]))
+    assert final.words[-1].end <= final.end_s + 0.002
+    assert "".join(t.token for t in final.logprobs).strip() == final.text
+    # Partials asked for neither; every final decode asked for both.
+    assert any(draft for draft, _, _ in engine.asked)
+    assert all((words, logprobs) == (not draft, not draft) for draft, words, logprobs in engine.asked)
+
+
+async def test_word_times_off_asks_for_none(speech) -> None:
+    engine = TimedEngine()
+    (final,) = await _finals(Session(engine, SessionOptions()), speech)
+    assert final.text and final.words == () and final.logprobs == ()
+    assert not any(words or logprobs for _, words, logprobs in engine.asked)
+
+
+def test_setting_turns_it_on() -> None:
+    from settings import Settings
+
+    s = Settings.from_env()
+    for on in (True, False):
+        s.live_word_times = on
+        assert SessionOptions.from_settings(s).word_times is on
+
+
+# -- the page ----------------------------------------------------------------------------
+
+
+def test_words_html_titles_each_word_escaped_and_underlines_doubt() -> None:
+    from web.word_spans import words_html
+
+    words = [_word(" <b>Hi</b>", 1.0, 1.25, 0.93), _word(" there", 1.3, 1.6, 0.31)]
+    out = words_html(" <b>Hi</b> there", words)
+    assert "<b>" not in out and "&lt;b&gt;Hi&lt;/b&gt;" in out
+    assert out.count('<span class="rtw-word') == 2
+    assert 'title="1.00–1.25 s · p 0.93"' in out
+    assert '<span class="rtw-word rtw-low" title="1.30–1.60 s · p 0.31">there</span>' in out
+    assert '<span class="rtw-word" title="1.00–1.25 s · p 0.93">' in out
+    assert words_html("<i>plain</i>", ()) == "&lt;i&gt;plain&lt;/i&gt;"
+
+
+def test_page_finals_show_word_spans_on_the_tabs_timeline() -> None:
+    """A second stream of a tab starts later on the tab's timeline: its words move with it."""
+    from web.live import TabState
+    from web.page import render_finals
+
+    tab = TabState()
+    final = TranscriptEvent("final", 0, "Hello world.", "", 0.5, 1.5, 0.2, "en", words=(_word(" Hello", 0.6, 0.9), _word(" world.", 1.0, 1.4, 0.2)))
+    tab.apply(final, offset_s=10.0)
+    (shown,) = tab.transcript.finals
+    assert [(w.start, w.end) for w in shown.words] == [(10.6, 10.9), (11.0, 11.4)]
+    html = render_finals(tab)
+    assert 'title="10.60–10.90 s · p 0.90">Hello</span>' in html and "rtw-low" in html
