@@ -72,6 +72,17 @@ if (( WITH_TEST )) && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
   fi
 fi
 
+# HAProxy for the deployment files' check (tests/unit/test_deploy_files.py: haproxy -c on
+# deploy/haproxy.cfg) and the pool's router and proxy on loopback.
+if (( WITH_TEST )) && ! command -v haproxy >/dev/null 2>&1 && [[ ! -x /usr/sbin/haproxy ]]; then
+  echo "setup: installing Debian's haproxy for the deployment files' tests" >&2
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  fi
+fi
+
 if (( WITH_TEST )) && ! command -v chromium >/dev/null 2>&1; then
   echo "setup: installing Debian's chromium for the browser tests" >&2
   if [[ $(id -u) -eq 0 ]]; then
