@@ -25,7 +25,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -68,6 +68,52 @@ def alignment_heads(model_dir: Path, layers: int, heads: int) -> list[tuple[int,
     return [(layer, head) for layer in range(layers // 2, layers) for head in range(heads)]
 
 
+class BatchWorker:
+    """One thread that runs `run(jobs)` on whatever jobs wait together (up to MAX_BATCH),
+    so torch stays off the event loop and one pass at a time uses the shared cores."""
+
+    def __init__(self, run: Callable[[list[AlignJob]], list[list[Word]]]) -> None:
+        self._run = run
+        self._queue: queue.Queue[tuple[AlignJob, Future[list[Word]]]] = queue.Queue()
+        #: Jobs run, and jobs skipped because their waiter was cancelled before their turn.
+        self.aligned = 0
+        self.skipped = 0
+        threading.Thread(target=self._serve, name="word-aligner", daemon=True).start()
+
+    def submit(self, job: AlignJob) -> Future[list[Word]]:
+        """Queue a job; cancelling the future before its turn drops it (asyncio.wrap_future
+        cancels it when its awaiting task is cancelled)."""
+        future: Future[list[Word]] = Future()
+        self._queue.put((job, future))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            # A waiter that went away (a live stream's speculative final, cancelled when
+            # speech resumed) costs no pass.
+            waiting = len(batch)
+            batch = [(job, future) for job, future in batch if future.set_running_or_notify_cancel()]
+            self.skipped += waiting - len(batch)
+            self.aligned += len(batch)
+            if not batch:
+                continue
+            try:
+                results = self._run([job for job, _ in batch])
+            except Exception as exc:  # every waiter hears the failure
+                log.exception("word alignment failed")
+                for _, future in batch:
+                    future.set_exception(exc)
+            else:
+                for (_, future), words in zip(batch, results):
+                    future.set_result(words)
+
+
 class Aligner:
     """The transformers Whisper model with its alignment heads, and its worker thread."""
 
@@ -89,35 +135,14 @@ class Aligner:
         self.heads = alignment_heads(model_dir, config.decoder_layers, config.decoder_attention_heads)
         self._decode = decode
         self._eot = eot
-        self._queue: queue.Queue[tuple[AlignJob, Future[list[Word]]]] = queue.Queue()
-        threading.Thread(target=self._serve, name="word-aligner", daemon=True).start()
+        self.worker = BatchWorker(self.align)
 
     async def words(self, job: AlignJob) -> list[Word]:
         """The words of one window, aligned in the worker thread (batched with any
-        other window waiting)."""
+        other window waiting); a cancelled wait that has not started costs no pass."""
         if not job.tokens:
             return []
-        future: Future[list[Word]] = Future()
-        self._queue.put((job, future))
-        return await asyncio.wrap_future(future)
-
-    def _serve(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                results = self.align([job for job, _ in batch])
-            except Exception as exc:  # every waiter hears the failure
-                log.exception("word alignment failed")
-                for _, future in batch:
-                    future.set_exception(exc)
-            else:
-                for (_, future), words in zip(batch, results):
-                    future.set_result(words)
+        return await asyncio.wrap_future(self.worker.submit(job))
 
     def align(self, jobs: list[AlignJob]) -> list[list[Word]]:
         """One batched teacher-forced pass; blocking (runs in the worker thread)."""

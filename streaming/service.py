@@ -271,10 +271,12 @@ class LiveStream:
         return seconds
 
     def use(self, options: SessionOptions) -> None:
-        """New language / task / prompt for the decodes still to come (the page's selectors)."""
+        """New language / task / prompt / logprobs for the decodes still to come (the page's
+        selectors, a realtime `session.update`)."""
         # One assignment, not three: a decode reads either the old options or the new.
         self.session.options = dataclasses.replace(
-            self.session.options, language=options.language, task=options.task, prompt=options.prompt
+            self.session.options, language=options.language, task=options.task, prompt=options.prompt,
+            logprobs=options.logprobs,
         )
 
     # -- control ----------------------------------------------------------------------

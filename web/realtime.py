@@ -29,7 +29,10 @@ Server events: `session.created` / `.updated` (GA clients: a `model` in the URL 
 have committed: never taken back; the `completed` transcript that follows is the final
 decode and is authoritative: it may differ in punctuation or casing),
 `input_audio_buffer.speech_stopped {item_id, audio_end_ms}`, `input_audio_buffer.committed`,
-`conversation.item.input_audio_transcription.completed {item_id, transcript}`,
+`conversation.item.input_audio_transcription.completed {item_id, transcript}` (with
+`words` [{word, start, end, probability}, session seconds] when `LIVE_WORD_TIMES` is on,
+an extension; `logprobs` [{token, logprob, bytes}] when the session's `include` asks
+`item.input_audio_transcription.logprobs`, as OpenAI's),
 `error {error: {type, code, message}}`. An extension,
 `conversation.item.input_audio_transcription.partial {item_id, committed, tentative, text}`,
 carries the whole current hypothesis for live display (OpenAI clients ignore it).
@@ -71,6 +74,7 @@ from web import metrics
 from web.auth import websocket_key_ok
 from web.realtime_events import (
     DEFAULT_RATE,
+    LOGPROBS_ITEM,
     AudioAppend,
     AudioClear,
     AudioCommit,
@@ -78,6 +82,7 @@ from web.realtime_events import (
     Cleared,
     Committed,
     EventError,
+    LogProb,
     ServerEvent,
     SessionConfig,
     SessionEvent,
@@ -89,6 +94,7 @@ from web.realtime_events import (
     TranscriptionSessionUpdate,
     TranscriptPartial,
     Usage,
+    WordTime,
     error_event,
     parse_client_event,
 )
@@ -116,6 +122,8 @@ class RealtimeConfig:
     language: str | None = None
     prompt: str | None = None
     turn_detection: dict[str, Any] | None = None
+    #: `include: ["item.input_audio_transcription.logprobs"]`: completed events carry them.
+    logprobs: bool = False
 
     def updated(self, change: SessionConfig, server_vad: dict[str, Any] | None = None) -> "RealtimeConfig":
         """This config with the client's `change`; `server_vad` is the server's own
@@ -123,6 +131,8 @@ class RealtimeConfig:
         new: dict[str, Any] = {}
         if change.sample_rate is not None:
             new["sample_rate"] = change.sample_rate
+        if change.include is not None:
+            new["logprobs"] = LOGPROBS_ITEM in change.include
         t = change.transcription
         if t is not None:
             if t.language:
@@ -201,11 +211,13 @@ class Connection:
     def session_object(self) -> dict[str, Any]:
         c = self.config
         transcription = {"model": self.service.engine.info.model, "language": c.language, "prompt": c.prompt or ""}
+        include = [LOGPROBS_ITEM] if c.logprobs else []
         if self.ga:
             return {
                 "type": "transcription",
                 "id": self.session_id,
                 "object": "realtime.transcription_session",
+                "include": include,
                 "audio": {
                     "input": {
                         "format": {"type": "audio/pcm", "rate": c.sample_rate},
@@ -223,6 +235,7 @@ class Connection:
             "input_audio_transcription": transcription,
             "turn_detection": c.turn_detection,
             "input_audio_noise_reduction": None,
+            "include": include,
         }
 
     # -- the stream -------------------------------------------------------------------
@@ -240,7 +253,7 @@ class Connection:
             changes["vad_threshold"] = float(turn["threshold"])
         if "silence_duration_ms" in turn:
             changes["min_silence_ms"] = int(turn["silence_duration_ms"])
-        return self.service.options(language=config.language, prompt=config.prompt, **changes)
+        return self.service.options(language=config.language, prompt=config.prompt, logprobs=config.logprobs, **changes)
 
     async def ensure_stream(self) -> LiveStream | None:
         """The stream, started (a slot taken) with the first audio; None when full."""
@@ -299,6 +312,12 @@ class Connection:
                 usage=Usage(seconds=round(max(0.0, ev.end_s - ev.start_s), 3)),
                 latency_s=round(ev.latency_s, 3),
                 language=ev.language,
+                words=[WordTime(word=w.word, start=w.start, end=w.end, probability=w.probability) for w in ev.words]
+                if self.stream is not None and self.stream.session.options.word_times
+                else None,
+                logprobs=[LogProb(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in ev.logprobs]
+                if self.config.logprobs
+                else None,
             )
         )
         self._sent.pop(item, None)

@@ -96,10 +96,17 @@ class Audio(_Lenient):
     input: AudioInput | None = None
 
 
+#: What a session's `include` may ask (OpenAI's one item): each completed transcript's
+#: token log-probabilities.
+LOGPROBS_ITEM = "item.input_audio_transcription.logprobs"
+Include = list[Literal["item.input_audio_transcription.logprobs"]]
+
+
 class SessionConfig(_Lenient):
     """What a client may set, from either shape: None where it said nothing."""
 
     sample_rate: int | None = None
+    include: Include | None = None
     transcription: Transcription | None = None
     #: Given (`turn_detection` was in the event) and its value (None: no server VAD).
     turn_detection_given: bool = False
@@ -110,6 +117,7 @@ class GASession(_Lenient):
     type: Literal["transcription"] = "transcription"
     audio: Audio | None = None
     sample_rate: int | None = None
+    include: Include | None = None
 
     @field_validator("sample_rate")
     @classmethod
@@ -121,6 +129,7 @@ class GASession(_Lenient):
         rate = audio_in.format.rate if audio_in.format and audio_in.format.rate else self.sample_rate
         return SessionConfig(
             sample_rate=rate,
+            include=self.include,
             transcription=audio_in.transcription,
             turn_detection_given="turn_detection" in audio_in.model_fields_set,
             turn_detection=audio_in.turn_detection,
@@ -132,6 +141,7 @@ class BetaSession(_Lenient):
     sample_rate: int | None = None
     input_audio_transcription: Transcription | None = None
     turn_detection: TurnDetection | None = None
+    include: Include | None = None
 
     @field_validator("sample_rate")
     @classmethod
@@ -141,6 +151,7 @@ class BetaSession(_Lenient):
     def config(self) -> SessionConfig:
         return SessionConfig(
             sample_rate=self.sample_rate,
+            include=self.include,
             transcription=self.input_audio_transcription,
             turn_detection_given="turn_detection" in self.model_fields_set,
             turn_detection=self.turn_detection,
@@ -282,6 +293,24 @@ class Usage(BaseModel):
     seconds: float
 
 
+class WordTime(BaseModel):
+    """An extension: one word of a completed transcript with its time in the stream's
+    audio (seconds from the connection's first audio) and the decoder's confidence."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class LogProb(BaseModel):
+    """OpenAI's `LogProbProperties`: one text token, its log-probability and UTF-8 bytes."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
 class TranscriptCompleted(ServerEvent):
     type: Literal["conversation.item.input_audio_transcription.completed"] = (
         "conversation.item.input_audio_transcription.completed"
@@ -292,6 +321,10 @@ class TranscriptCompleted(ServerEvent):
     usage: Usage
     latency_s: float
     language: str | None = None
+    #: An extension (with `LIVE_WORD_TIMES` on): the transcript's words with their times.
+    words: list[WordTime] | None = None
+    #: OpenAI's: with `include: ["item.input_audio_transcription.logprobs"]`.
+    logprobs: list[LogProb] | None = None
 
 
 AnyServerEvent = Union[Error, SessionEvent, SpeechStarted, SpeechStopped, Committed, Cleared, TranscriptDelta, TranscriptPartial, TranscriptCompleted]

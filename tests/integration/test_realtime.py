@@ -44,7 +44,8 @@ def _app(engine, *, slots: int = 4, api_key: str = "", **settings_changes):
 
 @pytest.fixture(scope="module")
 def ws_url(engine):
-    with serve_app(_app(engine, slots=2)) as url:
+    # Live word times on: the completed events carry `words` (test_official_openai_sdk_realtime_client).
+    with serve_app(_app(engine, slots=2, live_word_times=True)) as url:
         yield url
 
 
@@ -271,7 +272,9 @@ async def test_api_key(engine):
 
 
 async def test_official_openai_sdk_realtime_client(ws_url):
-    """`AsyncOpenAI().realtime.connect(...)` (the GA interface) works against the WebSocket."""
+    """`AsyncOpenAI().realtime.connect(...)` (the GA interface) works against the WebSocket;
+    the completed transcript has its `logprobs` (the session's `include`, OpenAI's typed
+    field) and our `words` extension (the server runs with LIVE_WORD_TIMES)."""
     import openai
 
     clip = next(c for c in clips(kind="speech", lang="en", base=TEST_DATA) if 2 <= c.duration <= 6)
@@ -282,6 +285,7 @@ async def test_official_openai_sdk_realtime_client(ws_url):
         await conn.session.update(
             session={
                 "type": "transcription",
+                "include": ["item.input_audio_transcription.logprobs"],
                 "audio": {
                     "input": {
                         "format": {"type": "audio/pcm", "rate": 16000},
@@ -291,7 +295,8 @@ async def test_official_openai_sdk_realtime_client(ws_url):
                 },
             }
         )
-        assert (await asyncio.wait_for(conn.recv(), 30)).type == "session.updated"
+        updated = await asyncio.wait_for(conn.recv(), 30)
+        assert updated.type == "session.updated" and updated.session.include == ["item.input_audio_transcription.logprobs"]
         pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
         for i in range(0, len(pcm), 3200):
             await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 3200]).decode())
@@ -303,8 +308,15 @@ async def test_official_openai_sdk_realtime_client(ws_url):
             assert event.type != "error", event
             if event.type == "conversation.item.input_audio_transcription.completed":
                 transcripts.append(event.transcript)
+                completed = event
                 break
     assert wer([clip.text], [" ".join(transcripts)]) <= 0.3, transcripts
+    assert "".join(t.token for t in completed.logprobs).strip() == completed.transcript
+    assert all(t.logprob <= 0.0 and bytes(t.bytes).decode(errors="replace") == t.token for t in completed.logprobs)
+    words = completed.model_extra["words"]  # our extension: the SDK keeps unknown fields
+    assert [w["word"].strip() for w in words] == completed.transcript.split()
+    times = [t for w in words for t in (w["start"], w["end"])]
+    assert times == sorted(times) and 0.4 <= times[0] and times[-1] <= len(audio) / 16000
 
 
 def _speech_clips(n: int):

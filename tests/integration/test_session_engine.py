@@ -44,3 +44,25 @@ async def test_real_engine_no_events_on_nonspeech_clips(eval_set, engine) -> Non
         if shown:
             noisy.append((clip.name, [e.to_dict() for e in shown]))
     assert noisy == []
+
+
+async def test_real_engine_finals_carry_word_times(engine) -> None:
+    """LIVE_WORD_TIMES on the real engine and aligner: each final's words spell its text,
+    in order, inside the final's audio and not in the silence before the speech (the
+    clip starts 1.0 s into the session); partials carry none; logprobs spell it too."""
+    clip = next(c for c in clips(kind="speech", lang="en", base=TEST_DATA) if 2 <= c.duration <= 5)
+    audio = np.concatenate([silence(1.0), read_audio(clip.path), silence(1.0)])
+    session = Session(engine, SessionOptions(language="en", word_times=True, logprobs=True))
+    events = await run(session, audio, pace=0.005)
+    finals = transcript_events(events, "final")
+    assert finals and not [e for e in events if isinstance(e, ErrorEvent)]
+    assert all(not p.words for p in transcript_events(events, "partial"))
+    for final in finals:
+        assert [w.word.strip() for w in final.words] == final.text.split(), final
+        assert "".join(t.token for t in final.logprobs).strip() == final.text
+        times = [t for w in final.words for t in (w.start, w.end)]
+        assert times == sorted(times)
+        assert final.start_s - 1e-3 <= times[0] and times[-1] <= final.end_s + 1e-3
+        assert all(0.0 <= w.probability <= 1.0 for w in final.words)
+    assert finals[0].words[0].start >= 0.9  # not in the leading second of silence
+    assert wer([clip.text], [session.transcript.text]) <= 0.3

@@ -157,3 +157,26 @@ def test_page_finals_show_word_spans_on_the_tabs_timeline() -> None:
     assert [(w.start, w.end) for w in shown.words] == [(10.6, 10.9), (11.0, 11.4)]
     html = render_finals(tab)
     assert 'title="10.60–10.90 s · p 0.90">Hello</span>' in html and "rtw-low" in html
+
+
+# -- realtime ------------------------------------------------------------------------------
+
+
+def test_realtime_include_asks_for_logprobs_in_both_shapes() -> None:
+    import json
+
+    from web.realtime import RealtimeConfig
+    from web.realtime_events import EventError, parse_client_event
+
+    beta = parse_client_event(json.dumps({"type": "transcription_session.update", "session": {"include": ["item.input_audio_transcription.logprobs"]}}))
+    ga = parse_client_event(json.dumps({"type": "session.update", "session": {"type": "transcription", "include": ["item.input_audio_transcription.logprobs"]}}))
+    for event in (beta, ga):
+        config = RealtimeConfig().updated(event.session.config())
+        assert config.logprobs is True
+        # Saying nothing keeps it; an empty list turns it off.
+        assert config.updated(parse_client_event(json.dumps({"type": "transcription_session.update", "session": {}})).session.config()).logprobs
+        off = parse_client_event(json.dumps({"type": "transcription_session.update", "session": {"include": []}}))
+        assert config.updated(off.session.config()).logprobs is False
+    with pytest.raises(EventError) as bad:
+        parse_client_event(json.dumps({"type": "transcription_session.update", "session": {"include": ["item.words"]}}))
+    assert bad.value.code == "invalid_value"

@@ -148,3 +148,38 @@ def test_json_export_has_words_only_when_timed() -> None:
         {"word": "hi", "start": 0.1, "end": 0.4, "probability": 0.99},
         {"word": "there", "start": 0.4, "end": 0.9, "probability": 0.5},
     ]
+
+
+async def test_aligner_worker_skips_jobs_whose_waiter_was_cancelled() -> None:
+    """A live stream's speculative final is cancelled when speech resumes: its queued
+    alignment must cost no pass (it made 4 staggered streams fall minutes behind)."""
+    import asyncio
+    import threading
+
+    from engine.aligner import AlignJob, BatchWorker
+
+    gate, ran = threading.Event(), []
+
+    def run(jobs: list[AlignJob]) -> list[list[Word]]:
+        gate.wait(10)
+        ran.extend(job.offset for job in jobs)
+        return [[Word(" w", job.offset, job.offset + 0.1, 0.9)] for job in jobs]
+
+    worker = BatchWorker(run)
+    job = lambda offset: AlignJob(np.zeros(160, np.float32), [1], [2], offset, "en")
+    first = asyncio.ensure_future(asyncio.wrap_future(worker.submit(job(0.0))))
+    deadline = asyncio.get_running_loop().time() + 10
+    while worker.aligned == 0:  # the first job is running (blocked on the gate)
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    queued = worker.submit(job(1.0))
+    cancelled = asyncio.ensure_future(asyncio.wrap_future(queued))
+    kept = asyncio.ensure_future(asyncio.wrap_future(worker.submit(job(2.0))))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    while not queued.cancelled():  # the task's cancellation reaches the queued job
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    gate.set()
+    assert (await first)[0].start == 0.0 and (await kept)[0].start == 2.0
+    assert ran == [0.0, 2.0] and worker.skipped == 1
