@@ -219,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return soak((sys.argv[1:] if argv is None else argv)[1:])
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cluster"]:  # engines, router, replicas and proxy on loopback (bench/cluster.py)
+        from bench.cluster import main as cluster
+
+        return cluster(argv[1:])
+    if argv[:1] == ["routers"]:  # HAProxy vs nginx as the engine router (bench/routers.py)
+        from bench.routers import main as routers
+
+        return routers(argv[1:])
     if argv[:1] == ["encoder-windows"]:  # encoder bucket sets vs the full window (bench/encoder_windows.py)
         from bench.encoder_windows import main as encoder_windows
 

@@ -80,6 +80,7 @@ class MisbehavingServer:
     seen: list[Seen] = field(default_factory=list)
     hang_s: float = 30.0
     slow_s: float = 0.3
+    health_status: int = 200  # what GET /health answers (a router's health check reads it)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -95,6 +96,8 @@ class MisbehavingServer:
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": "fake-whisper", "object": "model"}]})
+                elif self.path == "/health":
+                    self._json(outer.health_status, {"status": "ok" if outer.health_status == 200 else "draining"})
                 else:
                     self._json(404, {"error": {"message": "no such route", "type": "invalid_request_error"}})
 
