@@ -96,6 +96,7 @@ class Settings(BaseSettings):
         "REMOTE_RESPONSE_FORMAT", "json", "`json` or `verbose_json` (segments and confidence signals, when the endpoint offers them)"
     )
     remote_audio_format: Literal["flac", "wav"] = _field("REMOTE_AUDIO_FORMAT", "flac", "How audio is uploaded to the remote endpoint: `flac` or `wav` (16 kHz mono)")
+    remote_align_model: str = _field("REMOTE_ALIGN_MODEL", "", "A local copy of the remote endpoint's Whisper model (directory, `embedded:*` name, or hub id already in the local cache; never downloaded) that times the words when the endpoint returns none; empty: such words stay empty and the answer says why")
     remote_concurrency: int = _field("REMOTE_CONCURRENCY", 8, "Requests in flight to the remote endpoint at once")
     # Streaming (page and realtime WebSocket)
     min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)")

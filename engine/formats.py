@@ -106,12 +106,14 @@ def to_vtt(segments: Iterable[_Timed]) -> str:
 
 def word_json(word: Word) -> dict[str, Any]:
     """One word as JSON: the word without Whisper's leading space, its times rounded to
-    the millisecond, its probability (0-1, 4 decimals)."""
+    the millisecond, its probability (0-1, 4 decimals; null where unknown: NaN, a remote
+    endpoint's word that came without one)."""
+    probability = float(word.probability)
     return {
         "word": word.word.strip(),
         "start": _milliseconds(word.start) / 1000,
         "end": _milliseconds(max(word.start, word.end)) / 1000,
-        "probability": round(float(word.probability), 4),
+        "probability": None if math.isnan(probability) else round(probability, 4),
     }
 
 

@@ -394,7 +394,7 @@ def _render(
     if "word" in granularity:
         body["words"] = [word_json(w) for w in result.words]
     body["usage"] = usage
-    return JSONResponse(body)
+    return JSONResponse(body, headers=headers)
 
 
 # -- request parsing ---------------------------------------------------------------------
@@ -438,8 +438,15 @@ async def _read_form(request: Request, max_upload: int) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         await _drain(request, DRAIN_LIMIT_BYTES)
+    headers: dict[str, str] = {}
         raise _too_large(max_upload)
 
+        reason = getattr(ctx.engine, "words_unavailable", None)
+        if text and not result.words and reason:
+            # A remote endpoint gave no word times and none could be computed here:
+            # say so (an empty list alone reads as "no words were spoken").
+            body["warning"] = reason
+            headers[WORDS_WARNING_HEADER] = reason
     received = 0
     receive = request.receive
 
@@ -447,6 +454,10 @@ async def _read_form(request: Request, max_upload: int) -> Any:
         nonlocal received
         message = await receive()
         if message["type"] == "http.request":
+#: Set (with a `warning` field) when words were asked for and none could be timed.
+WORDS_WARNING_HEADER = "X-Word-Times-Warning"
+
+
             received += len(message.get("body", b""))
             if received > limit:
                 raise _TooLarge()

@@ -8,6 +8,7 @@ numbers the server formatted.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +21,10 @@ WORD_CSS = """
 
 
 def word_title(word: Any) -> str:
-    """'12.34–12.80 s · p 0.93': the word's time in the transcript and its probability."""
-    return f"{word.start:.2f}–{word.end:.2f} s · p {word.probability:.2f}"
+    """'12.34–12.80 s · p 0.93': the word's time in the transcript and its probability
+    (left out where unknown: NaN, from a remote endpoint that gives none)."""
+    times = f"{word.start:.2f}–{word.end:.2f} s"
+    return times if math.isnan(word.probability) else f"{times} · p {word.probability:.2f}"
 
 
 def words_html(text: str, words: Sequence[Any]) -> str:

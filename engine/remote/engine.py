@@ -18,7 +18,10 @@ is ours:
   with a fallback to `json` decided for each request: only after several refusals in a
   row, each followed by a `json` answer, is `verbose_json` no longer asked for;
 - long audio split on silences here (`engine.longform`), as the in-process engine does,
-  rather than trusting each server's own long-form handling; silent audio answered here.
+  rather than trusting each server's own long-form handling; silent audio answered here;
+- word times (`timestamp_granularities=["segment", "word"]`): the endpoint's own, else
+  timed here on local weights (`REMOTE_ALIGN_MODEL`), else none and `words_unavailable`
+  says why (words.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -40,6 +45,7 @@ from engine.base import (
     DecodeRequest,
     EngineInfo,
     Transcription,
+    Word,
     check_task,
 )
 from engine.longform import transcribe_any
@@ -59,6 +65,7 @@ from engine.remote.parsing import (
     parse_transcription,
     text_of_body,
 )
+from engine.remote.words import WORDS_UNAVAILABLE, LocalWordTimer, local_model_dir
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -94,6 +101,8 @@ class RemoteEngine:
         response_format: str = "json",
         audio_format: str = "flac",
         concurrency: int = 8,
+        align_model: str = "",
+        model_cache: str = "",
     ) -> None:
         if not endpoint_url:
             raise ValueError(
@@ -121,6 +130,14 @@ class RemoteEngine:
         self.response_format = response_format
         self.audio_format = audio_format
         self._verbose_refusals = 0  # refusals in a row; VERBOSE_REFUSALS_TO_GIVE_UP: not offered
+        # Word times the endpoint does not give: timed here on local weights (words.py).
+        self._align_model = align_model
+        self._model_cache = Path(model_cache or ".").expanduser()
+        self._word_timer: LocalWordTimer | None = None
+        self._word_timer_lock = asyncio.Lock()
+        self._word_timer_tried = False
+        #: Why a request for word times got none (the API says so in its answer); None: they come.
+        self.words_unavailable: str | None = None
         self._model_checked = bool(model)
         self._model_lock = asyncio.Lock()
         concurrency = max(1, concurrency)
@@ -154,6 +171,8 @@ class RemoteEngine:
             response_format=settings.remote_response_format,
             audio_format=settings.remote_audio_format,
             concurrency=int(settings.remote_concurrency),
+            align_model=settings.remote_align_model,
+            model_cache=settings.model_cache,
         )
         if not settings.remote_model:
             engine.discover_model()
@@ -227,9 +246,27 @@ class RemoteEngine:
         else:
             if fmt == "verbose_json":
                 self._verbose_refusals = 0
-        return parse_transcription(
+        result = parse_transcription(
             response.content, response.headers.get("content-type", ""), fmt=fmt, duration=request.duration,
             offset=offset, language=request.language,
+        )
+        if request.word_timestamps and result.text and not result.words:
+            result = replace(result, words=await self._local_words(request, result, offset))
+        return result
+
+    async def _local_words(self, request: DecodeRequest, result: Transcription, offset: float) -> list[Word]:
+        """The words of an answer without word times, timed on local weights when
+        `align_model` has them (words.py); else none, and `words_unavailable` says why."""
+        async with self._word_timer_lock:
+            if not self._word_timer_tried:
+                self._word_timer_tried = True
+                model_dir = await asyncio.to_thread(local_model_dir, self._align_model, self._model_cache)
+                self._word_timer = LocalWordTimer(model_dir) if model_dir is not None else None
+                self.words_unavailable = None if model_dir is not None else WORDS_UNAVAILABLE
+        if self._word_timer is None:
+            return []
+        return await self._word_timer.words(
+            request.audio, result.text, language=result.language or request.language, task=request.task, offset=offset
         )
 
     async def detect_language(self, audio: np.ndarray, priority: int = PRIORITY_DEFAULT) -> str | None:
@@ -312,7 +349,8 @@ class RemoteEngine:
             )
 
     def _format_for(self, request: DecodeRequest) -> str:
-        if (request.timestamps or self.response_format == "verbose_json") and self.verbose_json_offered:
+        wanted = request.timestamps or request.word_timestamps or self.response_format == "verbose_json"
+        if wanted and self.verbose_json_offered:
             return "verbose_json"
         return "json" if self.response_format == "verbose_json" else self.response_format
 
@@ -343,7 +381,7 @@ class RemoteEngine:
             options["prompt"] = request.prompt
         extra: dict[str, Any] = {}
         if fmt == "verbose_json":
-            extra["timestamp_granularities"] = ["segment"]
+            extra["timestamp_granularities"] = ["segment", "word"] if request.word_timestamps else ["segment"]
         if request.task == "translate":
             # OpenAI's translations take no language; vLLM reads it as the source language.
             endpoint = self._client.audio.translations.with_raw_response

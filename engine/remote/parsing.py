@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from engine import languages
-from engine.base import SAMPLE_RATE, Segment, Transcription
+from engine.base import SAMPLE_RATE, Segment, Transcription, Word
 from engine.remote.errors import RemoteError
+from engine.word_times import UNSPACED_LANGUAGES
 
 AUDIO_FORMATS = ("flac", "wav")
 
@@ -101,6 +102,7 @@ def parse_transcription(
         text = " ".join(s.text for s in segments)
     logprobs, ratios, no_speech = signals.values()
     return Transcription(
+        words=words_of(data.get("words"), duration=duration, offset=offset, language=language_code(data.get("language")) or language),
         text=text,
         language=language_code(data.get("language")) or language,
         duration=duration,
@@ -109,6 +111,30 @@ def parse_transcription(
         compression_ratio=max(ratios) if ratios else None,
         no_speech_prob=float(np.mean(no_speech)) if no_speech else None,
     )
+
+
+def words_of(raw: Any, *, duration: float, offset: float, language: str | None = None) -> list[Word]:
+    """The endpoint's `words` ([{word, start, end, probability?}]), times moved by `offset`
+    and kept inside the audio. A word without a probability (OpenAI gives none) gets NaN:
+    unknown, never a made-up confidence. Unreadable rows are skipped."""
+    words: list[Word] = []
+    for w in raw if isinstance(raw, list) else []:
+        if not isinstance(w, dict) or not str(w.get("word") or "").strip():
+            continue
+        try:
+            start = min(max(0.0, float(w["start"])), duration)
+            end = min(max(start, float(w["end"])), duration)
+            p = w.get("probability")
+            probability = float(p) if isinstance(p, (int, float)) else float("nan")
+        except (KeyError, TypeError, ValueError):
+            continue
+        text = str(w["word"])
+        # Whisper's words keep their leading space (joined they give the text); OpenAI's have
+        # none, and languages written without spaces need none.
+        if not text[:1].isspace() and language not in UNSPACED_LANGUAGES:
+            text = " " + text
+        words.append(Word(text, offset + start, offset + end, probability))
+    return words
 
 
 def event_delta(event: Any) -> str:

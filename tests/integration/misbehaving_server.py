@@ -10,6 +10,7 @@
   (301 to another path on the same host), "no_verbose" (400 to a `verbose_json` request,
   "ok" to any other), "slow" ("ok" after `slow_s`), "401_echo" (401 whose message
   repeats the Authorization header, as some servers do). It records every request it sees.
+  With `words=True` a verbose_json answer to a word-granularity request has `words`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class MisbehavingServer:
     hang_s: float = 30.0
     slow_s: float = 0.3
     health_status: int = 200  # what GET /health answers (a router's health check reads it)
+    #: verbose_json with word granularity asked: answer `words` (OpenAI's shape: no
+    #: probability; each word of `text` 0.3 s long) instead of none (vLLM's server).
+    words: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -122,9 +126,13 @@ class MisbehavingServer:
                     elif seen.field("response_format") == "text":
                         self._raw(200, (outer.text + "\n").encode(), "text/plain")
                     elif seen.field("response_format") == "verbose_json":
-                        self._json(200, {"text": outer.text, "language": "english", "duration": 1.0,
-                                         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": " " + outer.text,
-                                                       "avg_logprob": -0.2, "compression_ratio": 1.1, "no_speech_prob": 0.01}]})
+                        answer = {"text": outer.text, "language": "english", "duration": 1.0,
+                                  "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": " " + outer.text,
+                                                "avg_logprob": -0.2, "compression_ratio": 1.1, "no_speech_prob": 0.01}]}
+                        granularities = b"".join(part[:120] for part in seen.body.split(b'name="timestamp_granularities')[1:])
+                        if outer.words and b"word" in granularities:
+                            answer["words"] = [{"word": w, "start": 0.3 * i, "end": 0.3 * i + 0.25} for i, w in enumerate(outer.text.split())]
+                        self._json(200, answer)
                     else:
                         self._json(200, {"text": outer.text})
                 elif behaviour.isdigit():

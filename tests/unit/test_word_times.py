@@ -183,3 +183,21 @@ async def test_aligner_worker_skips_jobs_whose_waiter_was_cancelled() -> None:
     gate.set()
     assert (await first)[0].start == 0.0 and (await kept)[0].start == 2.0
     assert ran == [0.0, 2.0] and worker.skipped == 1
+
+
+def test_remote_words_are_read_leniently_and_unknown_probability_is_null() -> None:
+    from engine.remote.parsing import words_of
+
+    raw = [
+        {"word": "Hello", "start": 0.1, "end": 0.4},
+        {"word": " world", "start": 0.5, "end": 9.0, "probability": 0.8},
+        {"word": "bad", "start": "x", "end": 1},
+        "not a word",
+        {"word": " ", "start": 0, "end": 1},
+    ]
+    words = words_of(raw, duration=2.0, offset=30.0)
+    assert [(w.word, w.start, w.end) for w in words] == [(" Hello", 30.1, 30.4), (" world", 30.5, 32.0)]
+    assert math.isnan(words[0].probability) and words[1].probability == 0.8
+    assert word_json(words[0])["probability"] is None and word_json(words[1])["probability"] == 0.8
+    assert [w.word for w in words_of([{"word": "你好", "start": 0, "end": 1}], duration=2.0, offset=0.0, language="zh")] == ["你好"]
+    assert words_of(None, duration=1.0, offset=0.0) == []
