@@ -1,6 +1,7 @@
 """End of turn: silence 500 ms vs silence 200 ms vs semantic turns, on a conversation.
 
     python -m bench.turns [--turns 40] [--configs silence500,silence200,semantic] [--streams 1,4]
+    python -m bench.turns --load [--load-streams 1,8,16]   (load with the turn model: bench.turn_load)
 
 The set (built here from the evaluation clips, seeded): English clips of 1.5-9 s, one
 turn each, trimmed to their speech (energy) and joined with turn gaps of 0.7-1.3 s of
@@ -138,12 +139,21 @@ def score(finals: list[tuple[float, TranscriptEvent]], t0: float, turns: list[tu
     return {"splits": splits, "merges": merges, "ttf": ttf}
 
 
+def _aligner_passes() -> tuple[int, int]:
+    """Windows the word aligner ran and skipped so far (all aligners of the process)."""
+    from engine.aligner import _aligners
+
+    workers = [a.worker for a in _aligners.values()]
+    return sum(w.aligned for w in workers), sum(w.skipped for w in workers)
+
+
 async def run_config(engine, conv: Conversation, name: str, streams: int, stagger_s: float) -> dict:
     from streaming.harness import simulate
     from streaming.session import SessionOptions
     from streaming.turns import eagerness_of, shared_detector
 
     options = SessionOptions(**CONFIGS[name])
+    passes0 = _aligner_passes()
     detector = shared_detector()
     rows0, busy0 = detector.stats.rows, detector.stats.busy_s
     logs: dict[int, list[tuple[float, TranscriptEvent]]] = {k: [] for k in range(streams)}
@@ -157,6 +167,7 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
         engine, conv.audio, realtime=True, streams=streams, options=options, reference=reference,
         on_event=on_event, stagger_s=stagger_s,
     )
+    passes = [now - before for now, before in zip(_aligner_passes(), passes0)]
     splits = merges = 0
     ttf: list[float] = []
     for k in range(streams):
@@ -184,6 +195,8 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
         "wer": summary.get("wer"),
         "finals": summary.get("finals"),
         "finals_with_words": sum(1 for k in range(streams) for _, ev in logs[k] if ev.words),
+        "aligner_passes": passes[0],  # speculative finals' included
+        "aligner_skipped": passes[1],  # cancelled before their turn
         "max_lag_s": summary.get("max_lag_s"),
         "turn_calls": rows,
         "turn_ms_per_call": round(1000 * busy / rows, 1) if rows else None,
@@ -213,6 +226,10 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
         await engine.transcribe(DecodeRequest(conv.audio[: 5 * SAMPLE_RATE], language="en", word_timestamps=True))
     results = []
     try:
+        if args.load:  # issue 20's load figures (bench.turn_load), instead of the A/B below
+            from bench.turn_load import run_load
+
+            return await run_load(engine, conv, [int(s) for s in args.load_streams.split(",")], args.stagger, args.out)
         for streams in [int(s) for s in args.streams.split(",")]:
             for name in args.configs.split(","):
                 t = time.monotonic()
@@ -239,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stagger", type=float, default=2.5, help="seconds between stream starts")
     p.add_argument("--model", default="embedded:tiny.en")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--load", action="store_true", help="load figures with the turn model on (bench.turn_load): "
+                   "streams that keep up, partial rate vs one stream, peak RSS")
+    p.add_argument("--load-streams", default="1,8,16", help="--load: comma-separated stream counts (1 first: the rate's base)")
     asyncio.run(main_async(p.parse_args(argv)))
     return 0
 

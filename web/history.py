@@ -28,6 +28,7 @@ from streaming.transcript import Transcript
 from web.exports import EXPORTS, ExportFiles
 from web.recorder import OPEN_TABS, OpenTabs, browser_id_of
 from web.store import StoredTranscript, StoreError, TranscriptInfo, TranscriptStore
+from web.word_spans import words_html
 
 FORMATS = ("txt", "srt", "vtt", "json")
 EMPTY = "Nothing here yet. Transcribed recordings, and live transcripts set aside with **New transcript**, appear here."
@@ -81,6 +82,18 @@ def shown_text(stored: StoredTranscript) -> str:
     return "\n".join(f"[{_duration(seg.start)}] {seg.text}" for seg in stored.segments)
 
 
+def words_view_html(stored: StoredTranscript) -> str:
+    """The segments as HTML with a span per word (time and probability on hover, doubtful
+    words underlined), or "" when no segment kept word times."""
+    if not any(seg.words for seg in stored.segments):
+        return ""
+    lines = [
+        f'<p class="rtw-final"><span class="rtw-time">[{_duration(seg.start)}]</span> {words_html(seg.text, seg.words)}</p>'
+        for seg in stored.segments
+    ]
+    return '<div class="rtw-history-words">' + "".join(lines) + "</div>"
+
+
 def build_history_tab(
     store: TranscriptStore, browser: gr.BrowserState, exports: ExportFiles = EXPORTS, pages: OpenTabs = OPEN_TABS
 ) -> None:
@@ -91,6 +104,8 @@ def build_history_tab(
         items = gr.Radio([], value=None, label="Earlier transcripts", elem_id="history-list", visible=False)
         with gr.Group(visible=False) as viewer:
             text = gr.Textbox(label="Transcript", lines=10, max_lines=30, interactive=False, show_copy_button=True, elem_id="history-text")
+            # The same segments with word times (hover a word), where they were kept.
+            words_view = gr.HTML("", visible=False, elem_id="history-words")
             with gr.Row():
                 buttons = [
                     gr.DownloadButton(f"⬇ {fmt}", value=None, interactive=False, size="sm", min_width=60, elem_id=f"history-download-{fmt}")
@@ -99,7 +114,7 @@ def build_history_tab(
                 delete = gr.Button("Delete", variant="stop", size="sm", elem_id="history-delete")
 
     def closed() -> list[Any]:
-        return [gr.update(visible=False), "", *[gr.update(value=None, interactive=False) for _ in FORMATS]]
+        return [gr.update(visible=False), "", gr.update(value="", visible=False), *[gr.update(value=None, interactive=False) for _ in FORMATS]]
 
     async def refresh(browser_value: Any) -> list[Any]:
         browser_id = browser_id_of(browser_value)
@@ -128,7 +143,11 @@ def build_history_tab(
             raise gr.Error("That transcript is gone (deleted, or kept by another browser).")
         # The tab's one History set: the previous item's files go as this one's are written.
         paths = await asyncio.to_thread(exports.write, session or transcript_id, "history", export_files(stored), transcript_id=transcript_id)
-        return [gr.update(visible=True), shown_text(stored), *[gr.update(value=p, interactive=True) for p in paths]]
+        timed = words_view_html(stored)
+        return [
+            gr.update(visible=True), shown_text(stored), gr.update(value=timed, visible=bool(timed)),
+            *[gr.update(value=p, interactive=True) for p in paths],
+        ]
 
     async def delete_(transcript_id: str | None, browser_value: Any) -> list[Any]:
         browser_id = browser_id_of(browser_value)
@@ -141,9 +160,9 @@ def build_history_tab(
                 await asyncio.to_thread(exports.forget, transcript_id)
         return await refresh(browser_value)
 
-    listing = [note, items, viewer, text, *buttons]
+    listing = [note, items, viewer, text, words_view, *buttons]
     tab.select(refresh, inputs=[browser], outputs=listing, show_progress="hidden")
-    items.input(open_, inputs=[items, browser], outputs=[viewer, text, *buttons], show_progress="hidden")
+    items.input(open_, inputs=[items, browser], outputs=[viewer, text, words_view, *buttons], show_progress="hidden")
     delete.click(delete_, inputs=[items, browser], outputs=listing, show_progress="hidden")
     root = gr.context.Context.root_block
     if root is not None:

@@ -180,3 +180,26 @@ def test_realtime_include_asks_for_logprobs_in_both_shapes() -> None:
     with pytest.raises(EventError) as bad:
         parse_client_event(json.dumps({"type": "transcription_session.update", "session": {"include": ["item.words"]}}))
     assert bad.value.code == "invalid_value"
+
+
+# -- the History --------------------------------------------------------------------------
+
+
+def test_history_viewer_shows_the_stored_words(tmp_path) -> None:
+    """A live final's words go into the store (real SQLite file) and come back to the
+    History's word view; a transcript without word times has no word view."""
+    from web.history import words_view_html
+    from web.store import TranscriptStore, new_id
+
+    store = TranscriptStore.open_dir(str(tmp_path))
+    try:
+        browser, timed, plain = new_id(), new_id(), new_id()
+        words = (_word(" Hello", 61.0, 61.4, 0.95), _word(" <world>", 61.5, 62.0, 0.2))
+        store.append_final(timed, browser, 61.0, 62.0, "Hello <world>", tab_id="t", words=words).result()
+        store.append_final(plain, browser, 0.0, 1.0, "no times", tab_id="u").result()
+        out = words_view_html(store.get(timed, browser))
+        assert "[1:01]" in out and 'title="61.00–61.40 s · p 0.95">Hello</span>' in out
+        assert '<span class="rtw-word rtw-low" title="61.50–62.00 s · p 0.20">&lt;world&gt;</span>' in out
+        assert words_view_html(store.get(plain, browser)) == ""
+    finally:
+        store.close()
