@@ -64,13 +64,15 @@ class Segment:
 
     `kind` is "gap" for speech the decoder did not give back even after the coverage
     retries (engine/coverage.py): its text says so ("[inaudible 12.3-15.1 s]"), so a
-    transcript never has a silent hole.
+    transcript never has a silent hole. `speaker` is set by diarization (engine/speakers).
     """
 
     start: float
     end: float
     text: str
     kind: str = "speech"
+    #: Who said it (engine/speakers): None unless the caller asked for speakers.
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ Pure functions of segments (anything with `start`, `end` in seconds and `text`, 
   skipped, and cue / segment numbers count only the ones written;
 - times below 0 (or NaN) are written as 0, and an end before its start as the start;
 - times are rounded to the millisecond; hours take as many digits as they need
-  (`100:00:00,000` after 100 hours), minutes and seconds never overflow.
+  (`100:00:00,000` after 100 hours), minutes and seconds never overflow;
+- a segment with a `speaker` (engine/speakers) is written `Speaker: text` in text and
+  SRT, and as a WebVTT voice span `<v Speaker>text`.
 """
 
 from __future__ import annotations
@@ -64,12 +66,24 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def _cues(segments: Iterable[_Timed]) -> list[tuple[float, float, str]]:
+def _speaker(segment: object) -> str:
+    """The segment's speaker label on one line ("" when it has none)."""
+    return " ".join(str(getattr(segment, "speaker", None) or "").split())
+
+
+def _cues(segments: Iterable[_Timed], speakers: str | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each segment with text; its speaker, where it has one, written
+    as `Speaker: ` (`speakers="prefix"`) or a WebVTT voice span (`"voice"`, text escaped)."""
     cues = []
     for segment in segments:
         text = _clean(segment.text)
         if not text:
             continue
+        speaker = _speaker(segment) if speakers else ""
+        if speakers == "voice":
+            text = f"<v {_vtt_escape(speaker)}>{_vtt_escape(text)}" if speaker else _vtt_escape(text)
+        elif speaker:
+            text = f"{speaker}: {text}"
         start = _milliseconds(segment.start) / 1000
         end = max(start, _milliseconds(segment.end) / 1000)
         cues.append((start, end, text))
@@ -78,14 +92,14 @@ def _cues(segments: Iterable[_Timed]) -> list[tuple[float, float, str]]:
 
 def to_text(segments: Iterable[_Timed]) -> str:
     """Plain text, one segment per line, ending with a newline ("" when nothing was said)."""
-    return "".join(f"{text}\n" for _, _, text in _cues(segments))
+    return "".join(f"{text}\n" for _, _, text in _cues(segments, "prefix"))
 
 
 def to_srt(segments: Iterable[_Timed]) -> str:
     """SubRip: numbered cues from 1, `HH:MM:SS,mmm`, a blank line between cues."""
     blocks = [
         f"{i}\n{srt_timestamp(start)} --> {srt_timestamp(end)}\n{text.replace('-->', '->')}\n"
-        for i, (start, end, text) in enumerate(_cues(segments), start=1)
+        for i, (start, end, text) in enumerate(_cues(segments, "prefix"), start=1)
     ]
     return "\n".join(blocks)
 
@@ -97,10 +111,7 @@ def _vtt_escape(text: str) -> str:
 
 def to_vtt(segments: Iterable[_Timed]) -> str:
     """WebVTT: the `WEBVTT` header, then cues `HH:MM:SS.mmm --> HH:MM:SS.mmm`."""
-    blocks = [
-        f"{vtt_timestamp(start)} --> {vtt_timestamp(end)}\n{_vtt_escape(text)}\n"
-        for start, end, text in _cues(segments)
-    ]
+    blocks = [f"{vtt_timestamp(start)} --> {vtt_timestamp(end)}\n{text}\n" for start, end, text in _cues(segments, "voice")]
     return "WEBVTT\n\n" + "\n".join(blocks) if blocks else "WEBVTT\n"
 
 
@@ -152,14 +163,16 @@ def to_json(transcription: Transcription) -> dict[str, Any]:
     Times are rounded to the millisecond; segments with no text are left out.
     """
     # The kinds of the segments `_cues` keeps (it skips those without text), in order.
-    kinds = [getattr(s, "kind", "speech") for s in transcription.segments if _clean(s.text)]
+    kept = [s for s in transcription.segments if _clean(s.text)]
+    kinds = [getattr(s, "kind", "speech") for s in kept]
+    speakers = [_speaker(s) for s in kept]
     return {
         "text": (transcription.text or "").strip(),
         "language": transcription.language,
         "duration": _milliseconds(transcription.duration) / 1000,
         "segments": [
-            {"id": i, "start": start, "end": end, "text": text, **_gap_note(kind)}
-            for i, ((start, end, text), kind) in enumerate(zip(_cues(transcription.segments), kinds))
+            {"id": i, "start": start, "end": end, "text": text, **_gap_note(kind), **({"speaker": who} if who else {})}
+            for i, ((start, end, text), kind, who) in enumerate(zip(_cues(transcription.segments), kinds, speakers))
         ],
         **({"words": [word_json(w) for w in transcription.words]} if transcription.words else {}),
     }

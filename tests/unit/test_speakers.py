@@ -1,0 +1,101 @@
+"""engine/speakers: clustering, naming, turns and the cutting of segments at a speaker
+change, on constructed embeddings (the real voice encoder's tests are in
+tests/integration/test_speakers_model.py); and the exports' speaker prefixes."""
+
+import numpy as np
+
+from engine.base import Segment, Transcription, Word
+from engine.formats import to_json, to_srt, to_text, to_vtt
+from engine.speakers.cluster import OnlineSpeakers, cluster_windows, letter, name_speakers
+from engine.speakers.diarize import Turn, speaker_turns, split_segments
+from engine.speakers.encoder import Windows
+
+RNG = np.random.default_rng(0)
+
+
+def _voice(dim: int = 256) -> np.ndarray:
+    v = RNG.normal(size=dim)
+    return v / np.linalg.norm(v)
+
+
+def _windows_of(voice: np.ndarray, count: int, spread: float = 0.25) -> np.ndarray:
+    noisy = voice + spread * RNG.normal(size=(count, len(voice))) / np.sqrt(len(voice))
+    return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+
+
+def test_letters_follow_openai():
+    assert [letter(i) for i in (0, 1, 25, 26, 27)] == ["A", "B", "Z", "AA", "AB"]
+
+
+def test_two_voices_found_in_order_of_first_appearance():
+    a, b = _voice(), _voice()
+    embeddings = np.concatenate([_windows_of(b, 10), _windows_of(a, 12), _windows_of(b, 8)])
+    labels = cluster_windows(embeddings, hop_s=0.4)
+    assert labels.tolist() == [0] * 10 + [1] * 12 + [0] * 8
+
+
+def test_a_voice_heard_too_briefly_joins_its_neighbour():
+    a, b = _voice(), _voice()
+    embeddings = np.concatenate([_windows_of(a, 20), _windows_of(b, 2)])
+    assert set(cluster_windows(embeddings, hop_s=0.4, min_speaker_s=2.0).tolist()) == {0}
+
+
+def test_known_names_are_matched_one_to_one_and_others_get_unused_letters():
+    a, b, c = _voice(), _voice(), _voice()
+    centroids = np.stack([a, b, c])
+    names = name_speakers(centroids, np.stack([c, a]), ["Carol", "A"])
+    # A's reference is called "A": the unnamed speaker b takes the next free letter.
+    assert names == ["A", "B", "Carol"]
+    assert name_speakers(centroids) == ["A", "B", "C"]
+
+
+def test_online_labels_never_change_and_a_new_voice_is_new():
+    a, b = _voice(), _voice()
+    online = OnlineSpeakers()
+    seen = [online.assign(e) for e in _windows_of(a, 5)]
+    seen += [online.assign(e) for e in _windows_of(b, 5)]
+    seen += [online.assign(e) for e in _windows_of(a, 3)]
+    assert seen == [0] * 5 + [1] * 5 + [0] * 3 and online.count == 2
+
+
+def test_turns_cover_speech_and_change_between_the_differing_windows():
+    a, b = _voice(), _voice()
+    centers = np.arange(30) * 0.4 + 0.8
+    embeddings = np.concatenate([_windows_of(a, 15), _windows_of(b, 15)])
+    turns = speaker_turns(Windows(centers, embeddings), [(0.0, 13.0)])
+    assert [t.speaker for t in turns] == ["A", "B"]
+    assert abs(turns[0].end - (centers[14] + centers[15]) / 2) < 1e-9
+    assert turns[0].start == 0.0 and turns[1].end == 13.0
+
+
+def test_a_segment_is_cut_between_words_of_two_speakers():
+    words = [Word(" Hello", 0.0, 0.5, 0.9), Word(" there.", 0.5, 1.0, 0.9), Word(" Hi", 1.2, 1.5, 0.9), Word(" Bob.", 1.5, 2.0, 0.9)]
+    segments = [Segment(0.0, 2.0, " Hello there. Hi Bob."), Segment(2.5, 3.0, " Yes.")]
+    words.append(Word(" Yes.", 2.5, 3.0, 0.9))
+    turns = [Turn(0.0, 1.1, "A"), Turn(1.1, 3.0, "B")]
+    out = split_segments(segments, words, turns)
+    assert [(s.text, s.speaker, s.start, s.end) for s in out] == [
+        ("Hello there.", "A", 0.0, 1.0), ("Hi Bob.", "B", 1.2, 2.0), (" Yes.", "B", 2.5, 3.0)
+    ]
+
+
+def test_a_one_speaker_segment_stays_whole():
+    segment = Segment(0.0, 1.0, " Hello there.")
+    out = split_segments([segment], [Word(" Hello", 0.0, 0.5, 0.9), Word(" there.", 0.5, 1.0, 0.9)], [Turn(0.0, 1.0, "A")])
+    assert out == [Segment(0.0, 1.0, " Hello there.", speaker="A")]
+
+
+def test_exports_prefix_the_speaker():
+    segments = [Segment(0.0, 1.0, "Hello.", speaker="A"), Segment(1.0, 2.0, "Hi <you>.", speaker="Bob Smith")]
+    assert to_text(segments) == "A: Hello.\nBob Smith: Hi <you>.\n"
+    assert "00:00:01,000 --> 00:00:02,000\nBob Smith: Hi <you>.\n" in to_srt(segments)
+    assert "<v Bob Smith>Hi &lt;you&gt;.\n" in to_vtt(segments)
+    body = to_json(Transcription("Hello. Hi <you>.", "en", 2.0, segments))
+    assert [(s["text"], s["speaker"]) for s in body["segments"]] == [("Hello.", "A"), ("Hi <you>.", "Bob Smith")]
+
+
+def test_exports_without_speakers_are_unchanged():
+    segments = [Segment(0.0, 1.0, "a < b")]
+    assert to_text(segments) == "a < b\n"
+    assert "a &lt; b" in to_vtt(segments) and "<v" not in to_vtt(segments)
+    assert "speaker" not in to_json(Transcription("a < b", "en", 1.0, segments))["segments"][0]
