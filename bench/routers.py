@@ -86,6 +86,7 @@ class FakeEngine:
         self.health = 200
         self.decodes = 0
         self.port = free_port()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"fake-{name}")
@@ -99,6 +100,7 @@ class FakeEngine:
         self._loop.run_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -121,10 +123,18 @@ class FakeEngine:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+        finally:
+            self._writers.discard(writer)
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop listening and drop the router's kept-alive connections; the loop's thread
+        is a daemon and idles until the process ends."""
+        def _close() -> None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(_close)
 
 
 def start_router(kind: str, engines: list[FakeEngine], folder: Path) -> tuple[subprocess.Popen, int]:
