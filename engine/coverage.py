@@ -157,6 +157,43 @@ def lost_speech(
     return []
 
 
+#: A segment's end time may run this far past the start of the next speech (Whisper's
+#: timestamps are guesses, often a little late) and the pause between them still count.
+END_SLACK_S = 0.3
+#: A decode again from a point this close to the window's start keeps nothing: halve instead.
+MIN_KEPT_S = 1.0
+
+
+def redo_from(segments: Sequence[_Timed], regions: Sequence[Span], lost: Sequence[Span], start: float) -> float | None:
+    """Where to decode a window again when its decode stopped early, or None.
+
+    Whisper ends a window at a change of speaker or topic and says nothing of the rest
+    (BENCHMARKS.md, issue 21's profile: 8 of 12 pieces of the mixed file). When every lost
+    stretch lies after the last segment and a pause (the VAD's) separates it from that
+    segment's speech, the text before the pause is complete: only the audio from the
+    middle of that pause on needs another decode, not both halves of the window. None
+    where speech is lost between segments, or runs on from the last segment without a
+    pause to cut in, or nothing would be kept.
+    """
+    real = [s for s in segments if word_count(s.text) > 0 and getattr(s, "kind", "speech") != "gap"]
+    if not real or not lost:
+        return None
+    last_end = max(s.end for s in real)
+    first_lost = min(a for a, _ in lost)
+    if first_lost < last_end:
+        return None
+    spans = merge(r for r in regions if r[1] > start)
+    after = [i for i, (_, b) in enumerate(spans) if b > first_lost]
+    if not after:
+        return None
+    onset = spans[after[0]][0]
+    if onset + END_SLACK_S < last_end:
+        return None  # the lost speech runs on from the last segment's: no pause to cut in
+    pause_start = max(start, spans[after[0] - 1][1]) if after[0] > 0 else start
+    cut = (pause_start + onset) / 2
+    return cut if cut - start >= MIN_KEPT_S else None
+
+
 def gap_segment(span: Span) -> Segment:
     """A marked hole: speech the decoder did not give back even after the retries."""
     a, b = span

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,6 +31,39 @@ class SplitOptions:
     quiet_window_s: float = 0.4  # a cut wants a pause at least this long around it
     silence_dbfs: float = -55.0  # pieces quieter than this throughout are not decoded
     trim_margin_s: float = 0.3  # quiet kept before the first and after the last sound of a piece
+    #: Sound is a frame above `silence_dbfs`. Set, sound must also be within this many dB of
+    #: the piece's loudest frame and a piece whose mean is below `silence_dbfs` is skipped:
+    #: the rule before issue 21, which dropped a quiet speaker (FLEURS clips peaking at
+    #: -49 dBFS) next to a loud one, or alone in a piece.
+    peak_relative_db: float | None = None
+
+
+@dataclass(frozen=True)
+class LongformOptions:
+    """How a long file is decoded. The named variants are what `python -m bench.longform_profile`
+    measures one against another; the defaults are the measured choice."""
+
+    split: SplitOptions = SplitOptions()
+    #: A window that stopped early is decoded again from the pause before the lost speech
+    #: ("stretch", `engine.coverage.redo_from`) where it can be, else in two halves ("halves").
+    redo: str = "stretch"
+
+    @classmethod
+    def named(cls, name: str) -> LongformOptions:
+        """A variant by name: `baseline` (the defaults), or one lever changed alone."""
+        before = SplitOptions(max_chunk_s=29.0, min_chunk_s=12.0, peak_relative_db=40.0)
+        variants = {
+            "baseline": cls(),
+            "before": cls(split=before, redo="halves"),  # issue 21's starting point
+            "quiet-kept": cls(split=replace(before, peak_relative_db=None), redo="halves"),
+            "stretch-redo": cls(split=before, redo="stretch"),
+            "pieces-19s": cls(split=replace(before, max_chunk_s=19.0, min_chunk_s=8.0), redo="halves"),
+            "all-19s": cls(split=SplitOptions(max_chunk_s=19.0, min_chunk_s=8.0), redo="stretch"),
+            "all-14s": cls(split=SplitOptions(max_chunk_s=14.0, min_chunk_s=6.0), redo="stretch"),
+        }
+        if name not in variants:
+            raise ValueError(f"unknown long-form variant {name!r}: one of {', '.join(variants)}")
+        return variants[name]
 
 
 #: Frames whose energy is computed at once (~1.3 MB of float32 working memory).
@@ -88,6 +121,13 @@ def find_cuts(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> list
     return cuts
 
 
+def _sound_threshold(energy: np.ndarray, options: SplitOptions) -> float:
+    """dB above which a 20 ms frame counts as sound (see `SplitOptions.peak_relative_db`)."""
+    if options.peak_relative_db is None or len(energy) == 0:
+        return options.silence_dbfs
+    return max(options.silence_dbfs, float(energy.max()) - options.peak_relative_db)
+
+
 def _sounding_span(piece: np.ndarray, options: SplitOptions) -> tuple[int, int]:
     """Sample range from the first to the last frame that sounds, plus a margin.
 
@@ -98,8 +138,7 @@ def _sounding_span(piece: np.ndarray, options: SplitOptions) -> tuple[int, int]:
     energy = _frame_energy_db(piece)
     if len(energy) == 0:
         return 0, len(piece)
-    threshold = max(options.silence_dbfs, float(energy.max()) - 40.0)
-    sounding = np.flatnonzero(energy > threshold)
+    sounding = np.flatnonzero(energy > _sound_threshold(energy, options))
     if len(sounding) == 0:
         return 0, len(piece)
     hop = int(FRAME_S * SAMPLE_RATE)
@@ -115,8 +154,10 @@ def split_audio(audio: np.ndarray, options: SplitOptions = SplitOptions()) -> li
         piece = audio[start:end]
         if len(piece) == 0:
             continue
-        mean_db = 20 * np.log10(np.sqrt(np.mean(piece.astype(np.float64) ** 2)) + 1e-12)
-        if mean_db < options.silence_dbfs:
+        if options.peak_relative_db is None:
+            if is_silent(piece, options.silence_dbfs):
+                continue
+        elif 20 * np.log10(np.sqrt(np.mean(piece.astype(np.float64) ** 2)) + 1e-12) < options.silence_dbfs:
             continue
         lo, hi = _sounding_span(piece, options)
         pieces.append((int(start + lo), piece[lo:hi]))
@@ -148,7 +189,7 @@ def _silent_result(engine: WindowDecoder, request: DecodeRequest) -> Transcripti
 
 
 async def transcribe_long(
-    engine: WindowDecoder, request: DecodeRequest, options: SplitOptions = SplitOptions()
+    engine: WindowDecoder, request: DecodeRequest, options: LongformOptions = LongformOptions()
 ) -> Transcription:
     """Transcribe audio of any length with segment times, batching all pieces at once.
 
@@ -157,7 +198,7 @@ async def transcribe_long(
     """
     audio, progress = request.audio, request.progress
     duration = request.duration
-    pieces = await asyncio.to_thread(split_audio, audio, options)  # seconds on a 4-hour file: off the event loop
+    pieces = await asyncio.to_thread(split_audio, audio, options.split)  # seconds on a 4-hour file: off the event loop
     if not pieces:
         return _silent_result(engine, request)
     language = request.language
@@ -176,7 +217,7 @@ async def transcribe_long(
             audio=piece, language=language, prompt=request.prompt if first else None, timestamps=True, progress=None
         )
         async with in_flight:
-            result = await decode_covered(engine, window, start / SAMPLE_RATE)
+            result = await decode_covered(engine, window, start / SAMPLE_RATE, options=options)
         done += len(piece) / SAMPLE_RATE
         if progress is not None:
             progress(min(done, duration), duration)
@@ -208,8 +249,8 @@ MAX_COVERAGE_DEPTH = 2
 MIN_HALVED_S = 6.0
 
 
-def _sounding_spans(audio: np.ndarray, offset: float) -> list[tuple[float, float]]:
-    """Frames above the piece's own loudness floor, as spans: a cheap superset of speech.
+def _sounding_spans(audio: np.ndarray, offset: float, options: SplitOptions = SplitOptions()) -> list[tuple[float, float]]:
+    """Frames of sound, as spans: a cheap superset of speech.
 
     A decode that passes the coverage check against these passes it against the VAD's
     speech too (more seconds to fill, fewer covered), so the VAD runs only when this fails.
@@ -217,7 +258,7 @@ def _sounding_spans(audio: np.ndarray, offset: float) -> list[tuple[float, float
     energy = _frame_energy_db(audio)
     if len(energy) == 0:
         return []
-    loud = energy > max(SplitOptions.silence_dbfs, float(energy.max()) - 40.0)
+    loud = energy > _sound_threshold(energy, options)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(np.int8), [0]])))
     return [(offset + a * FRAME_S, offset + b * FRAME_S) for a, b in zip(edges[::2], edges[1::2])]
 
@@ -247,23 +288,30 @@ def _joined(parts: list[Transcription], language: str | None, duration: float) -
 
 
 async def decode_covered(
-    engine: WindowDecoder, request: DecodeRequest, offset: float = 0.0, depth: int = 0
+    engine: WindowDecoder,
+    request: DecodeRequest,
+    offset: float = 0.0,
+    depth: int = 0,
+    options: LongformOptions = LongformOptions(),
 ) -> Transcription:
     """One window decoded, then checked against what the VAD heard; lost speech decoded again.
 
-    Whisper may stop early (end-of-text while speech remains). Where the text is far
-    too short for the speech, or segment times leave speech uncovered, the window is
-    cut at its quietest middle point and both halves are decoded on their own (at most
-    `MAX_COVERAGE_DEPTH` times, so it cannot loop). Speech that still comes back empty
+    Whisper may stop early (end-of-text while speech remains). Where all the lost
+    speech follows the last segment after a pause (`engine.coverage.redo_from`), only
+    the audio from that pause on is decoded again and the text before it is kept.
+    Otherwise, where the text is far too short for the speech, or segment times leave
+    speech uncovered between segments, the window is cut at its quietest middle point
+    and both halves are decoded on their own (at most `MAX_COVERAGE_DEPTH` times, so it
+    cannot loop). Speech that still comes back empty
     becomes a gap segment that says so. The check costs nothing when the text is
     complete (an energy test); the VAD and any extra decode run only on a suspect window.
     """
-    from engine.coverage import gap_segment, has_times, lost_speech, speech_after_words, word_count
+    from engine.coverage import gap_segment, has_times, lost_speech, redo_from, speech_after_words, word_count
 
     result = await engine.transcribe_window(request, offset=offset)
     audio, duration = request.audio, request.duration
     start, end = offset, offset + duration
-    if not lost_speech(result.text, result.segments, _sounding_spans(audio, offset), start, end):
+    if not lost_speech(result.text, result.segments, _sounding_spans(audio, offset, options.split), start, end):
         return result
     from engine.vad import speech_regions  # onnxruntime: loaded on the first suspect window
 
@@ -272,13 +320,19 @@ async def decode_covered(
     if not lost:
         return result
     log.info("decode of %.1f-%.1f s lost speech at %s (%d words)", start, end, lost, word_count(result.text))
+    redo_at = redo_from(result.segments, regions, lost, start) if options.redo == "stretch" else None
+    if depth < MAX_COVERAGE_DEPTH and redo_at is not None:
+        cut = round((redo_at - offset) * SAMPLE_RATE)
+        rest = request.with_(audio=audio[cut:], prompt=None, progress=None)
+        tail = await decode_covered(engine, rest, redo_at, depth + 1, options)
+        return _joined([result, tail], result.language, duration)  # the kept text is all before the cut
     if depth < MAX_COVERAGE_DEPTH and duration >= MIN_HALVED_S:
         cut = _middle_cut(audio)
         first = request.with_(audio=audio[:cut], progress=None)
         second = request.with_(audio=audio[cut:], prompt=None, progress=None)
         parts = await asyncio.gather(
-            decode_covered(engine, first, offset, depth + 1),
-            decode_covered(engine, second, offset + cut / SAMPLE_RATE, depth + 1),
+            decode_covered(engine, first, offset, depth + 1, options),
+            decode_covered(engine, second, offset + cut / SAMPLE_RATE, depth + 1, options),
         )
         halves = _joined(list(parts), result.language, duration)
         if word_count(halves.text) >= word_count(result.text):

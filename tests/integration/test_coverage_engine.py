@@ -103,3 +103,58 @@ async def test_window_that_stopped_early_is_decoded_again(engine, english_clips)
     hyp = normalize(result.text).split()
     missing = [c.text for c in used if _found(c.text, hyp) < 0.7]
     assert not missing, f"not recovered: {missing}\ngot: {result.segments}"
+
+
+async def test_only_the_speech_after_an_early_stop_is_decoded_again(engine, english_clips) -> None:
+    """Issue 21's redo rule on the real engine: a window whose decode stopped after its
+    first sentence is decoded again from the pause after that sentence (one more decode
+    of the rest), not in two halves that both repeat what was already there; every
+    sentence comes back once.
+
+    The early stop is a real decode of the first clip alone standing for the window's
+    (as Whisper's end-of-text at a change of speaker leaves it); the redo is a real decode.
+    """
+    from engine.longform import decode_covered
+    from evaluation import read_audio
+    from evaluation.text import normalize
+
+    pause = np.zeros(int(0.8 * SR), np.float32)
+    parts, used, ends = [], [], []
+    for clip in english_clips:
+        audio = read_audio(clip.path)
+        if sum(len(p) for p in parts) + len(audio) + len(pause) > 27 * SR:
+            continue
+        parts += [audio, pause]
+        used.append(clip)
+        ends.append(sum(len(p) for p in parts) / SR - 0.8)
+    assert len(used) >= 3
+    audio = np.concatenate(parts).astype(np.float32)
+
+    class StopsAfterFirstSentence:
+        """The real engine; its first answer for the window holds only the first clip's text."""
+
+        def __init__(self, inner) -> None:
+            self.inner, self.info, self.calls = inner, inner.info, []
+
+        async def detect_language(self, audio, priority=0):
+            return await self.inner.detect_language(audio, priority)
+
+        async def transcribe_window(self, request, offset=0.0):
+            self.calls.append((offset, request.duration))
+            if len(self.calls) == 1:  # the first clip's own decode stands for the whole window's
+                first = await self.inner.transcribe_window(request.with_(audio=request.audio[: int(ends[0] * SR)]), offset)
+                assert first.segments and first.segments[-1].end <= ends[0] + 0.01, first.segments
+                return type(first)(first.text, first.language, request.duration, first.segments)
+            return await self.inner.transcribe_window(request, offset)
+
+    wrapped = StopsAfterFirstSentence(engine)
+    result = await decode_covered(wrapped, DecodeRequest(audio, language="en", timestamps=True))
+    print(wrapped.calls, result.segments)
+    assert len(wrapped.calls) == 2, wrapped.calls  # the window, then the rest once
+    redo_offset, redo_duration = wrapped.calls[1]
+    assert ends[0] - 0.1 <= redo_offset <= ends[0] + 0.9  # in the pause after the first clip
+    assert redo_offset + redo_duration == pytest.approx(len(audio) / SR, abs=0.01)
+    hyp = normalize(result.text).split()
+    assert not [c.text for c in used if _found(c.text, hyp) < 0.7], result.text
+    reference = normalize(" ".join(c.text for c in used)).split()
+    assert len(hyp) <= len(reference) + 2, "words repeated at the redo's boundary"

@@ -15,6 +15,7 @@ from engine.coverage import (
     gap_segment,
     has_times,
     lost_speech,
+    redo_from,
     subtract,
     too_few_words,
     uncovered,
@@ -63,6 +64,27 @@ def test_lost_speech_with_and_without_times() -> None:
     segs = [Segment(0, 5, many[:100]), Segment(5, 12, many[100:])]
     assert has_times(segs, 0, 28)
     assert lost_speech(many, segs, speech, 0, 28) == [(12.5, 28.0)]
+
+
+def test_redo_starts_in_the_pause_before_speech_lost_after_the_last_segment() -> None:
+    """Issue 21: only the stretch after the pause is decoded again, not both halves."""
+    speech = [(10.0, 14.0), (14.3, 17.0), (18.0, 28.0)]
+    segs = [Segment(10.0, 14.1, "One two three."), Segment(14.1, 16.9, "Four five six.")]
+    lost = lost_speech("One two three. Four five six.", segs, speech, 10.0, 28.5)
+    assert lost == [(18.0, 28.0)]
+    assert redo_from(segs, speech, lost, 10.0) == pytest.approx(17.5)  # the middle of 17.0-18.0
+    # A segment end a little late (into the next speech's first 0.3 s) still cuts in the pause.
+    late = [segs[0], Segment(14.1, 18.2, "Four five six.")]
+    assert redo_from(late, speech, [(18.7, 28.0)], 10.0) == pytest.approx(17.5)
+    # Speech lost between two segments: no tail to decode alone (the halves do it).
+    inner = [segs[0], Segment(25.0, 28.0, "Nine ten.")]
+    assert redo_from(inner, speech, [(14.6, 17.0), (18.0, 24.5)], 10.0) is None
+    # The lost speech runs on from the last segment's without a pause to cut in.
+    assert redo_from([Segment(10.0, 15.0, "One two three.")], speech, [(15.5, 28.0)], 10.0) is None
+    # Nothing before the cut would be kept.
+    assert redo_from([Segment(10.0, 10.4, "Oh.")], [(10.0, 10.3), (10.8, 20.0)], [(10.9, 20.0)], 10.0) is None
+    # No segment with words: nothing to keep.
+    assert redo_from([], speech, [(10.0, 28.0)], 10.0) is None
 
 
 # -- the retry, with a real VAD and a decoder that ends early ------------------------------
@@ -151,3 +173,38 @@ def test_speech_that_stays_lost_is_marked_as_a_gap(case) -> None:
     assert gaps and "[inaudible" in result.text
     assert min(g.start for g in gaps) < 20 and max(g.end for g in gaps) > 40
     assert decoder.calls <= 3 + 6  # bounded: three pieces, the list piece halved twice
+
+
+def test_a_quiet_speaker_is_not_cut_away_as_silence() -> None:
+    """Issue 21: a quiet speaker (FLEURS clips peak at -49 dBFS) beside a loud one was
+    trimmed off its piece (sound was 'within 40 dB of the piece's peak') or its piece
+    skipped (mean below -55 dBFS): 3 runs of words lost on the untuned file. Sound is now
+    any frame above -55 dBFS, the rule `is_silent` already applied to short requests."""
+    from engine.longform import SplitOptions, split_audio
+
+    rng = np.random.default_rng(0)
+
+    def burst(seconds: float, dbfs: float) -> np.ndarray:
+        return (rng.standard_normal(int(seconds * SAMPLE_RATE)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+    def pause(seconds: float) -> np.ndarray:
+        return burst(seconds, -75.0)
+
+    loud, quiet = (-10.0, -53.0)
+    layout = [pause(1), burst(8, loud), pause(1), burst(8, quiet), pause(1), burst(8, loud), pause(1.2),
+              burst(9, quiet), pause(1.0), burst(3, quiet), pause(1.2), burst(10, loud), pause(1)]
+    audio = np.concatenate(layout)
+    quiet_spans, t = [], 0.0
+    for part, dbfs in zip(layout, [None, loud, None, quiet, None, loud, None, quiet, None, quiet, None, loud, None]):
+        if dbfs == quiet:
+            quiet_spans.append((t, t + len(part) / SAMPLE_RATE))
+        t += len(part) / SAMPLE_RATE
+
+    def kept(options: SplitOptions) -> float:
+        pieces = [(s / SAMPLE_RATE, (s + len(p)) / SAMPLE_RATE) for s, p in split_audio(audio, options)]
+        inside = sum(max(0.0, min(b, d) - max(a, c)) for a, b in quiet_spans for c, d in pieces)
+        return inside / sum(b - a for a, b in quiet_spans)
+
+    options = SplitOptions(max_chunk_s=19.0, min_chunk_s=8.0)
+    assert kept(options) == pytest.approx(1.0)
+    assert kept(SplitOptions(max_chunk_s=19.0, min_chunk_s=8.0, peak_relative_db=40.0)) < 0.9  # the old rule
