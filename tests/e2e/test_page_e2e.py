@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -166,6 +167,7 @@ def server(tmp_path_factory):
         "ENFORCE_EAGER": os.environ.get("ENFORCE_EAGER", "true"),
         "API_KEY": "",
         "GRADIO_ANALYTICS_ENABLED": "False",
+        "LIVE_WORD_TIMES": "true",  # finals show each word's time on hover (issue 18)
     }
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "e2e" / "e2e_server.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -400,6 +402,15 @@ class TestBrowser:
 
             # Downloads exist once there is a transcript.
             assert a.locator("#download-txt").is_enabled()
+
+            # Every word of the finals has its time (and confidence) on hover, in order.
+            spans = a.locator("#finals .rtw-word")
+            assert [w.strip() for w in spans.all_inner_texts()] == text_a.split()
+            titles = [spans.nth(i).get_attribute("title") for i in range(spans.count())]
+            times = [re.fullmatch(r"(\d+\.\d\d)–(\d+\.\d\d) s · p [01]\.\d\d", t or "") for t in titles]
+            assert all(times), titles
+            edges = [float(x) for m in times for x in m.groups()]
+            assert edges == sorted(edges) and edges[0] >= 0.0, titles
 
             # Independent: clearing B leaves A alone.
             b.click("#clear")
