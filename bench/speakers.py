@@ -174,6 +174,33 @@ def score(conv: Conversation, encoder, thresholds: list[float]) -> list[dict]:
     return rows
 
 
+def score_live(conv: Conversation, encoder, similarities: list[float]) -> list[dict]:
+    """Live labels as a stream gives them: utterances cut at 0.5 s of silence (the VAD, as
+    the live segmenter with MIN_SILENCE_MS=500), each embedded and assigned online in order
+    (`streaming.speakers`), a label never changed. No Whisper: the speaker step alone."""
+    from engine.speakers.cluster import OnlineSpeakers
+    from engine.vad import speech_regions
+    from evaluation.der import der
+    from streaming.speakers import MIN_NEW_SPEAKER_S
+
+    utterances = speech_regions(conv.audio, min_silence_s=0.5)
+    t, cpu = time.perf_counter(), time.process_time()
+    embeddings = [encoder.utterance(conv.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]) for a, b in utterances]
+    embed_s, embed_cpu = time.perf_counter() - t, time.process_time() - cpu
+    rows = []
+    for similarity in similarities:
+        online = OnlineSpeakers(similarity)
+        hyp = [(a, b, str(online.assign(e, may_create=b - a >= MIN_NEW_SPEAKER_S))) for (a, b), e in zip(utterances, embeddings)]
+        result = der(conv.turns, hyp, collar=0.25)
+        rows.append({
+            "threshold": f"live {similarity}",
+            "der": result.der, "missed": result.missed, "false_alarm": result.false_alarm, "confusion": result.confusion,
+            "speakers": conv.speakers, "found": online.count,
+            "cost_s_per_min": embed_s / conv.minutes, "cpu_s_per_min": embed_cpu / conv.minutes,
+        })
+    return rows
+
+
 def aggregate(rows: list[dict], single: list[dict]) -> dict:
     """Per threshold: mean and pooled figures over the conversations and one-voice recordings."""
     out = {}
@@ -207,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conversations", type=int, default=24)
     p.add_argument("--one-voice", type=int, default=16, help="one-voice recordings")
     p.add_argument("--seed", type=int, default=19)
-    p.add_argument("--thresholds", default="0.35", help="comma-separated cosine-distance thresholds")
-    p.add_argument("--min-speaker", default="2.0", help="comma-separated MIN_SPEAKER_S values (seconds)")
+    p.add_argument("--thresholds", default="0.4", help="comma-separated cosine-distance thresholds")
+    p.add_argument("--min-speaker", default="3.0", help="comma-separated MIN_SPEAKER_S values (seconds)")
+    p.add_argument("--live", default="", help="comma-separated live similarities to score too (streaming.speakers)")
+    p.add_argument("--files", action=argparse.BooleanOptionalAction, default=True, help="score the file path")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the app leaves torch's own setting)")
     p.add_argument("--out", default=None, help="JSON file for the aggregate results")
     args = p.parse_args(argv)
@@ -222,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     convs = conversations(args.conversations, args.seed)
     singles = one_voice(args.one_voice, args.seed)
     started = time.perf_counter()
-    rows = [r for c in convs for r in score(c, encoder, thresholds)]
-    single = [r for c in singles for r in score(c, encoder, thresholds)]
+    live = [float(x) for x in args.live.split(",") if x]
+    rows = [r for c in convs for r in score(c, encoder, thresholds)] if args.files else []
+    single = [r for c in singles for r in score(c, encoder, thresholds)] if args.files else []
+    if live:
+        rows += [r for c in convs for r in score_live(c, encoder, live)]
+        single += [r for c in singles for r in score_live(c, encoder, live)]
     result = {
         "conversations": len(convs),
         "speakers": dict(sorted(((str(k), v) for k, v in _counts([c.speakers for c in convs]).items()))),

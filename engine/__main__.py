@@ -1,5 +1,5 @@
 """Command line: `python -m engine transcribe FILE [--model M] [--language L] [--task translate] [--format F]
-[--word-timestamps]`,
+[--word-timestamps] [--diarize]`,
 and `python -m engine doctor [--quick]`, the self-check of a fresh machine (engine.doctor).
 
 The transcript goes to stdout; logs and the progress bar go to stderr, so the output
@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import replace
 
 from engine.base import DecodeRequest, TranscriptionError
 from engine.cli import command_parser, vllm_logs_to_stderr
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time every word: json gets `words` (word, start, end, probability); srt/vtt get short word-timed cues",
     )
+    tr.add_argument(
+        "--diarize",
+        action="store_true",
+        help="label speakers (A, B, ...): text and srt lines start 'A: ', vtt uses voice spans, json segments get `speaker`",
+    )
     tr.add_argument("--cue-words", type=int, default=CUE_MAX_WORDS, help="with --word-timestamps: most words in one srt/vtt cue")
     tr.add_argument("--cue-seconds", type=float, default=CUE_MAX_SECONDS, help="with --word-timestamps: longest srt/vtt cue (s)")
     tr.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
@@ -48,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _transcribe(args: argparse.Namespace) -> str:
     from engine.audio import load_audio
     from engine.factory import create_engine
-    from engine.formats import to_json, to_srt, to_vtt, word_cues
+    from engine.formats import to_json, to_srt, to_text, to_vtt, word_cues
     from engine.progress import make_progress
 
     settings = Settings.from_args(args)
@@ -61,15 +67,25 @@ async def _transcribe(args: argparse.Namespace) -> str:
             task=args.task,
             prompt=args.prompt,
             timestamps=args.format in ("srt", "vtt", "json"),
-            word_timestamps=args.word_timestamps,
+            word_timestamps=args.word_timestamps or args.diarize,
             progress=make_progress(args.progress),
         )
         result = await engine.transcribe(request)
     finally:
         await engine.close()
+    if args.diarize:
+        from engine.speakers.diarize import diarize
+        from engine.speakers.encoder import shared_encoder
+
+        result = replace(result, segments=diarize(shared_encoder(), audio, result))
+        if args.format == "text":
+            return to_text(result.segments).rstrip("\n")
+        if not args.word_timestamps:
+            result = replace(result, words=[])
     if args.format == "json":
         return json.dumps(to_json(result), ensure_ascii=False, indent=2)
-    cues = word_cues(result.words, args.cue_words, args.cue_seconds) if args.word_timestamps else result.segments
+    # Speakers label segments (cut where the voice changes): their cues, not word cues.
+    cues = word_cues(result.words, args.cue_words, args.cue_seconds) if args.word_timestamps and not args.diarize else result.segments
     if args.format == "srt":
         return to_srt(cues)
     if args.format == "vtt":

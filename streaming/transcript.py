@@ -22,6 +22,7 @@ class _Cue:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # written by engine.formats ("A: text", a WebVTT voice)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Transcript:
         return max((e.end_s for e in self.finals), default=0.0)
 
     def _cues(self) -> list[_Cue]:
-        return [_Cue(e.start_s, e.end_s, e.text) for e in self.finals]
+        return [_Cue(e.start_s, e.end_s, e.text, e.speaker) for e in self.finals]
 
     def to_txt(self) -> str:
         """One final per line."""
@@ -75,6 +76,7 @@ class Transcript:
                     "start": round(e.start_s, 3),
                     "end": round(e.end_s, 3),
                     "text": e.text.strip(),
+                    **({"speaker": e.speaker} if e.speaker else {}),
                 }
                 for i, e in enumerate(self.finals)
             ],

@@ -17,6 +17,7 @@ the set.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import time
 from typing import Any
@@ -78,8 +79,10 @@ def export_files(stored: StoredTranscript) -> list[tuple[str, str]]:
 
 
 def shown_text(stored: StoredTranscript) -> str:
-    """One line per segment, `[m:ss] text`."""
-    return "\n".join(f"[{_duration(seg.start)}] {seg.text}" for seg in stored.segments)
+    """One line per segment, `[m:ss] text` (`[m:ss] Speaker: text` where speakers were labelled)."""
+    return "\n".join(
+        f"[{_duration(seg.start)}] {seg.speaker + ': ' if seg.speaker else ''}{seg.text}" for seg in stored.segments
+    )
 
 
 def words_view_html(stored: StoredTranscript) -> str:
@@ -88,7 +91,8 @@ def words_view_html(stored: StoredTranscript) -> str:
     if not any(seg.words for seg in stored.segments):
         return ""
     lines = [
-        f'<p class="rtw-final"><span class="rtw-time">[{_duration(seg.start)}]</span> {words_html(seg.text, seg.words)}</p>'
+        f'<p class="rtw-final"><span class="rtw-time">[{_duration(seg.start)}]</span> '
+        f'{html.escape(seg.speaker) + ": " if seg.speaker else ""}{words_html(seg.text, seg.words)}</p>'
         for seg in stored.segments
     ]
     return '<div class="rtw-history-words">' + "".join(lines) + "</div>"

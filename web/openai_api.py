@@ -5,7 +5,9 @@
   temperature, `timestamp_granularities[]=segment` and/or `word` (verbose_json: `words`
   with start, end and probability), `include[]=logprobs` on json (each text token's
   log-probability, as OpenAI), `stream=true` as server-sent events
-  `transcript.text.delta` / `transcript.text.done`)
+  `transcript.text.delta` / `transcript.text.done`); `response_format=diarized_json`
+  (transcriptions) labels speakers, with `known_speaker_names[]` / `_references[]`
+  (web/diarized.py), streamed as `transcript.text.segment` events
 - `GET /v1/models`, `GET /v1/models/{id}`
 
 Every failure is OpenAI-style error JSON (web/errors.py) with a 4xx status for what the
@@ -36,14 +38,14 @@ from engine.base import SAMPLE_RATE, AudioError, DecodeRequest, Engine, Transcri
 from engine.formats import to_srt, to_vtt, token_json, word_json
 from engine.languages import language_name
 from settings import Settings
-from web import metrics
+from web import diarized, metrics
 from web.auth import require_api_key
 from web.errors import APIError, error_body, from_engine_error
 from web.jobs import ClientGone, JobQueue, JobsDraining, JobsFull
 
 log = logging.getLogger(__name__)
 
-RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt", "diarized_json")
 #: Room for the form's other fields and the multipart framing on top of MAX_UPLOAD_MB.
 FORM_OVERHEAD_BYTES = 1 << 20
 #: How much of an over-limit body is read (and thrown away) so the client sees the 413.
@@ -208,15 +210,23 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
     stream = _flag(_text(form, "stream"), "stream")
     if stream and logprobs:
         raise APIError(400, "include[]=logprobs is not available with stream=true here.", param="include", code="unsupported_value")
-    if stream and response_format not in ("json", "text"):
-        raise APIError(400, f"stream=true works with response_format json or text, not {response_format}.", param="stream", code="unsupported_value")
+    if stream and response_format not in ("json", "text", "diarized_json"):
+        raise APIError(400, f"stream=true works with response_format json, text or diarized_json, not {response_format}.", param="stream", code="unsupported_value")
+    diarize = response_format == "diarized_json"
+    if diarize and task != "transcribe":
+        raise APIError(400, "response_format diarized_json is for transcriptions, not translations.", param="response_format", code="unsupported_value")
+    if diarize and prompt:  # as OpenAI's diarizing model
+        raise APIError(400, "prompt is not supported with response_format diarized_json.", param="prompt", code="unsupported_value")
+    known = await diarized.known_speakers(form) if diarize else None
+    if not diarize and (form.getlist("known_speaker_names[]") or form.getlist("known_speaker_references[]")):
+        raise APIError(400, "known_speaker_names[] needs response_format diarized_json.", param="known_speaker_names", code="unsupported_value")
     try:
         check_task(ctx.engine.info, language, task)
     except UnsupportedRequest as exc:  # before the upload is decoded: the one English-only rule
         param = "model" if task == "translate" else "language"
         raise APIError(400, f"The model {exc}.", param=param, code="unsupported_value") from exc
     if stream:
-        return await _stream_job(ctx, upload, language, task, prompt, temperature)
+        return await _stream_job(ctx, upload, language, task, prompt, temperature, known if diarize else False)
 
     async def work() -> Response:
         # Decoding holds the file's audio in memory: it happens inside the job slot.
@@ -231,13 +241,16 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
                     task=task,  # type: ignore[arg-type]
                     prompt=prompt,
                     temperature=temperature,
-                    timestamps=response_format in ("verbose_json", "srt", "vtt"),
-                    word_timestamps="word" in granularity,
+                    timestamps=response_format in ("verbose_json", "srt", "vtt", "diarized_json"),
+                    word_timestamps="word" in granularity or diarize,
                     logprobs=logprobs,
                 )
             )
         except Exception as exc:  # noqa: BLE001 -- every engine failure becomes a clear 4xx/5xx
             raise from_engine_error(exc) from exc
+        if diarize:
+            segments = await diarized.label(audio, result, known)
+            return JSONResponse(diarized.body(segments, (result.text or "").strip(), duration))
         return _render(ctx, result, response_format, task, duration, granularity)
 
     try:
@@ -249,9 +262,11 @@ async def _transcribe(ctx: OpenAIContext, request: Request, form: Any, task: str
 
 
 async def _stream_job(
-    ctx: OpenAIContext, upload: UploadFile, language: str | None, task: str, prompt: str | None, temperature: float
+    ctx: OpenAIContext, upload: UploadFile, language: str | None, task: str, prompt: str | None, temperature: float,
+    known: Any = False,
 ) -> Response:
-    """stream=true: the job slot is held until the last event is sent (or the client goes)."""
+    """stream=true: the job slot is held until the last event is sent (or the client goes).
+    `known` is False unless speakers are asked for (diarized_json): then None or the known speakers."""
     stack = contextlib.AsyncExitStack()
     try:
         await stack.enter_async_context(ctx.jobs.slot("api"))
@@ -269,6 +284,8 @@ async def _stream_job(
         audio = await _decode_upload(ctx, upload)
         duration = len(audio) / SAMPLE_RATE
         metrics.INPUT_AUDIO_SECONDS.labels("api").inc(duration)
+        if known is not False:
+            return await _stream_diarized(ctx, audio, language, temperature, duration, known, release)
         return await _stream(ctx, audio, language, task, prompt, temperature, duration, release)
     except BaseException:
         await release()
@@ -344,6 +361,36 @@ async def _stream(
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, background=BackgroundTask(release)
     )
+
+
+async def _stream_diarized(
+    ctx: OpenAIContext, audio: Any, language: str | None, temperature: float, duration: float, known: Any, release: Any
+) -> Response:
+    """diarized_json with stream=true: speakers need the whole file, so the transcript is
+    made first (a failure is still a proper error status); then, as OpenAI's stream, each
+    segment's text as a delta and its `transcript.text.segment`, then `transcript.text.done`."""
+    request = DecodeRequest(audio, language=language, temperature=temperature, timestamps=True, word_timestamps=True)
+    try:
+        result = await ctx.engine.transcribe(request)
+    except Exception as exc:  # noqa: BLE001
+        raise from_engine_error(exc) from exc
+    segments = diarized.spoken(await diarized.label(audio, result, known))
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            for i, segment in enumerate(segments):
+                event = diarized.segment_json(i, segment)
+                yield _sse({"type": "transcript.text.delta", "delta": event["text"] if i == 0 else " " + event["text"], "segment_id": event["id"]})
+                yield _sse(event)
+        finally:
+            await release()
+        text = (result.text or "").strip()
+        yield _sse({"type": "transcript.text.done", "text": text, "usage": {"type": "duration", "seconds": math.ceil(duration)}})
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, background=BackgroundTask(release)
+    )
+
 
 
 def _render(

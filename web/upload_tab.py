@@ -77,6 +77,10 @@ def build_upload_tab(
                 language_choices(supported_languages(engine)), value="auto", label="Language", visible=multilingual, elem_id="upload-language"
             )
             task = task_radio(visible=multilingual, elem_id="upload-task")
+            speakers = gr.Checkbox(
+                False, label="Label speakers (A, B, …)", elem_id="upload-speakers",
+                info="Who said what: each line starts with its speaker; kept in the History and the downloads.",
+            )
             button = gr.Button("Transcribe", variant="primary", elem_id="upload-run")
             stop = gr.Button("Stop", variant="stop", elem_id="upload-stop", size="sm")
     text = gr.Textbox(label="Transcript", lines=8, interactive=False, elem_id="upload-text", show_copy_button=True)
@@ -87,19 +91,23 @@ def build_upload_tab(
     srt = gr.Textbox(label="Subtitles (SRT)", lines=8, interactive=False, elem_id="upload-srt")
 
     async def transcribe(
-        path: str | None, lang: str, task_: str, browser_value: Any, request: gr.Request, progress: gr.Progress = gr.Progress()
+        path: str | None, lang: str, task_: str, diarize: bool, browser_value: Any, request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Choose an audio file first.")
         owner = getattr(request, "session_hash", None) or None
         try:
             # One queue with the API: MAX_JOBS at once; the tab's jobs end when it is closed.
-            return await jobs.run(lambda: _job(path, lang, task_, progress, browser_value, owner), source="page", owner=owner)
+            return await jobs.run(
+                lambda: _job(path, lang, task_, progress, browser_value, owner, bool(diarize)), source="page", owner=owner
+            )
         except JobsFull as exc:
             raise gr.Error(str(exc), title="Busy") from None
 
     async def _job(
-        path: str, lang: str, task_: str, progress: gr.Progress, browser_value: Any = None, owner: str | None = None
+        path: str, lang: str, task_: str, progress: gr.Progress, browser_value: Any = None, owner: str | None = None,
+        diarize: bool = False,
     ) -> tuple[Any, ...]:
         name = os.path.basename(path)
         progress(0.0, desc="reading the file")
@@ -128,11 +136,17 @@ def build_upload_tab(
                     language=language,
                     task=(task_ if multilingual and task_ in ("transcribe", "translate") else "transcribe"),
                     timestamps=True,
+                    word_timestamps=diarize,  # a segment is cut where the speaker changes, between words
                     progress=report,
                 )
             )
         except (TranscriptionError, ValueError) as exc:
             raise gr.Error(public_reason(exc), title="Transcription failed") from exc
+        if diarize:
+            from engine.speakers.diarize import label_speakers  # scikit-learn and torch: loaded when first asked
+
+            progress(1.0, desc="labelling speakers")
+            result = await asyncio.to_thread(label_speakers, audio, result)
         segments = result.segments
         transcript_id = await keep_upload(store, browser_value, name, result, total)
         stem = os.path.splitext(name)[0] or "transcript"
@@ -143,11 +157,12 @@ def build_upload_tab(
             exports.write, owner or job, "upload", [(f"{stem}.{fmt}", body) for fmt, body in bodies], transcript_id=transcript_id
         )
         files = [gr.DownloadButton(value=p, interactive=True) for p in paths]
-        return (result.text, to_srt(segments), *files)
+        shown = to_text(segments).rstrip("\n") if diarize and segments else result.text
+        return (shown, to_srt(segments), *files)
 
     event = button.click(
         transcribe,
-        inputs=[upload, language, task, browser if browser is not None else gr.State(None)],
+        inputs=[upload, language, task, speakers, browser if browser is not None else gr.State(None)],
         outputs=[text, srt, dl_txt, dl_srt, dl_vtt],
         concurrency_limit=None,  # the JobQueue is the limit (MAX_JOBS / MAX_QUEUED), with a clear message
     )

@@ -23,7 +23,7 @@ from sklearn.cluster import AgglomerativeClustering
 #: (chosen with `python -m bench.speakers`, BENCHMARKS.md "Speakers").
 FILE_THRESHOLD = 0.40
 #: A speaker heard for less than this (seconds of windows) joins its nearest neighbour.
-MIN_SPEAKER_S = 2.0
+MIN_SPEAKER_S = 3.0
 #: Live: cosine similarity an utterance needs to join a known speaker.
 LIVE_SIMILARITY = 0.70
 #: A known speaker's reference must be at least this similar to a cluster to name it.
@@ -101,13 +101,14 @@ class OnlineSpeakers:
     similarity: float = LIVE_SIMILARITY
     _sums: list[np.ndarray] = field(default_factory=list)
 
-    def assign(self, embedding: np.ndarray) -> int:
-        """The speaker index of one utterance's embedding (a new index for a new voice)."""
+    def assign(self, embedding: np.ndarray, may_create: bool = True) -> int:
+        """The speaker index of one utterance's embedding: a new index for a new voice,
+        unless `may_create` is False (too little audio to tell): then the nearest."""
         embedding = _unit(np.asarray(embedding, dtype=np.float32))
         if self._sums:
             scores = _unit(np.stack(self._sums)) @ embedding
             best = int(np.argmax(scores))
-            if scores[best] >= self.similarity:
+            if scores[best] >= self.similarity or not may_create:
                 self._sums[best] = self._sums[best] + embedding
                 return best
         self._sums.append(embedding.copy())

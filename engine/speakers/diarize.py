@@ -172,3 +172,11 @@ def diarize(
         return list(transcription.segments)
     turns = speaker_turns(encoder.windows(audio, HOP_S), spans, known)
     return split_segments(transcription.segments, transcription.words, turns)
+
+
+def label_speakers(audio: np.ndarray, transcription: Transcription, known: KnownSpeakers | None = None) -> Transcription:
+    """The transcription with speakers on its segments, by the process's shared encoder
+    (synchronous, seconds per hour of audio: callers run it in a worker thread)."""
+    from engine.speakers.encoder import shared_encoder
+
+    return replace(transcription, segments=diarize(shared_encoder(), audio, transcription, known))

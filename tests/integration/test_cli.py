@@ -133,3 +133,17 @@ async def test_two_hour_file(engine, tmp_path):
     # point cut up to a few seconds earlier), so the time is checked against that range.
     assert 3600 - 29 < result.segments[0].start <= 3600.5
     assert result.segments[-1].end == pytest.approx(3600 + len(jfk) / SAMPLE_RATE, abs=2.0)
+
+
+def test_cli_diarize_labels_two_voices(tmp_path):
+    """Issue 19: `--diarize` on LJ Speech's reader then JFK: text lines start with the
+    speaker, the reader's 'A: ', JFK's 'B: '; json segments carry `speaker`."""
+    lj = read_audio(next(c.path for c in clips(kind="speech", lang="en", base=TEST_DATA) if c.name.endswith("LJ001-0001")))
+    path = tmp_path / "two.wav"
+    soundfile.write(path, np.concatenate([lj, np.zeros(SAMPLE_RATE // 2, np.float32), read_audio(jfk_path())]), SAMPLE_RATE)
+    proc = run_cli(str(path), "--diarize")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("A: Printing") and lines[-1].startswith("B: "), lines
+    assert {line.split(":")[0] for line in lines} == {"A", "B"}
+    assert "americans" in normalize(" ".join(line for line in lines if line.startswith("B: ")))
