@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -226,6 +227,15 @@ class VllmEngine:
         if request.word_timestamps and result.text:
             result = replace(result, words=await self._words(request, tokens, offset))
         return result
+
+    def prepare_words(self) -> None:
+        """Start loading the word aligner in the background (a live stream with word times
+        began): its first final then does not wait seconds for the load. Idempotent."""
+        from engine.aligner import aligner_for
+
+        vocab = self.vocab
+        args = (self._model_dir, vocab.tokenizer.decode, vocab.eot, self.options.device)
+        threading.Thread(target=aligner_for, args=args, name="word-aligner-load", daemon=True).start()
 
     async def _words(self, request: DecodeRequest, tokens: list[int], offset: float) -> list[Word]:
         """The words of a decoded window with their times and probabilities: a

@@ -136,6 +136,8 @@ class Session:
         # The turn model (semantic turns): the process' shared one unless given; taken
         # now so that its loading starts with the first semantic stream.
         self._turns = turns if turns is not None or opts.turn_detection != "semantic" else shared_detector()
+        if opts.word_times and hasattr(engine, "prepare_words"):
+            engine.prepare_words()  # the aligner loads while the first utterance is spoken
         self._turn: asyncio.Task | None = None
         self._turn_key: tuple[int, float] | None = None  # (utterance, pending end) asked
         self._finals: dict[int, asyncio.Task] = {}  # utterance id -> final task

@@ -10,8 +10,9 @@ dropped altogether when they do not spell it (never a time for a word nobody see
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from engine.base import TokenLogprob, Word
 

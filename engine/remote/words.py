@@ -46,7 +46,7 @@ def local_model_dir(spec: str, cache_dir: Path) -> Path | None:
             from huggingface_hub import snapshot_download
 
             path = Path(snapshot_download(spec, local_files_only=True))
-    except Exception as exc:  # not in the cache, not a Whisper directory...
+    except Exception as exc:  # noqa: BLE001 - not in the cache, not a Whisper directory: no local words
         log.info("no local weights for %r to time remote words: %s", spec, exc)
         return None
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))

@@ -66,6 +66,10 @@ class TimedEngine(FakeEngine):
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[tuple[bool, bool, bool]] = []  # (draft, word_timestamps, logprobs)
+        self.prepared = 0
+
+    def prepare_words(self) -> None:
+        self.prepared += 1
 
     async def transcribe(self, request):
         self.asked.append((request.draft, request.word_timestamps, request.logprobs))
@@ -111,6 +115,7 @@ async def test_finals_carry_words_in_session_time(speech) -> None:
     # Partials asked for neither; every final decode asked for both.
     assert any(draft for draft, _, _ in engine.asked)
     assert all((words, logprobs) == (not draft, not draft) for draft, words, logprobs in engine.asked)
+    assert engine.prepared == 1  # the aligner starts loading with the stream, not at its first final
 
 
 async def test_word_times_off_asks_for_none(speech) -> None:
@@ -118,6 +123,7 @@ async def test_word_times_off_asks_for_none(speech) -> None:
     (final,) = await _finals(Session(engine, SessionOptions()), speech)
     assert final.text and final.words == () and final.logprobs == ()
     assert not any(words or logprobs for _, words, logprobs in engine.asked)
+    assert engine.prepared == 0
 
 
 def test_setting_turns_it_on() -> None:
