@@ -12,14 +12,19 @@ Starts, each as its own process on 127.0.0.1:
   `REPLICA=app1|app2`.
 
 Then, through the front proxy: realtime WebSocket streams of real English speech paced at
-real time (each utterance's final awaited) and an upload every few seconds. At 35 % of the
-run one engine is SIGKILLed; at 60 % one replica gets SIGTERM (a deploy: it drains, its
-streams get `server_restarting` and reconnect through the proxy onto the other replica).
+real time (each utterance's final awaited) and an upload every few seconds (sent again on
+a 502 or a dropped connection, as API clients do). At 35 % of the
+run one engine is SIGKILLed; at 60 % one replica is SIGKILLed too (`--replica-signal kill`,
+the default: a crash; its streams' connections drop and the clients reconnect through the
+proxy onto the other replica, sending again the utterance the dead one had not finalised,
+from its start) or gets SIGTERM (`term`: a deploy; it drains, its streams get
+`server_restarting` with every open final, then reconnect).
 
-Reports: finals started vs delivered and lost (must be 0), uploads answered, final latency,
+Reports: finals started vs delivered and lost (must be 0; an utterance cut by the dead
+replica and sent again counts as resent, its second try must be delivered), uploads answered, final latency,
 the latency the router and the proxy add (p50 of paired requests through them vs direct),
-decodes per engine before the kill (the spread), the router's retries, the replica's drain
-time. Without a browser: the page's reload onto the other replica is tests/e2e/
+decodes per engine before the kill (the spread), the router's retries, how long the
+replica took to exit. Without a browser: the page's reload onto the other replica is tests/e2e/
 test_replicas_e2e.py, and the realtime API keeps no transcripts, so nothing of this run
 is expected in PostgreSQL beyond the schema both replicas migrated. The JSON goes to
 `bench/results/cluster-<time>.json` (or `--out`); exit status 1 when a final or an upload
@@ -68,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="length of the streaming run (default 120; short 45)")
     p.add_argument("--upload-every-s", type=float, default=None, help="an upload this often (default 8; short 10)")
     p.add_argument("--pairs", type=int, default=None, help="paired requests per latency comparison (default 30; short 8)")
+    p.add_argument("--replica-signal", choices=["kill", "term"], default="kill",
+                   help="how the replica goes mid-run: SIGKILL (a crash) or SIGTERM (a deploy: it drains)")
     p.add_argument("--compiled", action="store_true", help="engines with torch.compile (start ~40 s slower)")
     p.add_argument("--out", type=Path, default=None)
     return p
@@ -223,6 +230,7 @@ class Stats:
     started: int = 0
     completed: int = 0
     lost: int = 0
+    resent: int = 0  # utterances cut by a dead replica, sent again from their start
     reconnects: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
@@ -231,12 +239,20 @@ class Stats:
 
 async def _connection(ws_url: str, audio: np.ndarray, pos: int, stop: float, stats: Stats, last: bool) -> tuple[int, bool]:
     """One realtime connection from audio sample `pos` until `stop` or until the server
-    restarts; returns where the audio got to and whether the server closed it first.
-    Every utterance the server started on this connection must be completed on it."""
+    goes; returns where the audio should go on from and whether the server went first.
+
+    Every utterance the server started on this connection must be completed on it, except
+    when the connection drops without a close (the replica died): then the client, which
+    still has the audio, goes on from the start of the oldest unfinished utterance (or,
+    with none open, from the last second it sent, never before the end of the last one
+    the server finished), as a client that must not lose words does."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     ws = await connect(ws_url, open_timeout=30, ping_interval=None, max_size=2**22)
+    step, start_pos, period = int(RATE * CHUNK_S), pos, len(audio) - int(RATE * CHUNK_S)
+    starts: dict[str, int] = {}  # open item -> its first sample on this connection
+    last_end = 0  # the last sample of the newest utterance the server ended
     open_items: set[str] = set()
     ends: dict[str, float] = {}
     closed_by_server = False
@@ -244,7 +260,7 @@ async def _connection(ws_url: str, audio: np.ndarray, pos: int, stop: float, sta
     t0 = time.monotonic()
 
     async def reader() -> None:
-        nonlocal closed_by_server
+        nonlocal closed_by_server, last_end
         try:
             async for raw in ws:
                 ev = json.loads(raw)
@@ -252,8 +268,10 @@ async def _connection(ws_url: str, audio: np.ndarray, pos: int, stop: float, sta
                 if kind == "input_audio_buffer.speech_started":
                     stats.started += 1
                     open_items.add(ev["item_id"])
+                    starts[ev["item_id"]] = int(ev.get("audio_start_ms", 0)) * RATE // 1000
                 elif kind == "input_audio_buffer.speech_stopped":
                     ends[ev["item_id"]] = t0 + ev["audio_end_ms"] / 1000
+                    last_end = max(last_end, int(ev["audio_end_ms"]) * RATE // 1000)
                 elif kind.endswith("input_audio_transcription.completed"):
                     stats.completed += 1
                     open_items.discard(ev["item_id"])
@@ -273,10 +291,10 @@ async def _connection(ws_url: str, audio: np.ndarray, pos: int, stop: float, sta
         await ws.send(json.dumps({"type": "transcription_session.update", "session": {
             "input_audio_format": "pcm16", "sample_rate": RATE, "input_audio_transcription": {"model": "whisper-1", "language": "en"}}}))
         task = asyncio.ensure_future(reader())
-        step, n = int(RATE * CHUNK_S), 0
+        n = 0
         while time.monotonic() < stop and not closed_by_server:
             piece = audio[pos : pos + step]
-            pos = (pos + step) % (len(audio) - step)
+            pos = (pos + step) % period
             try:
                 await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(piece)}))
             except ConnectionClosed:
@@ -293,7 +311,17 @@ async def _connection(ws_url: str, audio: np.ndarray, pos: int, stop: float, sta
                 stats.errors["no_ack"] += 1
         else:
             await asyncio.wait_for(task, 60)  # the server's last events, then its close
-        stats.lost += len(open_items)
+        if closed_by_server and ws.close_code not in (1000, 1012):
+            # Died without a word: resend from the oldest unfinished utterance (0.3 s early,
+            # the server's speech pad), on whole chunks as the server counts samples.
+            if open_items:
+                first = max(0, min(starts.get(i, 0) for i in open_items) - int(0.3 * RATE))
+            else:
+                first = max(last_end, n * step - RATE)
+            pos = (start_pos + first // step * step) % period
+            stats.resent += len(open_items)
+        else:
+            stats.lost += len(open_items)
         task.cancel()
     finally:
         await ws.close()
@@ -318,18 +346,28 @@ async def stream(ws_url: str, index: int, stop: float, stats: Stats) -> None:
             await asyncio.sleep(0.5)
 
 
+UPLOAD_ATTEMPTS = 3  # as the openai client does (2 retries): a transcription is safe to resend
+
+
 async def uploads(base: str, clip: Path, every_s: float, stop: float, stats: Stats) -> None:
+    """An upload every `every_s` through the proxy; one whose replica dies under it (502,
+    dropped connection) is sent again, as API clients do."""
     await asyncio.sleep(min(3.0, every_s))
     async with httpx.AsyncClient(base_url=base, timeout=300) as client:
         while time.monotonic() < stop:
             t = time.monotonic()
-            try:
-                r = await client.post("/v1/audio/transcriptions", files={"file": (clip.name, clip.read_bytes())},
-                                      data={"model": "whisper-1"})
-                entry = {"status": r.status_code, "seconds": round(time.monotonic() - t, 2),
-                         "text": bool(r.status_code == 200 and r.json().get("text"))}
-            except httpx.HTTPError as exc:
-                entry = {"status": type(exc).__name__, "seconds": round(time.monotonic() - t, 2), "text": False}
+            entry: dict[str, Any] = {}
+            for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+                try:
+                    r = await client.post("/v1/audio/transcriptions", files={"file": (clip.name, clip.read_bytes())},
+                                          data={"model": "whisper-1"})
+                    entry = {"status": r.status_code, "text": bool(r.status_code == 200 and r.json().get("text"))}
+                except httpx.HTTPError as exc:
+                    entry = {"status": type(exc).__name__, "text": False}
+                entry |= {"seconds": round(time.monotonic() - t, 2), "attempts": attempt}
+                if entry["status"] not in (502, 503, 504) and isinstance(entry["status"], int):
+                    break
+                await asyncio.sleep(0.5)
             stats.uploads.append(entry)
             await asyncio.sleep(max(0.0, t + every_s - time.monotonic()))
 
@@ -387,6 +425,21 @@ def _clips() -> tuple[Path, Path]:
     return short.path, mid[0].path
 
 
+def live_streams(app: Service) -> float:
+    """The replica's own count of live streams (`rtw_active_sessions` at /metrics)."""
+    try:
+        text = httpx.get(app.url + "/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("rtw_active_sessions"))
+
+
+def busiest(apps: list[Service]) -> Service:
+    """The replica holding the most live streams: the one whose loss tests the most (the
+    proxy's leastconn spreads streams by connections, and uploads hold connections too)."""
+    return max(apps, key=live_streams)
+
+
 def _decodes(hap: Haproxy) -> dict[str, int]:
     servers = hap.servers()
     return {n: int(servers[n]["hrsp_2xx"] or 0) for n in ("engine1", "engine2")}
@@ -416,8 +469,13 @@ async def workload(args: argparse.Namespace, hap: Haproxy, engines: list[Service
         await asyncio.to_thread(end_process, engines[0], signal.SIGKILL)
         await asyncio.sleep(max(0.0, t_start + args.seconds * REPLICA_STOP_AT - time.monotonic()))
         events["replica_stopped_at_s"] = round(time.monotonic() - t_start, 1)
-        events["replica_drain_s"] = round(await asyncio.to_thread(end_process, apps[0], signal.SIGTERM), 1)
-        events["replica_exit_code"] = apps[0].proc.returncode
+        events["replica_signal"] = args.replica_signal
+        victim = await asyncio.to_thread(busiest, apps)
+        events["replica_stopped"] = victim.name
+        events["live_streams_per_replica"] = {a.name: live_streams(a) for a in apps}
+        sig = signal.SIGKILL if args.replica_signal == "kill" else signal.SIGTERM
+        events["replica_exit_s"] = round(await asyncio.to_thread(end_process, victim, sig), 1)
+        events["replica_exit_code"] = victim.proc.returncode
 
     ws_url = front.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     jobs = [stream(ws_url, i, stop, stats) for i in range(args.streams)]
@@ -428,10 +486,11 @@ async def workload(args: argparse.Namespace, hap: Haproxy, engines: list[Service
     lat = sorted(stats.latencies)
     failed_uploads = [u for u in stats.uploads if u["status"] != 200 or not u["text"]]
     return {
-        "finals": {"started": stats.started, "delivered": stats.completed, "lost": stats.lost},
+        "finals": {"started": stats.started, "delivered": stats.completed, "lost": stats.lost, "resent": stats.resent},
         "final_latency_s": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "max": lat[-1] if lat else None, "n": len(lat)},
         "uploads": {"sent": len(stats.uploads), "answered": len(stats.uploads) - len(failed_uploads),
-                    "failed": failed_uploads, "seconds_p50": _pct([u["seconds"] for u in stats.uploads], 50)},
+                    "failed": failed_uploads, "seconds_p50": _pct([u["seconds"] for u in stats.uploads], 50),
+                    "sent_again": sum(u["attempts"] > 1 for u in stats.uploads)},
         "added_latency": latency,
         "decodes_per_engine": {k: after[k] - before[k] for k in after},
         "router_retries": int(backend.get("wretr") or 0), "router_redispatches": int(backend.get("wredis") or 0),
@@ -469,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         report["start_s"] = round(time.monotonic() - started, 1)
         report |= asyncio.run(workload(args, hap, engines, apps))
         report["schema_versions"] = db.query("rtw", "SELECT value FROM meta WHERE key = 'schema_version'") if db else None
-        report["survivors_alive"] = engines[1].alive() and apps[1].alive()
+        report["survivors_alive"] = engines[1].alive() and sum(a.alive() for a in apps) == 1
     finally:
         for s in services:
             end_process(s, signal.SIGTERM, wait_s=30)
@@ -484,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     _print(report, out)
-    ok = (report["finals"]["lost"] == 0 and report["finals"]["delivered"] > 0 and not report["uploads"]["failed"]
+    finals = report["finals"]
+    ok = (finals["lost"] == 0 and finals["delivered"] == finals["started"] - finals["resent"] and finals["delivered"] > 0 and not report["uploads"]["failed"]
           and not report["client_failures"] and report["survivors_alive"])
     return 0 if ok else 1
 
@@ -492,15 +552,16 @@ def main(argv: list[str] | None = None) -> int:
 def _print(r: dict[str, Any], out: Path) -> None:
     f, u, e = r["finals"], r["uploads"], r["events"]
     print(f"cluster {r['streams']} streams, {r['seconds']:.0f} s (start {r['start_s']} s, total {r['total_s']} s): "
-          f"finals started {f['started']}, delivered {f['delivered']}, lost {f['lost']}; uploads {u['answered']}/{u['sent']}")
+          f"finals started {f['started']}, delivered {f['delivered']}, lost {f['lost']}, resent {f['resent']}; uploads {u['answered']}/{u['sent']}")
     print(f"final latency p50 {r['final_latency_s']['p50']} p95 {r['final_latency_s']['p95']} s; reconnects {r['reconnects']}; "
           f"client errors {r['client_errors']}")
     for name, v in r["added_latency"].items():
         print(f"added latency {name}: {v['added_p50_ms']} ms p50 ({v['through_p50_ms']} vs {v['direct_p50_ms']} ms, {v['rounds']} rounds)")
     print(f"decodes before the engine kill {e.get('decodes_before_engine_kill')} (engine CPU s {e.get('engine_cpu_s_before_kill')}); "
           f"whole run {r['decodes_per_engine']}; router retries {r['router_retries']}, redispatches {r['router_redispatches']}")
-    print(f"engine1 SIGKILL at {e.get('engine_killed_at_s')} s; app1 SIGTERM at {e.get('replica_stopped_at_s')} s, "
-          f"drained and exited in {e.get('replica_drain_s')} s (code {e.get('replica_exit_code')})")
+    print(f"engine1 SIGKILL at {e.get('engine_killed_at_s')} s; {e.get('replica_stopped')} (live streams "
+          f"{e.get('live_streams_per_replica')}) SIG{str(e.get('replica_signal')).upper()} at "
+          f"{e.get('replica_stopped_at_s')} s, exited in {e.get('replica_exit_s')} s (code {e.get('replica_exit_code')})")
     print(f"-> {out}")
 
 

@@ -1,6 +1,8 @@
 """`python -m bench cluster --short`: PostgreSQL, two real engines, HAProxy (deploy/haproxy.cfg),
-two app replicas, realtime streams and uploads through the proxy; one engine SIGKILLed and
-one replica stopped (SIGTERM, drained) mid-run. Nothing may be lost.
+two app replicas, realtime streams and uploads through the proxy; one engine and one
+replica SIGKILLed mid-run. Nothing may be lost: the router resends the dead engine's
+decodes, and the clients of the dead replica reconnect through the proxy and send the
+utterance it had not finalised again (counted as resent; each must then be delivered).
 
 About 4 minutes on the shared 2-core machine (two eager vLLM starts are most of it).
 """
@@ -35,12 +37,13 @@ def test_cluster_short_loses_nothing(tmp_path):
     report = json.loads(out.read_text())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     finals, events = report["finals"], report["events"]
-    assert finals["started"] >= 4 and finals["delivered"] == finals["started"] and finals["lost"] == 0
+    assert finals["started"] >= 4 and finals["lost"] == 0
+    assert finals["delivered"] == finals["started"] - finals["resent"]
     assert report["uploads"]["sent"] >= 2 and not report["uploads"]["failed"]
     # Both engines worked before one was killed; the survivor carried the rest.
     assert all(n > 0 for n in events["decodes_before_engine_kill"].values()), events
     assert report["decodes_per_engine"]["engine2"] > events["decodes_before_engine_kill"]["engine2"]
-    # The stopped replica drained (its streams were told, and reconnected to the other).
-    assert events["replica_exit_code"] is not None and events["replica_drain_s"] < 30
+    # The killed replica's streams reconnected to the other one.
+    assert events["replica_signal"] == "kill" and events["replica_exit_code"] == -9
     assert report["reconnects"] >= 1 and report["survivors_alive"]
     assert report["schema_versions"]  # both replicas ran on the one PostgreSQL database
