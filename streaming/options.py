@@ -58,6 +58,9 @@ class SessionOptions:
     #: Finals carry their words with times and probabilities (`TranscriptEvent.words`,
     #: session time): the final's decode asks the engine for word times (partials never do).
     word_times: bool = False
+    #: Finals carry a speaker label (`TranscriptEvent.speaker`, "Speaker 1"...): each
+    #: final's voice is embedded and assigned online (`streaming.speakers`).
+    speakers: bool = False
     #: Finals carry the decoder's token log-probabilities (`TranscriptEvent.logprobs`:
     #: a realtime client's `include: ["item.input_audio_transcription.logprobs"]`).
     logprobs: bool = False
@@ -78,6 +81,7 @@ class SessionOptions:
             vad_threshold=float(getattr(settings, "vad_threshold", 0.5)),
             turn_detection=getattr(settings, "turn_detection", "silence") or "silence",
             word_times=bool(getattr(settings, "live_word_times", False)),
+            speakers=bool(getattr(settings, "live_speakers", False)),
         )
 
     def segmenter_options(self) -> SegmenterOptions:

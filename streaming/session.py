@@ -39,6 +39,10 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   speculative one included) ask the engine for word times, partials never; the aligning
   pass is part of the final's decode, so it counts in `lag_s` and the final's latency.
   The final carries the words that spell its text, in session time (`streaming.words`).
+* Speakers (`speakers`, setting `LIVE_SPEAKERS`): each final's audio is embedded in a
+  worker thread while it decodes and labelled in utterance order ("Speaker 1", never
+  changed once given; `streaming.speakers`); a final waiting for its label counts in
+  `lag_s` and its latency like a decode.
 * Guards on every decode: `strip_repetition`, then `drop_reason` with the VAD's speech
   ratio and the decoder's confidence, so silence, noise and music give no text and a
   loop is never committed nor fed back as a prompt.
@@ -102,6 +106,13 @@ class _Utt:
     ended: bool = False
 
 
+def _live_speakers():
+    """A stream's speaker labels (scikit-learn and the encoder: imported when a stream asks)."""
+    from streaming.speakers import LiveSpeakers
+
+    return LiveSpeakers()
+
+
 class Session:
     """One stream. Create, `feed()` frames, read `events()`, then `finish()` or `close()`."""
 
@@ -142,6 +153,7 @@ class Session:
         self._turn_key: tuple[int, float] | None = None  # (utterance, pending end) asked
         self._finals: dict[int, asyncio.Task] = {}  # utterance id -> final task
         self._last_final: asyncio.Task | None = None
+        self._speakers = _live_speakers() if opts.speakers else None
         self._final_texts: deque[str] = deque(maxlen=8)
         self._pending_final_ends: dict[int, float] = {}  # id -> arrival time of end_s
         self._last_status_s = 0.0
@@ -529,6 +541,8 @@ class Session:
     async def _run_final(self, utt: _Utt, ev: UtteranceEnded, spec: asyncio.Task | None, prev: asyncio.Task | None) -> None:
         result = None
         error: BaseException | None = None
+        # The voice's embedding runs while the final decodes (its time is in the latency).
+        voice = self._speakers.start(ev.audio) if self._speakers is not None else None
         try:
             if spec is not None:
                 try:
@@ -566,6 +580,8 @@ class Session:
             if prev is not None and not prev.done():
                 await asyncio.wait([prev])  # finals leave in utterance order
         except asyncio.CancelledError:
+            if voice is not None:
+                voice.cancel()
             self._pending_final_ends.pop(ev.id, None)
             raise
         now = self._clock()
@@ -588,13 +604,22 @@ class Session:
         self._check_revision(utt, text)
         self._pending_final_ends.pop(ev.id, None)
         if not text and not utt.partials:
+            if voice is not None:
+                voice.cancel()
             self._update_lag(now)
             return  # nothing was said: no event at all
+        # Labelled in utterance order (the previous final has left), so "Speaker 2" is the
+        # second voice heard; only finals with text count.
+        speaker = None
+        if voice is not None and text:
+            speaker = await self._speakers.label(voice, len(ev.audio) / SAMPLE_RATE)
+            now = self._clock()  # a label still computing delays the final: its latency says so
         latency = max(0.0, now - self._arrival(ev.end_s))
         event = TranscriptEvent(
             "final", ev.id, text, "", round(ev.start_s, 3), round(ev.end_s, 3), round(latency, 3), language,
             words=final_words(result.words, text, ev.start_s) if result is not None else (),
             logprobs=final_logprobs(result.logprobs, text) if result is not None else (),
+            speaker=speaker,
         )
         if self.transcript.add(event) and not is_repetition_loop(text):
             self._final_texts.append(text)

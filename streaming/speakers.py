@@ -13,12 +13,16 @@ which keeps a one-voice stream one speaker.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from engine.base import SAMPLE_RATE
 from engine.speakers.cluster import LIVE_SIMILARITY, OnlineSpeakers
+
+log = logging.getLogger(__name__)
 
 #: Audio an utterance needs before its voice may count as a new speaker (seconds).
 MIN_NEW_SPEAKER_S = 1.5
@@ -36,6 +40,21 @@ def embed(audio: np.ndarray) -> np.ndarray:
     return shared_encoder().utterance(np.asarray(audio, dtype=np.float32))
 
 
+def _load() -> None:
+    from engine.speakers.encoder import shared_encoder
+
+    try:
+        shared_encoder()
+    except Exception as exc:  # noqa: BLE001 -- said once here; each final then goes without a label
+        log.warning("speaker labels are off: %s", exc)
+
+
+def preload() -> None:
+    """Load the encoder (seconds, once per process) while the stream's first words are
+    spoken, so the first final does not wait for it."""
+    threading.Thread(target=_load, name="speaker-encoder-load", daemon=True).start()
+
+
 @dataclass
 class LiveSpeakers:
     """One stream's speakers. `start(audio)` early (the embedding runs while the final
@@ -46,6 +65,7 @@ class LiveSpeakers:
 
     def __post_init__(self) -> None:
         self._online = OnlineSpeakers(self.similarity)
+        preload()
 
     def start(self, audio: np.ndarray) -> asyncio.Task:
         """The utterance's embedding, computed in a worker thread."""

@@ -55,6 +55,7 @@ CSS = """
 #rtw-panel { min-height: 14rem; }
 #finals .rtw-transcript { max-height: 28rem; overflow-y: auto; display: flex; flex-direction: column-reverse; }
 #finals p.rtw-final { margin: 0 0 0.35rem 0; line-height: 1.5; }
+.rtw-speaker { font-weight: 600; margin-right: 0.3em; }
 #finals .rtw-earlier { color: var(--body-text-color-subdued); font-size: 0.85em; }
 #finals .rtw-empty, #partial .rtw-listening { color: var(--body-text-color-subdued); font-style: italic; }
 #partial .rtw-partial { line-height: 1.5; min-height: 1.5em; }
@@ -95,6 +96,11 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def speaker_html(speaker: str | None) -> str:
+    """The final's speaker label ("Speaker 1:") before its text, or "" without one."""
+    return f'<span class="rtw-speaker">{html.escape(speaker)}:</span>' if speaker else ""
+
+
 def render_finals(tab: TabState) -> str:
     finals = tab.transcript.finals
     if not finals:
@@ -106,7 +112,8 @@ def render_finals(tab: TabState) -> str:
         lines.append(f'<p class="rtw-earlier">… {hidden} earlier lines are in the downloads.</p>')
     for ev in shown:
         lines.append(
-            f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">{words_html(ev.text, ev.words)}</p>'
+            f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">'
+            f"{speaker_html(ev.speaker)}{words_html(ev.text, ev.words)}</p>"
         )
     # column-reverse keeps the newest line in view; the inner div keeps reading order.
     return '<div class="rtw-transcript"><div>' + "".join(lines) + "</div></div>"

@@ -318,6 +318,7 @@ class Connection:
                 logprobs=[LogProb(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in ev.logprobs]
                 if self.config.logprobs
                 else None,
+                speaker=ev.speaker,
             )
         )
         self._sent.pop(item, None)

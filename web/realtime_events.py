@@ -325,6 +325,8 @@ class TranscriptCompleted(ServerEvent):
     words: list[WordTime] | None = None
     #: OpenAI's: with `include: ["item.input_audio_transcription.logprobs"]`.
     logprobs: list[LogProb] | None = None
+    #: An extension (with `LIVE_SPEAKERS` on): who said it, "Speaker 1", "Speaker 2"...
+    speaker: str | None = None
 
 
 AnyServerEvent = Union[Error, SessionEvent, SpeechStarted, SpeechStopped, Committed, Cleared, TranscriptDelta, TranscriptPartial, TranscriptCompleted]

@@ -108,8 +108,10 @@ class OnlineSpeakers:
         if self._sums:
             scores = _unit(np.stack(self._sums)) @ embedding
             best = int(np.argmax(scores))
-            if scores[best] >= self.similarity or not may_create:
+            if scores[best] >= self.similarity:
                 self._sums[best] = self._sums[best] + embedding
+                return best
+            if not may_create:  # joins without moving the speaker's voice toward it
                 return best
         self._sums.append(embedding.copy())
         return len(self._sums) - 1

@@ -99,3 +99,28 @@ def test_exports_without_speakers_are_unchanged():
     assert to_text(segments) == "a < b\n"
     assert "a &lt; b" in to_vtt(segments) and "<v" not in to_vtt(segments)
     assert "speaker" not in to_json(Transcription("a < b", "en", 1.0, segments))["segments"][0]
+
+
+def test_the_page_shows_the_speaker_before_each_final():
+    from streaming.events import TranscriptEvent
+    from web.live import TabState
+    from web.page import render_finals
+
+    tab = TabState()
+    tab.transcript.add(TranscriptEvent("final", 0, "Hello there.", "", 0.0, 1.0, 0.1, "en", speaker="Speaker 1"))
+    tab.transcript.add(TranscriptEvent("final", 1, "Hi <you>.", "", 1.5, 2.0, 0.1, "en", speaker="Speaker 2"))
+    tab.transcript.add(TranscriptEvent("final", 2, "No label.", "", 2.5, 3.0, 0.1, "en"))
+    shown = render_finals(tab)
+    assert '<span class="rtw-speaker">Speaker 1:</span>Hello there.' in shown
+    assert '<span class="rtw-speaker">Speaker 2:</span>Hi &lt;you&gt;.' in shown
+    assert shown.count("rtw-speaker") == 2
+    assert tab.transcript.to_txt() == "Speaker 1: Hello there.\nSpeaker 2: Hi <you>.\nNo label.\n"
+    assert [s.get("speaker") for s in tab.transcript.to_dict()["segments"]] == ["Speaker 1", "Speaker 2", None]
+
+
+def test_a_short_utterance_joins_the_nearest_speaker_and_never_starts_one():
+    a, b = _voice(), _voice()
+    online = OnlineSpeakers()
+    assert online.assign(a) == 0
+    assert online.assign(b, may_create=False) == 0 and online.count == 1
+    assert online.assign(b) == 1
