@@ -1,6 +1,6 @@
 """Where a long file's time goes, and what each long-form lever buys, against faster-whisper.
 
-`python -m bench.longform_profile [--configs baseline,...] [--mixed-s 300] [--eager] [--out JSON]`
+`python -m bench.longform_profile [--configs baseline,...] [--words baseline,...] [--repeat N] [--mixed-s 300] [--eager] [--out JSON]`
 
 Files: the evaluation set's long-form files (the LJ file whole, the mixed file cut in a
 pause after `--mixed-s` seconds, 0 for all of it) and `unseen`: the English clips of the
@@ -63,6 +63,7 @@ class Probe:
             "tokens": int(sum(tokens)),
             "redo_pieces": len(redos),
             "redos": [f"{p['first_words']}->{p['words']}" for p in redos],
+            "encoder_window_s": sum(d["window_s"] for d in self.decodes),
             "encoder_s": round(self.encoder_s, 2),
             "encoder_calls": self.encoder_calls,
             "rest_of_step_s": round(self.step_s - self.encoder_s, 2),
@@ -80,7 +81,9 @@ def instrument(engine: Any, probe_ref: list[Probe]) -> None:
 
     async def counted(request, offset, **kw):
         result, stuck, tokens = await decode(request, offset, **kw)
+        window = 30.0 if kw.get("full_window") else engine._window.seconds_for(len(request.audio))
         probe_ref[0].decodes.append({"piece": _piece.get(), "offset": round(offset, 2), "seconds": round(request.duration, 2),
+                                     "window_s": window,
                                      "tokens": len(tokens), "words": word_count(result.text)})
         return result, stuck, tokens
 
@@ -163,7 +166,7 @@ def files(mixed_s: float) -> list[tuple[str, np.ndarray, str]]:
     return out
 
 
-def ours_runs(eng: Any, configs: str, words: bool) -> dict:
+def ours_runs(eng: Any, configs: str, words: str) -> dict:
     """name -> a function that transcribes a file with that long-form variant and profiles it."""
     from engine.base import DecodeRequest
     from engine.longform import LongformOptions, transcribe_long
@@ -176,10 +179,11 @@ def ours_runs(eng: Any, configs: str, words: bool) -> dict:
         def go(audio: np.ndarray) -> dict:
             probe_ref[0] = Probe()
             request = eng.engine._checked(DecodeRequest(audio, language="en", word_timestamps=word_times))
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             result = eng.run(transcribe_long(eng.engine, request, options=options))
             seconds = time.perf_counter() - t0
-            return {"seconds": round(seconds, 2), "text": result.text, "profile": probe_ref[0].summary(max_seqs),
+            return {"seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu0, 2), "text": result.text,
+                    "profile": probe_ref[0].summary(max_seqs),
                     "segments": [(s.start, s.end, s.text, s.kind) for s in result.segments]}
 
         return go
@@ -187,8 +191,8 @@ def ours_runs(eng: Any, configs: str, words: bool) -> dict:
     runs = {}
     for name in configs.split(","):
         runs[name] = runner(LongformOptions.named(name), False)
-        if words:
-            runs[name + " +word times"] = runner(LongformOptions.named(name), True)
+    for name in filter(None, words.split(",")):
+        runs[name + " +word times"] = runner(LongformOptions.named(name), True)
     return runs
 
 
@@ -203,10 +207,11 @@ def fw_runs(words: bool) -> dict:
 
     def timed(go: Any) -> Any:
         def run(audio: np.ndarray) -> dict:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             segments, _ = go(audio)
             segs = [(s.start, s.end, s.text.strip(), "speech") for s in segments]
-            return {"seconds": round(time.perf_counter() - t0, 2), "text": " ".join(s[2] for s in segs), "segments": segs}
+            return {"seconds": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - cpu0, 2),
+                    "text": " ".join(s[2] for s in segs), "segments": segs}
 
         return run
 
@@ -217,7 +222,7 @@ def fw_runs(words: bool) -> dict:
     return runs
 
 
-def run_all(data: list, configs: str, eager: bool, words: bool, peers: bool, repeat: int = 1) -> dict:
+def run_all(data: list, configs: str, eager: bool, words: str, peers: bool, repeat: int = 1) -> dict:
     """Every file through every run, file by file, so the runs of one file share the machine's
     load of the same minutes (it is shared: ratios within a file are what to compare)."""
     from bench.peers import Ours
@@ -227,7 +232,7 @@ def run_all(data: list, configs: str, eager: bool, words: bool, peers: bool, rep
         eng.one(data[0][1][: 8 * SR])  # warm-up
         runs = ours_runs(eng, configs, words)
         if peers:
-            runs.update(fw_runs(words))
+            runs.update(fw_runs(bool(words)))
         out: dict = {name: [] for name in runs}
         for file, audio, _ in data:
             for name, go in runs.items():
@@ -266,9 +271,11 @@ def score(data: list, runs: dict) -> list[dict]:
             entry = {"config": config, "file": row["file"],
                      "duration_s": round(len(audio) / SR, 1), "rtfx": round(rtfx, 1),
                      "wer": round(wer([ref], [row["text"]]), 4), "coverage": round(speech_coverage(audio, segs), 4),
-                     "gaps": sum(1 for s in segs if s.kind == "gap"), "all_seconds": row.get("all_seconds")}
+                     "gaps": sum(1 for s in segs if s.kind == "gap"), "all_seconds": row.get("all_seconds"),
+                     "cpu_s": row.get("cpu_s")}
             if entry["coverage"] < 1.0:
                 entry["uncovered"] = uncovered(speech_regions(audio), segs, collar=0.5, min_s=0.05)
+                entry["uncovered"] = [(round(a, 2), round(b, 2)) for a, b in entry["uncovered"]]
             if not config.startswith("fw"):
                 entry["dropped_runs"] = dropped_runs(ref, row["text"], fw[row["file"]]["text"])
                 entry["profile"] = row["profile"]
@@ -276,6 +283,8 @@ def score(data: list, runs: dict) -> list[dict]:
     for entry in table:  # RTFx over faster-whisper sequential on the same file, same run
         base = next(e for e in table if e["config"] == "fw-sequential" and e["file"] == entry["file"])
         entry["rtfx_over_fw_seq"] = round(entry["rtfx"] / base["rtfx"], 2)
+        if entry["cpu_s"] and base["cpu_s"]:  # CPU seconds: less moved by other work on the machine than wall time
+            entry["cpu_fw_seq_over_ours"] = round(base["cpu_s"] / entry["cpu_s"], 2)
     return table
 
 
@@ -284,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default="baseline", help="comma-separated LongformOptions names (engine.longform)")
     p.add_argument("--mixed-s", type=float, default=300.0, help="cut the mixed file in a pause after this many s (0: whole)")
     p.add_argument("--eager", action="store_true", help="our engine without torch.compile")
-    p.add_argument("--words", action="store_true", help="also with word times (ours and faster-whisper)")
+    p.add_argument("--words", default="", help="these configurations also with word times (and faster-whisper's)")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--repeat", type=int, default=1, help="rounds per file; the fastest of each run counts (shared machine)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "longform_profile.json")
