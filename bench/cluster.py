@@ -539,13 +539,16 @@ def main(argv: list[str] | None = None) -> int:
             db.stop()
     report["total_s"] = round(time.monotonic() - started, 1)
     report["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    finals = report["finals"]
+    ok = (finals["lost"] == 0 and finals["delivered"] == finals["started"] - finals["resent"] and finals["delivered"] > 0
+          and not report["uploads"]["failed"] and not report["client_failures"] and report["survivors_alive"])
+    if ok:  # the processes' logs are kept only when something was lost
+        shutil.rmtree(folder, ignore_errors=True)
+        report["logs"] = None
     out = args.out or RESULTS / f"cluster-{datetime.now(timezone.utc):%Y%m%d-%H%M}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     _print(report, out)
-    finals = report["finals"]
-    ok = (finals["lost"] == 0 and finals["delivered"] == finals["started"] - finals["resent"] and finals["delivered"] > 0 and not report["uploads"]["failed"]
-          and not report["client_failures"] and report["survivors_alive"])
     return 0 if ok else 1
 
 
