@@ -36,7 +36,6 @@ import numpy as np
 from engine.base import SAMPLE_RATE
 from streaming.events import TranscriptEvent
 
-PAD_AFTER_S = 0.15  # SegmenterOptions.pad_after_ms: a final's end_s is the speech end + this
 _END_TOLERANCE_S = (0.35, 0.6)  # a final "ends a turn" when its speech end is this close to it
 CONFIGS = {
     "silence500": {"turn_detection": "silence", "min_silence_ms": 500},
@@ -44,6 +43,9 @@ CONFIGS = {
     "semantic": {"turn_detection": "semantic", "eagerness": "auto"},
     "semantic_high": {"turn_detection": "semantic", "eagerness": "high"},
     "semantic_low": {"turn_detection": "semantic", "eagerness": "low"},
+    # issue 20: the speculative final starts once the pad after the speech has arrived
+    "semantic_pad50": {"turn_detection": "semantic", "eagerness": "auto", "pad_after_ms": 50},
+    "silence500_pad50": {"turn_detection": "silence", "min_silence_ms": 500, "pad_after_ms": 50},
     # Live word times (issue 18, `LIVE_WORD_TIMES`): the same silence rule, finals with words.
     "silence500_words": {"turn_detection": "silence", "min_silence_ms": 500, "word_times": True},
 }
@@ -117,15 +119,18 @@ def build_conversation(n_turns: int, seed: int = 20) -> Conversation:
     return Conversation(np.concatenate(parts), turns, mid)
 
 
-def score(finals: list[tuple[float, TranscriptEvent]], t0: float, turns: list[tuple[float, float, str]]) -> dict:
-    """Splits, merges and time to final of one stream's finals (event wall time, event)."""
+def score(
+    finals: list[tuple[float, TranscriptEvent]], t0: float, turns: list[tuple[float, float, str]], pad_after_s: float = 0.15
+) -> dict:
+    """Splits, merges and time to final of one stream's finals (event wall time, event);
+    `pad_after_s`: the session's `pad_after_ms` (a final's end_s is its speech end + this)."""
     ends = [e for _, e, _ in turns]
     lo, hi = _END_TOLERANCE_S
     splits = merges = 0
     ttf: list[float] = []
     timed: set[int] = set()
     for t, ev in finals:
-        speech_end = ev.end_s - PAD_AFTER_S
+        speech_end = ev.end_s - pad_after_s
         near = [i for i, e in enumerate(ends) if e - lo <= speech_end <= e + hi]
         inside = [i for i, e in enumerate(ends) if ev.start_s < e < speech_end - lo]
         merges += len(inside)
@@ -171,7 +176,7 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
     splits = merges = 0
     ttf: list[float] = []
     for k in range(streams):
-        s = score(logs[k], k * stagger_s, conv.turns)
+        s = score(logs[k], k * stagger_s, conv.turns, options.pad_after_ms / 1000)
         splits += s["splits"]
         merges += s["merges"]
         ttf += s["ttf"]

@@ -55,6 +55,11 @@ class SessionOptions:
     eagerness: EagernessName = "auto"
     #: Semantic turns only: silence after which the turn model is asked.
     turn_check_ms: int = 200
+    #: Real audio kept after the last speech window in an utterance's audio. The
+    #: speculative final starts once it has arrived, so it is a floor of a final's
+    #: latency; 50 ms gave the same words on 74 short utterances (the encoder window adds
+    #: >= 1 s of silence anyway), its gain is to be measured quietly (BENCHMARKS.md, issue 20).
+    pad_after_ms: int = 150
     #: Finals carry their words with times and probabilities (`TranscriptEvent.words`,
     #: session time): the final's decode asks the engine for word times (partials never do).
     word_times: bool = False
@@ -98,6 +103,7 @@ class SessionOptions:
                 else None
             ),
             long_min_silence_ms=self.long_min_silence_ms,
+            pad_after_ms=self.pad_after_ms,
         )
 
 
