@@ -209,3 +209,16 @@ def test_history_viewer_shows_the_stored_words(tmp_path) -> None:
         assert words_view_html(store.get(plain, browser)) == ""
     finally:
         store.close()
+
+
+async def test_the_aligners_time_counts_in_the_finals_latency(speech) -> None:
+    """The aligning pass is part of the final's decode: a slow one shows in `latency_s`."""
+
+    class SlowWords(TimedEngine):
+        async def transcribe(self, request):
+            if request.word_timestamps:
+                await asyncio.sleep(0.4)  # the aligner's pass
+            return await super().transcribe(request)
+
+    (slow,) = await _finals(Session(SlowWords(), SessionOptions(word_times=True)), speech)
+    assert slow.words and slow.latency_s >= 0.4
