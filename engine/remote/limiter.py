@@ -8,8 +8,9 @@ served among equals.
 The limit sits in the HTTP transport under the `openai` client, so it covers exactly
 one HTTP exchange: a request that waits to be retried (backoff, `Retry-After`) holds no
 slot, and a streamed answer holds its slot until its body is read or closed. The
-priority travels from the engine to the transport in a private request header that the
-transport removes before the request leaves the process.
+priority travels from the engine to the transport in a request header that also goes out
+with the request: a router in front of several engines can order its own queue by it, so
+finals go first across replicas too (deploy/haproxy.cfg does); servers ignore it.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class LimitedTransport(httpx.AsyncBaseTransport):
         self.limiter = limiter
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        raw = request.headers.pop(PRIORITY_HEADER, None)
+        raw = request.headers.get(PRIORITY_HEADER)
         try:
             priority = int(raw) if raw is not None else PRIORITY_DEFAULT
         except ValueError:

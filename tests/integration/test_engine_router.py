@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bench.cluster import Haproxy, start_haproxy
-from engine.base import DecodeRequest
+from engine.base import PRIORITY_BACKGROUND, DecodeRequest
 from engine.remote import RemoteEngine
 from tests.integration.misbehaving_server import MisbehavingServer, free_port
 
@@ -111,3 +111,32 @@ async def test_a_draining_engine_gets_no_new_work(pool):
     assert [r.text for r in results] == ["from b"] * 6 and len(a.seen) == seen_before
     a.health_status = 200  # and it comes back after two good checks
     wait_status(hap, "engine1", "UP")
+
+
+async def test_finals_go_before_queued_partials_and_pieces(tmp_path, monkeypatch):
+    """Engines busy (one decode at a time each: ENGINE_SLOTS=1, one engine up): the decodes
+    that wait queue in the router, and a final (priority 0) that arrives behind four
+    background ones (partials, file pieces: 1) goes next, as the app's header asks."""
+    monkeypatch.setenv("ENGINE_SLOTS", "1")
+    with MisbehavingServer(default="slow", slow_s=0.4) as a, MisbehavingServer() as b:
+        b.health_status = 503
+        hap = start_haproxy([free_port(), free_port()], [a.port, b.port], tmp_path)
+        engine = router_client(hap)
+        try:
+            hap.wait_up(["engine1"])
+            wait_status(hap, "engine2", "DOWN")
+            assert hap.servers()["engine1"]["slim"] == "1"
+            background = [asyncio.ensure_future(engine.transcribe(DecodeRequest(SECOND, priority=PRIORITY_BACKGROUND)))
+                          for _ in range(4)]
+            deadline = time.monotonic() + 10
+            while int(hap.backend("engines")["qcur"] or 0) < 3:  # one at the engine, three waiting
+                assert time.monotonic() < deadline, hap.backend("engines")
+                await asyncio.sleep(0.02)
+            await engine.transcribe(DecodeRequest(SECOND, prompt="the final"))
+            await asyncio.gather(*background)
+        finally:
+            await engine.close()
+            hap.proc.send_signal(signal.SIGTERM)
+            hap.proc.wait(timeout=10)
+    assert [s.field("prompt") for s in a.seen] == [None, "the final", None, None, None]
+    assert [s.headers.get("x-rt-whisper-priority") for s in a.seen].count("1") == 4
