@@ -25,6 +25,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench.soak import free_port
+
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"
 BODY = os.urandom(64 * 1024)
 
@@ -60,11 +62,6 @@ class Quiet(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # HAProxy's health checks close their connections at once
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stub() -> int:

@@ -13,8 +13,7 @@ times (what a 3-4 s utterance brings). Measured:
   same ones, web/store_sql.py): round trips, transactions, rows written.
 
 SQLite: a temporary DATA_DIR on this machine's disk (synchronous=FULL, as the app runs
-it). PostgreSQL: Debian's server started in a temporary folder (tests/integration/
-pg_server.py) with fsync on, as in production, on loopback. The figures are for this
+it). PostgreSQL: Debian's server started in a temporary folder (bench/pg.py) with fsync on, as in production, on loopback. The figures are for this
 machine; run both here in one go so they compare.
 """
 
@@ -31,7 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.base import Word
-from tests.integration import pg_server
+from bench import pg
+from bench.soak import free_port
 from web.store import TranscriptStore, new_id
 
 WORDS = tuple(Word(f" word{i}", 0.3 * i, 0.3 * i + 0.25, 0.9) for i in range(12))
@@ -127,14 +127,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"finals": args.finals, "streams": args.streams}
     with tempfile.TemporaryDirectory(prefix="rtw-store-bench-") as folder:
         result["sqlite"] = measure(lambda: TranscriptStore.open_dir(folder), args.finals, args.streams)
-    reason = pg_server.missing_reason()
+    reason = pg.missing_reason()
     if reason:
         result["postgresql"] = f"skipped: {reason}"
     else:
-        server = pg_server.start()
+        server = pg.start(free_port(), fsync=True)  # fsync on, as a production server runs
         try:
-            server.options = server.options.replace("-c fsync=off", "-c fsync=on")
-            server.restart()  # fsync on, as a production server runs
             url = server.createdb("bench")
             result["postgresql"] = measure(lambda: TranscriptStore.open("", url), args.finals, args.streams)
             stores = [TranscriptStore.open("", url) for _ in range(2)]
