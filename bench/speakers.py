@@ -174,26 +174,29 @@ def score(conv: Conversation, encoder, thresholds: list[float]) -> list[dict]:
     return rows
 
 
-def score_live(conv: Conversation, encoder, similarities: list[float]) -> list[dict]:
+def score_live(conv: Conversation, encoder, settings: list[tuple[float, float]]) -> list[dict]:
     """Live labels as a stream gives them: utterances cut at 0.5 s of silence (the VAD, as
-    the live segmenter with MIN_SILENCE_MS=500), each embedded and assigned online in order
-    (`streaming.speakers`), a label never changed. No Whisper: the speaker step alone."""
-    from engine.speakers.cluster import OnlineSpeakers
+    the live segmenter with MIN_SILENCE_MS=500), each embedded and labelled in order
+    (`StableSpeakers`, as `streaming.speakers`), a label never changed. No Whisper: the
+    speaker step alone; the cost includes the re-clustering at every utterance."""
+    from engine.speakers.cluster import StableSpeakers
     from engine.vad import speech_regions
     from evaluation.der import der
-    from streaming.speakers import MIN_NEW_SPEAKER_S
+    from streaming.speakers import HOP_S
 
     utterances = speech_regions(conv.audio, min_silence_s=0.5)
     t, cpu = time.perf_counter(), time.process_time()
-    embeddings = [encoder.utterance(conv.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]) for a, b in utterances]
+    embeddings = [encoder.windows(conv.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)], HOP_S).embeddings for a, b in utterances]
     embed_s, embed_cpu = time.perf_counter() - t, time.process_time() - cpu
     rows = []
-    for similarity in similarities:
-        online = OnlineSpeakers(similarity)
-        hyp = [(a, b, str(online.assign(e, may_create=b - a >= MIN_NEW_SPEAKER_S))) for (a, b), e in zip(utterances, embeddings)]
+    for threshold, min_speaker_s in settings:
+        online = StableSpeakers(threshold, min_speaker_s, HOP_S)
+        t, cpu = time.perf_counter(), time.process_time()
+        hyp = [(a, b, str(online.assign(e))) for (a, b), e in zip(utterances, embeddings)]
+        embed_s, embed_cpu = embed_s + time.perf_counter() - t, embed_cpu + time.process_time() - cpu
         result = der(conv.turns, hyp, collar=0.25)
         rows.append({
-            "threshold": f"live {similarity}",
+            "threshold": f"live {threshold}/{min_speaker_s}",
             "der": result.der, "missed": result.missed, "false_alarm": result.false_alarm, "confusion": result.confusion,
             "speakers": conv.speakers, "found": online.count,
             "cost_s_per_min": embed_s / conv.minutes, "cpu_s_per_min": embed_cpu / conv.minutes,
@@ -236,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=19)
     p.add_argument("--thresholds", default="0.4", help="comma-separated cosine-distance thresholds")
     p.add_argument("--min-speaker", default="3.0", help="comma-separated MIN_SPEAKER_S values (seconds)")
-    p.add_argument("--live", default="", help="comma-separated live similarities to score too (streaming.speakers)")
+    p.add_argument("--live", default="", help="comma-separated live thresholds to score too (streaming.speakers), with each --live-min-speaker")
+    p.add_argument("--live-min-speaker", default="1.2", help="comma-separated LIVE_MIN_SPEAKER_S values (seconds)")
     p.add_argument("--files", action=argparse.BooleanOptionalAction, default=True, help="score the file path")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the app leaves torch's own setting)")
     p.add_argument("--out", default=None, help="JSON file for the aggregate results")
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     convs = conversations(args.conversations, args.seed)
     singles = one_voice(args.one_voice, args.seed)
     started = time.perf_counter()
-    live = [float(x) for x in args.live.split(",") if x]
+    live = [(float(x), float(m)) for x in args.live.split(",") if x for m in args.live_min_speaker.split(",")]
     rows = [r for c in convs for r in score(c, encoder, thresholds)] if args.files else []
     single = [r for c in singles for r in score(c, encoder, thresholds)] if args.files else []
     if live:

@@ -612,7 +612,7 @@ class Session:
         # second voice heard; only finals with text count.
         speaker = None
         if voice is not None and text:
-            speaker = await self._speakers.label(voice, len(ev.audio) / SAMPLE_RATE)
+            speaker = await self._speakers.label(voice)
             now = self._clock()  # a label still computing delays the final: its latency says so
         latency = max(0.0, now - self._arrival(ev.end_s))
         event = TranscriptEvent(

@@ -1,13 +1,12 @@
 """Live speaker labels: each final's voice, "Speaker 1", "Speaker 2", ... (issue 19).
 
-A stream's finals are embedded one by one (the utterance's audio, engine/speakers'
-voice encoder, in a worker thread while the final decodes) and assigned online: the
-nearest speaker heard so far when close enough, else a new one. Labels are given in
-order of first appearance and never change, so a label once shown stays.
-
-A short utterance (under MIN_NEW_SPEAKER_S of audio) embeds too little voice to be told
-apart reliably: it joins the nearest speaker heard so far and never starts a new one,
-which keeps a one-voice stream one speaker.
+A stream's finals are embedded one by one (1.6 s windows of the utterance's audio, the
+voice encoder of engine/speakers, in a worker thread while the final decodes) and labelled
+in utterance order by `StableSpeakers`: all the stream's windows so far are clustered as a
+file's are, and the final takes the label its cluster was shown with before, or the next
+one. Labels are given in order of first appearance and never change once shown. A new
+voice gets its own label once it has spoken LIVE_MIN_SPEAKER_S; before that it takes the
+nearest voice's, which also keeps a one-voice stream one speaker.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.base import SAMPLE_RATE
-from engine.speakers.cluster import LIVE_SIMILARITY, OnlineSpeakers
+from engine.speakers.cluster import StableSpeakers
 
 log = logging.getLogger(__name__)
 
-#: Audio an utterance needs before its voice may count as a new speaker (seconds).
-MIN_NEW_SPEAKER_S = 1.5
+#: Step between the embedding windows of an utterance (seconds), as for files.
+HOP_S = 0.4
 
 
 def speaker_label(index: int) -> str:
@@ -34,10 +32,10 @@ def speaker_label(index: int) -> str:
 
 
 def embed(audio: np.ndarray) -> np.ndarray:
-    """One utterance's voice embedding (the process's shared encoder; synchronous)."""
+    """(windows, 256) embeddings of one utterance (the shared encoder; synchronous)."""
     from engine.speakers.encoder import shared_encoder
 
-    return shared_encoder().utterance(np.asarray(audio, dtype=np.float32))
+    return shared_encoder().windows(np.asarray(audio, dtype=np.float32), HOP_S).embeddings
 
 
 def _load() -> None:
@@ -58,25 +56,24 @@ def preload() -> None:
 @dataclass
 class LiveSpeakers:
     """One stream's speakers. `start(audio)` early (the embedding runs while the final
-    decodes), then `label(task, seconds)` in utterance order."""
+    decodes), then `label(task)` in utterance order."""
 
-    similarity: float = LIVE_SIMILARITY
-    _online: OnlineSpeakers = field(init=False)
+    _speakers: StableSpeakers = field(default_factory=lambda: StableSpeakers(hop_s=HOP_S))
 
     def __post_init__(self) -> None:
-        self._online = OnlineSpeakers(self.similarity)
         preload()
 
     def start(self, audio: np.ndarray) -> asyncio.Task:
-        """The utterance's embedding, computed in a worker thread."""
+        """The utterance's window embeddings, computed in a worker thread."""
         return asyncio.ensure_future(asyncio.to_thread(embed, np.array(audio, dtype=np.float32, copy=True)))
 
-    async def label(self, task: asyncio.Task, seconds: float) -> str | None:
-        """The final's label (None when the embedding failed: the final is shown without one)."""
+    async def label(self, task: asyncio.Task) -> str | None:
+        """The final's label (None when the embedding failed: the final is shown without one).
+        The clustering runs in a worker thread too (tens of ms after an hour of speech)."""
         try:
-            embedding = await task
+            windows = await task
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 -- a missing encoder never costs the final its text
             return None
-        return speaker_label(self._online.assign(embedding, may_create=seconds >= MIN_NEW_SPEAKER_S))
+        return speaker_label(await asyncio.to_thread(self._speakers.assign, windows))

@@ -4,8 +4,8 @@
   cut at a distance threshold, so the number of speakers is found, not given; speakers
   heard for less than `min_speaker_s` join their nearest neighbour (a cough, a laugh or a
   window that straddles two voices is not a person).
-- Live (`OnlineSpeakers`): each new embedding joins the nearest known speaker when close
-  enough, else starts a new one; a label once given never changes.
+- Live (`StableSpeakers`): the stream's windows so far clustered again at each final, the
+  final's cluster matched to the labels already shown; a label once given never changes.
 - Names (`name_speakers`): clusters matched one-to-one to known speakers' reference
   embeddings (Hungarian assignment on cosine similarity).
 """
@@ -24,8 +24,11 @@ from sklearn.cluster import AgglomerativeClustering
 FILE_THRESHOLD = 0.40
 #: A speaker heard for less than this (seconds of windows) joins its nearest neighbour.
 MIN_SPEAKER_S = 3.0
-#: Live: cosine similarity an utterance needs to join a known speaker.
-LIVE_SIMILARITY = 0.70
+#: Live (`StableSpeakers`): the same clustering, cut at this distance, over the stream's
+#: windows so far, with speakers under LIVE_MIN_SPEAKER_S joined to their neighbour
+#: (chosen with `python -m bench.speakers --live`, BENCHMARKS.md "Speakers").
+LIVE_THRESHOLD = 0.35
+LIVE_MIN_SPEAKER_S = 1.2
 #: A known speaker's reference must be at least this similar to a cluster to name it.
 NAME_SIMILARITY = 0.60
 
@@ -95,27 +98,46 @@ def name_speakers(
 
 
 @dataclass
-class OnlineSpeakers:
-    """Live labels: speaker indices given in order of first appearance, never changed."""
+class StableSpeakers:
+    """Live labels: speaker indices in order of first appearance, never changed once given.
 
-    similarity: float = LIVE_SIMILARITY
-    _sums: list[np.ndarray] = field(default_factory=list)
+    Each utterance's windows join every window heard so far (the last `max_windows`), which
+    are clustered again as a file is (`cluster_windows`); the utterance takes its windows'
+    cluster, and that cluster the label its earlier windows were shown with (clusters and
+    labels matched one to one by shared windows, Hungarian assignment), or a new label
+    when it has none. Earlier finals keep what they were shown; the clustering of all
+    windows only decides the next ones, so a voice heard once more is recognised with
+    all the evidence so far rather than by one running mean.
+    """
 
-    def assign(self, embedding: np.ndarray, may_create: bool = True) -> int:
-        """The speaker index of one utterance's embedding: a new index for a new voice,
-        unless `may_create` is False (too little audio to tell): then the nearest."""
-        embedding = _unit(np.asarray(embedding, dtype=np.float32))
-        if self._sums:
-            scores = _unit(np.stack(self._sums)) @ embedding
-            best = int(np.argmax(scores))
-            if scores[best] >= self.similarity:
-                self._sums[best] = self._sums[best] + embedding
-                return best
-            if not may_create:  # joins without moving the speaker's voice toward it
-                return best
-        self._sums.append(embedding.copy())
-        return len(self._sums) - 1
+    threshold: float = LIVE_THRESHOLD
+    min_speaker_s: float = LIVE_MIN_SPEAKER_S
+    hop_s: float = 0.4
+    max_windows: int = 1000  # ~6.7 min of speech: re-clustering costs ~0.08 CPU-s a final at most
+    _windows: list[np.ndarray] = field(default_factory=list)
+    _shown: list[int] = field(default_factory=list)
+    count: int = 0
 
-    @property
-    def count(self) -> int:
-        return len(self._sums)
+    def assign(self, windows: np.ndarray) -> int:
+        """The speaker index of one utterance, given its windows' embeddings (n, dim)."""
+        windows = np.atleast_2d(np.asarray(windows, dtype=np.float32))
+        new = len(windows)
+        self._windows.extend(windows)
+        del self._windows[: -self.max_windows]
+        labels = cluster_windows(np.stack(self._windows), self.hop_s, self.threshold, self.min_speaker_s)
+        old, mine = labels[:-new], labels[-new:]
+        current = int(np.bincount(mine).argmax())
+        shown = np.asarray(self._shown[-len(old):] if len(old) else [], dtype=int)
+        speaker = None
+        if self.count and len(old):
+            overlap = np.zeros((int(labels.max()) + 1, self.count))
+            np.add.at(overlap, (old, shown), 1)
+            rows, cols = linear_sum_assignment(-overlap)
+            matched = {int(r): int(c) for r, c in zip(rows, cols) if overlap[r, c] > 0}
+            speaker = matched.get(current)
+        if speaker is None:
+            speaker = self.count
+            self.count += 1
+        self._shown.extend([speaker] * new)
+        del self._shown[: -self.max_windows]
+        return speaker

@@ -6,7 +6,7 @@ import numpy as np
 
 from engine.base import Segment, Transcription, Word
 from engine.formats import to_json, to_srt, to_text, to_vtt
-from engine.speakers.cluster import OnlineSpeakers, cluster_windows, letter, name_speakers
+from engine.speakers.cluster import StableSpeakers, cluster_windows, letter, name_speakers
 from engine.speakers.diarize import Turn, speaker_turns, split_segments
 from engine.speakers.encoder import Windows
 
@@ -49,13 +49,12 @@ def test_known_names_are_matched_one_to_one_and_others_get_unused_letters():
     assert name_speakers(centroids) == ["A", "B", "C"]
 
 
-def test_online_labels_never_change_and_a_new_voice_is_new():
+def test_live_labels_follow_voices_in_order_of_appearance():
     a, b = _voice(), _voice()
-    online = OnlineSpeakers()
-    seen = [online.assign(e) for e in _windows_of(a, 5)]
-    seen += [online.assign(e) for e in _windows_of(b, 5)]
-    seen += [online.assign(e) for e in _windows_of(a, 3)]
-    assert seen == [0] * 5 + [1] * 5 + [0] * 3 and online.count == 2
+    live = StableSpeakers(hop_s=0.4, min_speaker_s=2.0)
+    # Utterances of 3 s (7 windows): a, b, a, b, then a short one of b (2 windows).
+    seen = [live.assign(_windows_of(v, 7)) for v in (a, b, a, b)] + [live.assign(_windows_of(b, 2))]
+    assert seen == [0, 1, 0, 1, 1] and live.count == 2
 
 
 def test_turns_cover_speech_and_change_between_the_differing_windows():
@@ -118,9 +117,18 @@ def test_the_page_shows_the_speaker_before_each_final():
     assert [s.get("speaker") for s in tab.transcript.to_dict()["segments"]] == ["Speaker 1", "Speaker 2", None]
 
 
-def test_a_short_utterance_joins_the_nearest_speaker_and_never_starts_one():
+def test_a_new_voice_gets_its_label_once_heard_long_enough_and_shown_labels_stay():
     a, b = _voice(), _voice()
-    online = OnlineSpeakers()
-    assert online.assign(a) == 0
-    assert online.assign(b, may_create=False) == 0 and online.count == 1
-    assert online.assign(b) == 1
+    live = StableSpeakers(hop_s=0.4, min_speaker_s=1.2)
+    assert live.assign(_windows_of(a, 10)) == 0
+    # 0.8 s of a new voice: too little to be a speaker of its own yet, the nearest's label.
+    assert live.assign(_windows_of(b, 2)) == 0 and live.count == 1
+    # Once b has spoken long enough, b is a speaker; a stays 0.
+    assert live.assign(_windows_of(b, 6)) == 1
+    assert live.assign(_windows_of(a, 4)) == 0 and live.count == 2
+
+
+def test_one_voice_stays_one_label():
+    a = _voice()
+    live = StableSpeakers(hop_s=0.4)
+    assert {live.assign(_windows_of(a, int(n), spread=0.4)) for n in RNG.integers(1, 12, size=30)} == {0}
