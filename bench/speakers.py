@@ -97,7 +97,7 @@ def _turn_audio(rng: np.random.Generator, pool: list[np.ndarray], seconds: float
 def build(rng: np.random.Generator, voices: dict[str, list[np.ndarray]], speakers: int, turns: int) -> Conversation:
     """One conversation of `speakers` voices taking `turns` turns, never the same voice twice in a row."""
     names = [str(n) for n in rng.choice(sorted(voices), size=speakers, replace=False)]
-    noise = lambda s: rng.normal(0, 3e-4, int(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    noise = lambda s: rng.normal(0, 3e-4, int(s * SAMPLE_RATE)).astype(np.float32)
     parts = [noise(0.5)]
     t = 0.5
     out: list[tuple[float, float, str]] = []
@@ -245,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the app leaves torch's own setting)")
     p.add_argument("--out", default=None, help="JSON file for the aggregate results")
     args = p.parse_args(argv)
-    from engine.speakers.encoder import VoiceEncoder
-
     import torch
+
+    from engine.speakers.encoder import VoiceEncoder
 
     torch.set_num_threads(args.threads)
     thresholds = [(float(x), float(m)) for x in args.thresholds.split(",") for m in args.min_speaker.split(",")]

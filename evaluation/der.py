@@ -10,8 +10,8 @@ pyannote.metrics computes the same figure but brings pyannote.core and pandas al
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -34,22 +34,22 @@ def _grid(turns: Sequence[Turn], size: int, names: dict[str, int]) -> np.ndarray
     """-1 where nobody speaks, else the speaker's index (a later turn wins an overlap)."""
     grid = np.full(size, -1, dtype=int)
     for start, end, speaker in turns:
-        grid[max(0, int(round(start / STEP_S))) : max(0, int(round(end / STEP_S)))] = names.setdefault(speaker, len(names))
+        grid[max(0, round(start / STEP_S)) : max(0, round(end / STEP_S))] = names.setdefault(speaker, len(names))
     return grid
 
 
 def der(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float = 0.25) -> DERScore:
     """DER of `hypothesis` against `reference` (both lists of (start, end, speaker))."""
     end = max([e for _, e, _ in list(reference) + list(hypothesis)] + [0.0])
-    size = int(round(end / STEP_S)) + 1
+    size = round(end / STEP_S) + 1
     ref_names: dict[str, int] = {}
     hyp_names: dict[str, int] = {}
     ref = _grid(reference, size, ref_names)
     hyp = _grid(hypothesis, size, hyp_names)
     scored = np.ones(size, dtype=bool)
-    pad = int(round(collar / STEP_S))
+    pad = round(collar / STEP_S)
     for start, stop, _ in reference:
-        for edge in (int(round(start / STEP_S)), int(round(stop / STEP_S))):
+        for edge in (round(start / STEP_S), round(stop / STEP_S)):
             scored[max(0, edge - pad) : edge + pad] = False
     ref, hyp = ref[scored], hyp[scored]
     speech = int((ref >= 0).sum())

@@ -55,7 +55,7 @@ def cluster_windows(
     labels = AgglomerativeClustering(
         n_clusters=None, distance_threshold=threshold, metric="cosine", linkage="average"
     ).fit_predict(embeddings)
-    min_windows = max(1, int(round(min_speaker_s / hop_s)))
+    min_windows = max(1, round(min_speaker_s / hop_s))
     counts = np.bincount(labels)
     big = [k for k in range(len(counts)) if counts[k] >= min_windows]
     if not big:  # nobody spoke long enough to be told apart: one speaker

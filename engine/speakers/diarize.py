@@ -9,13 +9,19 @@ speakers (word times: `DecodeRequest.word_timestamps`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
 from engine.base import Segment, Transcription, Word
-from engine.speakers.cluster import FILE_THRESHOLD, MIN_SPEAKER_S, centroids, cluster_windows, name_speakers
+from engine.speakers.cluster import (
+    FILE_THRESHOLD,
+    MIN_SPEAKER_S,
+    centroids,
+    cluster_windows,
+    name_speakers,
+)
 from engine.speakers.encoder import WINDOW_S, VoiceEncoder, Windows
 
 #: Step between two embedding windows (seconds): finer places changes better, costs more.
@@ -109,7 +115,7 @@ def speaker_turns(
         return []
     centers, embeddings = windows.centers[keep], windows.embeddings[keep]
     labels = cluster_windows(embeddings, hop_s, threshold, min_speaker_s)
-    labels = _smooth(labels, max(1, int(round(MIN_TURN_S / hop_s))))
+    labels = _smooth(labels, max(1, round(MIN_TURN_S / hop_s)))
     names = name_speakers(
         centroids(embeddings, labels), known.embeddings if known else None, known.names if known else None
     )

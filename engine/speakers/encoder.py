@@ -42,7 +42,7 @@ def weights_path() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise EncoderMissing("speaker labels need the resemblyzer package (scripts/setup.sh installs it)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "pretrained.pt"
+    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
     if not path.is_file():
         raise EncoderMissing(f"resemblyzer is installed but its weights are missing: {path}")
     return path
@@ -120,7 +120,7 @@ class VoiceEncoder:
         mel = mel_frames(normalize_volume(audio), self._filters)
         if len(mel) < WINDOW_FRAMES:
             mel = np.pad(mel, ((0, WINDOW_FRAMES - len(mel)), (0, 0)))
-        hop = max(1, int(round(hop_s * SAMPLE_RATE / MEL_HOP)))
+        hop = max(1, round(hop_s * SAMPLE_RATE / MEL_HOP))
         starts = list(range(0, len(mel) - WINDOW_FRAMES + 1, hop))
         if starts[-1] != len(mel) - WINDOW_FRAMES:
             starts.append(len(mel) - WINDOW_FRAMES)

@@ -6,7 +6,12 @@ import numpy as np
 
 from engine.base import Segment, Transcription, Word
 from engine.formats import to_json, to_srt, to_text, to_vtt
-from engine.speakers.cluster import StableSpeakers, cluster_windows, letter, name_speakers
+from engine.speakers.cluster import (
+    StableSpeakers,
+    cluster_windows,
+    letter,
+    name_speakers,
+)
 from engine.speakers.diarize import Turn, speaker_turns, split_segments
 from engine.speakers.encoder import Windows
 
