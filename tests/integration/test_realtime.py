@@ -44,8 +44,9 @@ def _app(engine, *, slots: int = 4, api_key: str = "", **settings_changes):
 
 @pytest.fixture(scope="module")
 def ws_url(engine):
-    # Live word times on: the completed events carry `words` (test_official_openai_sdk_realtime_client).
-    with serve_app(_app(engine, slots=2, live_word_times=True)) as url:
+    # Live word times on: the completed events carry `words` (test_official_openai_sdk_realtime_client);
+    # live speakers on: they carry `speaker` (test_clip_finals_match_offline_transcript).
+    with serve_app(_app(engine, slots=2, live_word_times=True, live_speakers=True)) as url:
         yield url
 
 
@@ -152,6 +153,8 @@ async def test_clip_finals_match_offline_transcript(ws_url, engine):
         assert wer([" ".join(_words(done["transcript"])[: len(sent)])], [" ".join(sent)]) <= 0.25 if sent else True
         assert all(e["event_id"] for e in mine)
     assert any(e["type"] == "conversation.item.input_audio_transcription.delta" for e in events)
+    # Issue 19: one reader, one speaker, on every completed event (LIVE_SPEAKERS).
+    assert {e["speaker"] for e in completed} == {"Speaker 1"}, [(e["speaker"], e["transcript"]) for e in completed]
 
 
 async def test_24khz_default_and_ga_session_update(ws_url):
