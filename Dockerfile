@@ -45,7 +45,8 @@ RUN pip install --no-cache-dir --upgrade pip \
  && pip install --no-cache-dir -r requirements/app.txt -r requirements/vllm-runtime.txt -r requirements/gpu.txt \
  && pip install --no-cache-dir --no-deps vllm==0.32.0 \
  && pip install --no-cache-dir --no-deps silero-vad==6.2.3 \
- && pip install --no-cache-dir --no-deps pipecat-ai==1.14.0
+ && pip install --no-cache-dir --no-deps pipecat-ai==1.14.0 \
+ && pip install --no-cache-dir --no-deps resemblyzer==0.1.4
 
 COPY --chown=user . .
 # The app itself, in development mode and without dependencies, only for its
