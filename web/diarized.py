@@ -22,6 +22,7 @@ from typing import Any
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, AudioError, Segment
 from engine.speakers.diarize import KnownSpeakers
+from engine.speakers.encoder import EncoderMissing
 from web.errors import APIError
 
 #: OpenAI takes up to four known speakers, each with a reference of 2-10 s.
@@ -64,15 +65,26 @@ async def known_speakers(form: Any) -> KnownSpeakers | None:
     if len(set(names)) != len(names) or not all(n.strip() for n in names):
         raise APIError(400, "known_speaker_names[] must be distinct and not empty.", param="known_speaker_names", code="invalid_value")
     clips = [await asyncio.to_thread(_decode_reference, r, i) for i, r in enumerate(refs)]
-    encoder = await asyncio.to_thread(shared_encoder)
+    try:
+        encoder = await asyncio.to_thread(shared_encoder)
+    except EncoderMissing as exc:
+        raise _unavailable(exc) from exc
     return KnownSpeakers([n.strip() for n in names], await asyncio.to_thread(encoder.utterances, clips))
+
+
+def _unavailable(exc: Exception) -> APIError:
+    """503: this server cannot label speakers (its install lacks the encoder's wheel)."""
+    return APIError(503, f"Speaker labels are unavailable on this server: {exc}.", type="server_error", code="speakers_unavailable")
 
 
 async def label(audio: Any, result: Any, known: KnownSpeakers | None) -> list[Segment]:
     """The transcription's segments with speakers, computed in a worker thread."""
     from engine.speakers.diarize import label_speakers
 
-    return (await asyncio.to_thread(label_speakers, audio, result, known)).segments
+    try:
+        return (await asyncio.to_thread(label_speakers, audio, result, known)).segments
+    except EncoderMissing as exc:
+        raise _unavailable(exc) from exc
 
 
 def segment_json(index: int, segment: Segment) -> dict[str, Any]:

@@ -145,8 +145,13 @@ def build_upload_tab(
         if diarize:
             from engine.speakers.diarize import label_speakers  # scikit-learn and torch: loaded when first asked
 
+            from engine.speakers.encoder import EncoderMissing
+
             progress(1.0, desc="labelling speakers")
-            result = await asyncio.to_thread(label_speakers, audio, result)
+            try:
+                result = await asyncio.to_thread(label_speakers, audio, result)
+            except EncoderMissing as exc:  # an install without the encoder's wheel: the text, unlabelled
+                gr.Warning(f"Speakers could not be labelled: {exc}.")
         segments = result.segments
         transcript_id = await keep_upload(store, browser_value, name, result, total)
         stem = os.path.splitext(name)[0] or "transcript"

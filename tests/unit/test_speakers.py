@@ -137,3 +137,15 @@ def test_one_voice_stays_one_label():
     a = _voice()
     live = StableSpeakers(hop_s=0.4)
     assert {live.assign(_windows_of(a, int(n), spread=0.4)) for n in RNG.integers(1, 12, size=30)} == {0}
+
+
+def test_a_missing_encoder_wheel_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from engine.speakers import encoder
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(encoder.EncoderMissing, match="resemblyzer"):
+        encoder.weights_path()
