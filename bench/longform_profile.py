@@ -295,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager", action="store_true", help="our engine without torch.compile")
     p.add_argument("--words", default="", help="these configurations also with word times (and faster-whisper's)")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--only", default="", help="only the files whose name holds this")
     p.add_argument("--repeat", type=int, default=1, help="rounds per file; the fastest of each run counts (shared machine)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "longform_profile.json")
     args = p.parse_args(argv)
-    data = files(args.mixed_s)
+    data = [f for f in files(args.mixed_s) if args.only in f[0]]
     started = time.time()
     runs = run_all(data, args.configs, args.eager, args.words, not args.no_peers, args.repeat)
     if args.no_peers:

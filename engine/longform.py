@@ -26,11 +26,10 @@ MAX_WINDOWS_IN_FLIGHT = 16
 
 @dataclass(frozen=True)
 class SplitOptions:
-    #: 19 s + the encoder's 1 s of padding fills its 20 s bucket (engine.whisper_buckets).
-    #: Measured against 12-29 s pieces (issue 21, BENCHMARKS.md): more pieces in the batch
-    #: at once (half the decoder steps), fewer windows that Whisper ends early, same WER.
-    max_chunk_s: float = 19.0
-    min_chunk_s: float = 8.0  # search for the quietest point between min and max
+    #: 8-19 s pieces (each fills the encoder's 20 s bucket) measured ×1.3-1.5 faster here but
+    #: lost words on the untuned file (WER 0.14 -> 0.21, issue 21, BENCHMARKS.md): not kept.
+    max_chunk_s: float = 29.0  # a little under 30 s so the decoder sees the whole piece
+    min_chunk_s: float = 12.0  # search for the quietest point between min and max
     quiet_window_s: float = 0.4  # a cut wants a pause at least this long around it
     silence_dbfs: float = -55.0  # pieces quieter than this throughout are not decoded
     trim_margin_s: float = 0.3  # quiet kept before the first and after the last sound of a piece

@@ -160,34 +160,3 @@ async def test_only_the_speech_after_an_early_stop_is_decoded_again(engine, engl
     assert len(hyp) <= len(reference) + 2, "words repeated at the redo's boundary"
 
 
-async def test_long_file_pieces_fit_the_20_s_encoder_window(engine, test_data) -> None:
-    """Issue 21's piece rule on the real engine: a long file is cut into pieces of at most
-    19 s (8-19 s, in pauses), so each is encoded in the 20 s bucket and the batch holds more
-    of them at once (bench.longform_profile: half the decoder steps of 12-29 s pieces);
-    every speech segment of the file comes back."""
-    from bench.coverage import speech_coverage
-    from engine.longform import transcribe_long
-    from evaluation import longform_files, read_audio
-    from evaluation.text import wer
-
-    lf = next(iter(longform_files(test_data)))
-    audio = read_audio(lf.path)
-    windows: list[float] = []
-
-    class Recording:
-        info = engine.info
-
-        async def detect_language(self, audio, priority=0):
-            return await engine.detect_language(audio, priority)
-
-        async def transcribe_window(self, request, offset=0.0):
-            windows.append(engine._window.seconds_for(len(request.audio)))
-            return await engine.transcribe_window(request, offset)
-
-    result = await transcribe_long(Recording(), DecodeRequest(audio, language="en"))
-    print(windows, wer([lf.text], [result.text]))
-    assert len(windows) >= len(audio) / SR / 19
-    if engine._window.mode == "bucketed":
-        assert max(windows) <= 20.0
-    assert wer([lf.text], [result.text]) < 0.15
-    assert speech_coverage(audio, result.segments) >= 0.99
