@@ -50,8 +50,8 @@ else
   "${PIP[@]}" --no-deps pipecat-ai==1.14.0
   # Resemblyzer's voice encoder weights (speaker labels, engine/speakers/encoder.py), likewise
   # only carried: its modules import webrtcvad (a C build) and its metadata pulls the
-  # obsolete 'typing' backport; the network is rebuilt in engine/speakers with torch and
-  # librosa (FastRTC's), which are installed already.
+  # obsolete 'typing' backport; the network is rebuilt in engine/speakers with torch and numpy
+  # (its features too: librosa would import numba, which breaks vLLM's start).
   "${PIP[@]}" --no-deps resemblyzer==0.1.4
   # The app itself, in development mode and without dependencies, only for its
   # vllm.general_plugins entry point (pyproject.toml): vLLM engine cores in child

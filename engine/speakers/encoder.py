@@ -5,7 +5,7 @@ package (Apache-2.0, 17 MB), so it runs offline on a CPU with nothing fetched at
 (BENCHMARKS.md, "Speakers", has its scores). Only the wheel's `pretrained.pt` is used:
 the package's own modules import webrtcvad (a C build) at import time, so the network
 (a 3-layer LSTM over 40 power-mel bands, 256-d output) is rebuilt here and its features
-are computed with librosa, which FastRTC already installs.
+are computed with numpy (librosa's values; see `mel_filters` for why not librosa).
 """
 
 from __future__ import annotations
@@ -57,12 +57,36 @@ def normalize_volume(audio: np.ndarray) -> np.ndarray:
     return audio * (10 ** (gain_db / 20)) if gain_db > 0 else audio
 
 
-def mel_filters() -> np.ndarray:
-    """(40, 201) mel filterbank, librosa's (slaney), as the encoder was trained with.
-    librosa's first call costs seconds (its lazy imports): built once, at encoder load."""
-    import librosa
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (the Auditory Toolbox's; librosa's default): linear below 1 kHz, log above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / (200.0 / 3)
+    log = hz >= 1000.0
+    return np.where(log, 15.0 + np.log(np.maximum(hz, 1e-9) / 1000.0) / (np.log(6.4) / 27.0), mel)
 
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=MEL_WINDOW, n_mels=MEL_BANDS).astype(np.float32)
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
+
+
+def mel_filters() -> np.ndarray:
+    """(40, 201) triangular mel filterbank, Slaney-normalised, 0 Hz to Nyquist: the one the
+    encoder was trained with (librosa.filters.mel's defaults). Built with numpy rather than
+    librosa: librosa imports numba and llvmlite, whose objects break vLLM's kernel scan
+    of every loaded module when the engine starts after them (AttributeError in
+    vllm/triton_utils/dispatcher.py), and its first call costs seconds.
+    tests/unit/test_speakers.py compares it with librosa's, in a subprocess."""
+    bins = 1 + MEL_WINDOW // 2
+    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, bins)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), MEL_BANDS + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 def mel_frames(audio: np.ndarray, filters: np.ndarray) -> np.ndarray:
@@ -145,7 +169,7 @@ _shared_lock = threading.Lock()
 
 
 def shared_encoder() -> VoiceEncoder:
-    """The process's one encoder, loaded at first use (seconds: librosa's first call)."""
+    """The process's one encoder, loaded at first use (under a second)."""
     global _shared
     with _shared_lock:
         if _shared is None:

@@ -149,3 +149,18 @@ def test_a_missing_encoder_wheel_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(encoder.EncoderMissing, match="resemblyzer"):
         encoder.weights_path()
+
+
+def test_the_mel_filterbank_is_librosas():
+    """The encoder's features are librosa's (what it was trained on), built with numpy: librosa
+    itself runs in a subprocess, as importing it here (numba, llvmlite) would break a later
+    vLLM engine start in this test process."""
+    import json
+    import subprocess
+    import sys
+
+    from engine.speakers.encoder import MEL_BANDS, MEL_WINDOW, mel_filters
+
+    code = f"import json, librosa; print(json.dumps(librosa.filters.mel(sr=16000, n_fft={MEL_WINDOW}, n_mels={MEL_BANDS}).tolist()))"
+    reference = np.array(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout))
+    assert np.allclose(mel_filters(), reference, atol=1e-7)
