@@ -4,6 +4,8 @@ It lists what the store keeps for the browser's id (see web/recorder.py): live t
 set aside with **New transcript** and transcribed recordings, newest first, each with its
 date (UTC), duration and first words. Opening one shows its text with times and offers
 txt, srt, vtt and json (the same writers as everywhere else: `streaming.transcript`).
+Where its segments carry speaker labels, "Rename speaker" names one for this transcript:
+the viewer and the downloads write the name, the store keeps it (web/speaker_names.py).
 The live transcripts of open tabs are not listed (Clear transcript is their delete); a
 closed tab's live transcript is, marked "live, tab closed", so what a closed tab said is
 found here too (the next new tab of the browser also continues it, web/recorder.py).
@@ -28,6 +30,14 @@ from streaming.events import TranscriptEvent
 from streaming.transcript import Transcript
 from web.exports import EXPORTS, ExportFiles
 from web.recorder import OPEN_TABS, OpenTabs, browser_id_of
+from web.speaker_names import (
+    control_updates,
+    labels_of,
+    named,
+    rename_stored,
+    shown_speaker,
+    speaker_control,
+)
 from web.store import StoredTranscript, StoreError, TranscriptInfo, TranscriptStore
 from web.word_spans import words_html
 
@@ -55,16 +65,18 @@ def listed(infos: list[TranscriptInfo], open_tabs: frozenset[str]) -> list[Trans
 
 
 def as_transcript(stored: StoredTranscript) -> Transcript:
-    """A stored transcript as `streaming.transcript.Transcript`, for its exports."""
-    return Transcript(
-        [
+    """A stored transcript as `streaming.transcript.Transcript`, for its exports (speakers
+    by the names a person gave them)."""
+    return named(
+        (
             TranscriptEvent(
                 type="final", utterance_id=seg.utterance_id if seg.utterance_id is not None else i,
                 committed=seg.text, tentative="", start_s=seg.start, end_s=seg.end, latency_s=0.0,
                 language=stored.info.language, words=seg.words, speaker=seg.speaker,
             )
             for i, seg in enumerate(stored.segments)
-        ]
+        ),
+        stored.info.speaker_names,
     )
 
 
@@ -80,8 +92,10 @@ def export_files(stored: StoredTranscript) -> list[tuple[str, str]]:
 
 def shown_text(stored: StoredTranscript) -> str:
     """One line per segment, `[m:ss] text` (`[m:ss] Speaker: text` where speakers were labelled)."""
+    names = stored.info.speaker_names
     return "\n".join(
-        f"[{_duration(seg.start)}] {seg.speaker + ': ' if seg.speaker else ''}{seg.text}" for seg in stored.segments
+        f"[{_duration(seg.start)}] {shown_speaker(seg.speaker, names) + ': ' if seg.speaker else ''}{seg.text}"
+        for seg in stored.segments
     )
 
 
@@ -90,9 +104,10 @@ def words_view_html(stored: StoredTranscript) -> str:
     words underlined), or "" when no segment kept word times."""
     if not any(seg.words for seg in stored.segments):
         return ""
+    names = stored.info.speaker_names
     lines = [
         f'<p class="rtw-final"><span class="rtw-time">[{_duration(seg.start)}]</span> '
-        f'{html.escape(seg.speaker) + ": " if seg.speaker else ""}{words_html(seg.text, seg.words)}</p>'
+        f'{html.escape(shown_speaker(seg.speaker, names) or "") + ": " if seg.speaker else ""}{words_html(seg.text, seg.words)}</p>'
         for seg in stored.segments
     ]
     return '<div class="rtw-history-words">' + "".join(lines) + "</div>"
@@ -116,9 +131,13 @@ def build_history_tab(
                     for fmt in FORMATS
                 ]
                 delete = gr.Button("Delete", variant="stop", size="sm", elem_id="history-delete")
+            speakers = speaker_control("history")
 
     def closed() -> list[Any]:
-        return [gr.update(visible=False), "", gr.update(value="", visible=False), *[gr.update(value=None, interactive=False) for _ in FORMATS]]
+        return [
+            gr.update(visible=False), "", gr.update(value="", visible=False), *[gr.update(value=None, interactive=False) for _ in FORMATS],
+            *control_updates([], {}),
+        ]
 
     async def refresh(browser_value: Any) -> list[Any]:
         browser_id = browser_id_of(browser_value)
@@ -145,13 +164,23 @@ def build_history_tab(
             raise gr.Error(str(exc), title="History unavailable") from exc
         if stored is None:
             raise gr.Error("That transcript is gone (deleted, or kept by another browser).")
+        return await shown(stored, session)
+
+    async def shown(stored: StoredTranscript, session: str | None, *, keep_choice: bool = False) -> list[Any]:
         # The tab's one History set: the previous item's files go as this one's are written.
-        paths = await asyncio.to_thread(exports.write, session or transcript_id, "history", export_files(stored), transcript_id=transcript_id)
+        tid = stored.info.id
+        paths = await asyncio.to_thread(exports.write, session or tid, "history", export_files(stored), transcript_id=tid)
         timed = words_view_html(stored)
+        labels = labels_of(seg.speaker for seg in stored.segments)
         return [
             gr.update(visible=True), shown_text(stored), gr.update(value=timed, visible=bool(timed)),
             *[gr.update(value=p, interactive=True) for p in paths],
+            *control_updates(labels, stored.info.speaker_names, keep_choice=keep_choice),
         ]
+
+    async def rename(transcript_id: str | None, browser_value: Any, label: str | None, name: str | None, request: gr.Request) -> list[Any]:
+        stored = await rename_stored(store, transcript_id, browser_id_of(browser_value), label, name)
+        return [*await shown(stored, getattr(request, "session_hash", None), keep_choice=True), ""]
 
     async def delete_(transcript_id: str | None, browser_value: Any) -> list[Any]:
         browser_id = browser_id_of(browser_value)
@@ -164,9 +193,12 @@ def build_history_tab(
                 await asyncio.to_thread(exports.forget, transcript_id)
         return await refresh(browser_value)
 
-    listing = [note, items, viewer, text, words_view, *buttons]
+    viewed = [viewer, text, words_view, *buttons, *speakers.outputs]
+    listing = [note, items, *viewed]
     tab.select(refresh, inputs=[browser], outputs=listing, show_progress="hidden")
-    items.input(open_, inputs=[items, browser], outputs=[viewer, text, words_view, *buttons], show_progress="hidden")
+    items.input(open_, inputs=[items, browser], outputs=viewed, show_progress="hidden")
+    for trigger in (speakers.button.click, speakers.name.submit):
+        trigger(rename, inputs=[items, browser, speakers.pick, speakers.name], outputs=[*viewed, speakers.name], show_progress="hidden")
     delete.click(delete_, inputs=[items, browser], outputs=listing, show_progress="hidden")
     root = gr.context.Context.root_block
     if root is not None:

@@ -94,6 +94,7 @@ class RenderMarks:
     downloads_at: float = 0.0  # time.monotonic() the download files were written
     settled_at: float | None = None  # `ended_at` of the stream whose end got a full refresh
     downloads: Any = None  # the tab's download writer (web.page), made on first use
+    speakers: tuple | None = None  # (labels, names) the speaker rename control shows
 
 
 class TabState:
@@ -105,6 +106,8 @@ class TabState:
 
     def __init__(self) -> None:
         self.transcript = Transcript()  # finals, times on the tab's timeline
+        #: Names a person gave this transcript's speakers (label -> name; web/speaker_names.py).
+        self.speaker_names: dict[str, str] = {}
         self.partial: TranscriptEvent | None = None  # the open utterance (session times)
         self.offset_s = 0.0  # tab time of the current stream's 0
         self.base_s = 0.0  # tab time shown as 0 (moved by clear)
@@ -205,6 +208,7 @@ class TabState:
     def clear(self) -> None:
         """Forget the transcript; a running stream goes on and its next text starts at 0."""
         self.transcript.clear()
+        self.speaker_names = {}
         if self.sink is not None:
             self.sink.clear()  # gone for good, from the database too
         self.partial = None

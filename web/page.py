@@ -3,7 +3,8 @@
 Layout of the live tab: the microphone widget (FastRTC `WebRTC`, audio, send-only; the
 browser's echo cancellation, noise suppression and automatic gain are off, since they
 change the audio the model hears), language and task selectors (multilingual models
-only), clear and download buttons (txt, srt, vtt), the transcript panel (settled
+only), clear and download buttons (txt, srt, vtt), a "Rename speaker" control (once
+finals carry speaker labels: web/speaker_names.py), the transcript panel (settled
 finals, then the open utterance: its committed words, then its tentative words in grey
 italics), and a status line (model, engine, state, latency of the last final, lag,
 audio received, streams in use, what ends a turn: silence or the turn model).
@@ -32,6 +33,14 @@ from web.health import public_device  # the endpoint's host only, never its cred
 from web.live import DROPPED_MESSAGE, LiveHandler, TabState
 from web.recorder import SAVE_TAB_ID_JS, attach, detach, start_new, tab_id_js
 from web.sessions import StreamSlots
+from web.speaker_names import (
+    control_updates,
+    labels_of,
+    named,
+    rename_live,
+    shown_speaker,
+    speaker_control,
+)
 from web.store import TranscriptStore
 from web.word_spans import WORD_CSS, words_html
 
@@ -97,7 +106,7 @@ def _fmt_time(seconds: float) -> str:
 
 
 def speaker_html(speaker: str | None) -> str:
-    """The final's speaker label ("Speaker 1:") before its text, or "" without one."""
+    """The final's speaker ("Speaker 1:", or the name a person gave it) before its text, or "" without one."""
     return f'<span class="rtw-speaker">{html.escape(speaker)}:</span>' if speaker else ""
 
 
@@ -113,7 +122,7 @@ def render_finals(tab: TabState) -> str:
     for ev in shown:
         lines.append(
             f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">'
-            f"{speaker_html(ev.speaker)}{words_html(ev.text, ev.words)}</p>"
+            f"{speaker_html(shown_speaker(ev.speaker, tab.speaker_names))}{words_html(ev.text, ev.words)}</p>"
         )
     # column-reverse keeps the newest line in view; the inner div keeps reading order.
     return '<div class="rtw-transcript"><div>' + "".join(lines) + "</div></div>"
@@ -185,7 +194,8 @@ class _Downloads:
 
     def write(self, tab: TabState) -> tuple[str | None, str | None, str | None]:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        files = [(f"transcript-{stamp}.{fmt}", tab.transcript.export(fmt)) for fmt in ("txt", "srt", "vtt")]
+        transcript = named(tab.transcript.finals, tab.speaker_names)  # the speakers' names, where given
+        files = [(f"transcript-{stamp}.{fmt}", transcript.export(fmt)) for fmt in ("txt", "srt", "vtt")]
         paths = self.exports.write(self.owner, "live", files if tab.transcript.finals else [])
         if not paths:
             return None, None, None
@@ -204,13 +214,20 @@ def _signature(tab: TabState) -> tuple:
 
 
 def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = False, turns: str | None = None) -> list[Any]:
-    """Updates for [finals, partial, status, txt, srt, vtt]; unchanged parts are skipped."""
+    """Updates for [finals, partial, status, txt, srt, vtt, speaker row, speaker dropdown];
+    unchanged parts are skipped."""
     marks = tab.marks
     marks.signature = _signature(tab)
     finals: Any = gr.skip()
+    speakers: list[Any] = [gr.skip()] * 2
     if force or marks.finals_version != tab.version:
         finals = render_finals(tab)
         marks.finals_version = tab.version
+        labels = labels_of(ev.speaker for ev in tab.transcript.finals)
+        shown = (tuple(labels), tuple(sorted(tab.speaker_names.items())))
+        if force or shown != marks.speakers:
+            speakers = control_updates(labels, tab.speaker_names, keep_choice=bool(marks.speakers and marks.speakers[0]))
+            marks.speakers = shown
     downloads: list[Any] = [gr.skip()] * 3
     now = time.monotonic()
     stale = marks.downloads_version != tab.version
@@ -221,7 +238,7 @@ def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = F
         downloads = [gr.DownloadButton(value=p, interactive=p is not None) for p in paths]
         marks.downloads_version = tab.version
         marks.downloads_at = now
-    return [finals, render_partial(tab), render_status(tab, engine, slots, turns=turns), *downloads]
+    return [finals, render_partial(tab), render_status(tab, engine, slots, turns=turns), *downloads, *speakers]
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -286,12 +303,13 @@ def build_live_tab(
                 dl_txt = gr.DownloadButton("⬇ txt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-txt")
                 dl_srt = gr.DownloadButton("⬇ srt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-srt")
                 dl_vtt = gr.DownloadButton("⬇ vtt", value=None, interactive=False, size="sm", min_width=60, elem_id="download-vtt")
+            speakers = speaker_control("live")
         with gr.Column(scale=2):
             with gr.Group(elem_id="rtw-panel"):
                 finals = gr.HTML(render_finals(TabState()), elem_id="finals", label="Transcript")
                 partial = gr.HTML(render_partial(TabState()), elem_id="partial")
     status = gr.HTML(render_status(TabState(), engine, slots, turns=turns), elem_id="status")
-    outputs = [finals, partial, status, dl_txt, dl_srt, dl_vtt]
+    outputs = [finals, partial, status, dl_txt, dl_srt, dl_vtt, *speakers.outputs]
 
     mic.stream(
         handler,
@@ -360,6 +378,16 @@ def build_live_tab(
         return render(state, engine, slots, force=True, turns=turns)
 
     clear.click(on_clear, inputs=[tab], outputs=outputs, concurrency_limit=None, show_progress="hidden")
+
+    async def on_rename(state: TabState, label: str | None, name: str | None) -> list[Any]:
+        rename_live(state, label, name)  # kept by the tab's recorder; its failure shows in the status
+        return [*render(state, engine, slots, force=True, turns=turns), ""]
+
+    for trigger in (speakers.button.click, speakers.name.submit):
+        trigger(
+            on_rename, inputs=[tab, speakers.pick, speakers.name], outputs=[*outputs, speakers.name],
+            concurrency_limit=None, show_progress="hidden",
+        )
 
     if store is not None and browser is not None and root is not None:
         # The tab's id: read from the tab's sessionStorage by `tab_id_js` before the load

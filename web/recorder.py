@@ -130,7 +130,8 @@ class LiveRecorder:
 
     def final(self, ev: TranscriptEvent) -> None:
         """A final the tab kept (times on the tab's timeline): write it now."""
-        if self.transcript_id is None or self.segment_count >= MAX_SEGMENTS_PER_TRANSCRIPT:
+        started = self.transcript_id is None or self.segment_count >= MAX_SEGMENTS_PER_TRANSCRIPT
+        if started:
             if self.transcript_id is not None:
                 self._watch(self.store.archive(self.transcript_id, self.browser_id))
             self.transcript_id, self.segment_count = new_id(), 0
@@ -144,6 +145,23 @@ class LiveRecorder:
             self._failed(exc)
             return
         self._watch(fut)
+        if started:  # a transcript continued in a new one (too long) keeps the tab's names
+            for label, name in dict(getattr(self.tab, "speaker_names", None) or {}).items():
+                self.name_speaker(label, name)
+
+    def name_speaker(self, label: str, name: str) -> Future[bool] | None:
+        """A person named a speaker of the tab's transcript ("" takes the name back): keep it
+        with the transcript (after its finals so far: the store's one writer keeps order).
+        None when nothing was written yet or the store refused."""
+        if self.transcript_id is None:
+            return None
+        try:
+            fut = self.store.name_speaker(self.transcript_id, self.browser_id, label, name)
+        except StoreError as exc:
+            self._failed(exc)
+            return None
+        self._watch(fut)
+        return fut
 
     def clear(self) -> None:
         """The tab's transcript was cleared: delete it from the database for good."""
@@ -184,7 +202,8 @@ class LiveRecorder:
 
 
 def restore(tab: Any, stored: StoredTranscript) -> None:
-    """Put a stored live transcript back into a fresh TabState (before its first stream)."""
+    """Put a stored live transcript back into a fresh TabState (before its first stream),
+    with the names a person gave its speakers."""
     finals = [
         TranscriptEvent(
             type="final",
@@ -201,6 +220,7 @@ def restore(tab: Any, stored: StoredTranscript) -> None:
         for i, seg in enumerate(stored.segments)
     ]
     tab.transcript.finals[:] = finals
+    tab.speaker_names = dict(stored.info.speaker_names)
     tab.base_s = 0.0
     # The next stream's times go on from the end of what was said before.
     tab.offset_s = max(tab.offset_s, stored.info.duration, max((f.end_s for f in finals), default=0.0))
@@ -271,6 +291,7 @@ def take_over(tab: Any, earlier: Any) -> None:
     is still flushing: its transcript and timeline now, its finals still to come later
     (`earlier.successor`), written by the same recorder to the same stored transcript."""
     tab.transcript.finals[:] = list(earlier.transcript.finals)
+    tab.speaker_names = dict(earlier.speaker_names)
     tab.base_s = earlier.base_s
     handler = earlier.handler
     end = handler.tab_offset_s + handler.audio_s if handler is not None else earlier.offset_s

@@ -232,6 +232,12 @@ def _info(row: tuple) -> TranscriptInfo:
     )
 
 
+def speaker_name(name: str) -> str:
+    """A name a person gave a speaker as kept: one line, at most MAX_SPEAKER_NAME characters
+    ("" takes the name back). The page shows exactly this (web/speaker_names.py)."""
+    return " ".join(str(name or "").split())[:MAX_SPEAKER_NAME]
+
+
 def _names_from_json(text: str | None) -> dict[str, str]:
     try:
         names = json.loads(text) if text else {}
@@ -402,7 +408,7 @@ def _name_speaker(db: Db, tid: str, browser_id: str, label: str, name: str) -> b
         if row is None:
             return False
         names = _names_from_json(row[0])
-        name = " ".join(name.split())[:MAX_SPEAKER_NAME]
+        name = speaker_name(name)
         if name:
             names[label] = name
         else:
