@@ -133,7 +133,7 @@ async def test_a_history_transcript_renamed_shows_and_exports_the_name(store):
     tid = store.save_upload(browser, "talk.wav", segments, duration=3.0)
     stored = await rename_stored(store, tid, browser, "A", "Dr <Ana>")
     assert shown_text(stored) == "[0:00] Dr <Ana>: Good morning.\n[0:02] B: Morning!"
-    files = dict((name.rsplit(".", 1)[1], text) for name, text in export_files(stored))
+    files = {name.rsplit(".", 1)[1]: text for name, text in export_files(stored)}
     assert files["txt"] == "Dr <Ana>: Good morning.\nB: Morning!\n"
     assert "<v Dr &lt;Ana&gt;>Good morning." in files["vtt"]
     kept = store.get(tid, browser)
