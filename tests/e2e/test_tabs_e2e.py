@@ -207,7 +207,12 @@ class TestTabs:
             assert len(new) == 1, new
             stored = next(iter(new.values()))
             print(f"stored: {stored!r}")
-            assert open_words.split()[-1].strip(".,").lower() in stored.lower()
+            # The open utterance's final is stored. Its words, not the partial's last one: a
+            # partial's tail is tentative and the final may settle it differently (CI saw
+            # "... differs from most different" become "... differs from most if not ...").
+            said = [w.strip(".,?!").lower() for w in open_words.split()]
+            kept = set(w.strip(".,?!").lower() for w in stored.split())
+            assert sum(w in kept for w in said) >= 0.6 * len(said), (open_words, stored)
             # ... and the reloaded page shows it, without another reload.
             page.wait_for_selector(f'{RECORD}, button:has-text("Click to Access Microphone")', timeout=120_000)
             shown = _wait_quietly(lambda: _same_words(_finals(page), stored), 30)
