@@ -416,10 +416,11 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _clips() -> tuple[Path, Path]:
-    """A short clip (latency pairs) and a 8-15 s one (uploads) from the evaluation set."""
-    from evaluation import clips
+    """A short clip (latency pairs) and a 8-15 s one (uploads) from the evaluation set, else
+    (a fresh clone without ../shared, as CI may be) from the repository's own tests/data."""
+    from evaluation.evalset import available_set, clips
 
-    en = clips(kind="speech", lang="en")
+    en = clips(kind="speech", lang="en", base=available_set())
     short = min(en, key=lambda c: c.duration)
     mid = [c for c in en if 8 <= c.duration <= 15] or en
     return short.path, mid[0].path

@@ -25,6 +25,17 @@ def eval_dir() -> Path:
     return configured()
 
 
+#: The small set inside the repository (a fresh clone always has it).
+REPOSITORY_SET = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+def available_set() -> Path:
+    """The larger set where it exists, else the repository's own: for benches that need some
+    real speech and must also run in a fresh clone without ../shared (CI may be one)."""
+    larger = eval_dir()
+    return larger if (larger / "manifest.jsonl").is_file() else REPOSITORY_SET
+
+
 @dataclass(frozen=True)
 class Clip:
     path: Path
