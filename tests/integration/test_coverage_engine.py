@@ -18,6 +18,24 @@ from engine.base import DecodeRequest
 SR = 16_000
 
 
+def _clips_in_one_window(clips, pause_s: float):
+    """Clips joined with `pause_s` of silence after each, as many as fit 27 s (one window):
+    the audio, the clips used, and where each clip's speech ends (seconds)."""
+    from evaluation import read_audio
+
+    pause = np.zeros(int(pause_s * SR), np.float32)
+    parts, used, ends = [], [], []
+    for clip in clips:
+        audio = read_audio(clip.path)
+        if sum(len(p) for p in parts) + len(audio) + len(pause) > 27 * SR:
+            continue
+        parts += [audio, pause]
+        used.append(clip)
+        ends.append(sum(len(p) for p in parts) / SR - pause_s)
+    assert len(used) >= 3
+    return np.concatenate(parts).astype(np.float32), used, ends
+
+
 def _found(sentence: str, hypothesis_words: list[str]) -> float:
     """Share of a reference sentence's words matched, in order, in the hypothesis."""
     from evaluation.text import normalize
@@ -65,18 +83,8 @@ async def test_window_that_stopped_early_is_decoded_again(engine, english_clips)
     did; the retries are real decodes. (tests/unit/test_coverage.py covers the gap marking.)
     """
     from engine.longform import decode_covered
-    from evaluation import read_audio
 
-    pause = np.zeros(int(0.3 * SR), np.float32)
-    parts, used = [], []
-    for clip in english_clips:
-        audio = read_audio(clip.path)
-        if sum(len(p) for p in parts) + len(audio) + len(pause) > 27 * SR:
-            continue
-        parts += [audio, pause]
-        used.append(clip)
-    assert len(used) >= 3
-    audio = np.concatenate(parts).astype(np.float32)
+    audio, used, _ = _clips_in_one_window(english_clips, pause_s=0.3)
 
     class StopsEarlyOnce:
         """The real engine, except that its first decode of the whole window keeps one segment."""
@@ -115,20 +123,9 @@ async def test_only_the_speech_after_an_early_stop_is_decoded_again(engine, engl
     (as Whisper's end-of-text at a change of speaker leaves it); the redo is a real decode.
     """
     from engine.longform import decode_covered
-    from evaluation import read_audio
     from evaluation.text import normalize
 
-    pause = np.zeros(int(0.8 * SR), np.float32)
-    parts, used, ends = [], [], []
-    for clip in english_clips:
-        audio = read_audio(clip.path)
-        if sum(len(p) for p in parts) + len(audio) + len(pause) > 27 * SR:
-            continue
-        parts += [audio, pause]
-        used.append(clip)
-        ends.append(sum(len(p) for p in parts) / SR - 0.8)
-    assert len(used) >= 3
-    audio = np.concatenate(parts).astype(np.float32)
+    audio, used, ends = _clips_in_one_window(english_clips, pause_s=0.8)
 
     class StopsAfterFirstSentence:
         """The real engine; its first answer for the window holds only the first clip's text."""
