@@ -32,6 +32,7 @@ from starlette.routing import Mount
 from engine.base import Engine
 from engine.factory import create_engine
 from engine.gpu import GpuUnavailable
+from engine.speakers.choice import configure as configure_speaker_encoder
 from settings import Settings, SettingsError
 from web.api import include_api
 from web.auth import LOGIN_MESSAGE, DocsGate, page_auth
@@ -123,6 +124,10 @@ def main() -> None:
     try:
         settings = Settings.from_args(args)
     except SettingsError as exc:  # names the variable: "MAX_STREAMS='lots': Input should be ..."
+        raise SystemExit(f"error: {exc}") from None
+    try:  # SPEAKER_ENCODER (or --speaker-encoder) checked now; a hub model is fetched at first use
+        configure_speaker_encoder(settings.speaker_encoder, settings.hf_token.get_secret_value())
+    except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     host, port = server_address(settings)
     try:  # before the engine: a bad DATA_DIR or DATABASE_URL should fail in seconds, not after the model loads

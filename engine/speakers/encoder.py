@@ -14,6 +14,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -34,7 +35,9 @@ BATCH = 256
 
 
 class EncoderMissing(RuntimeError):
-    """The resemblyzer wheel (which carries the weights) is not installed."""
+    """The chosen encoder cannot be loaded: the resemblyzer wheel (which carries the
+    weights) is not installed, or a hub model cannot be fetched (engine/speakers/choice.py).
+    The API answers it with 503 `speakers_unavailable` (web/diarized.py)."""
 
 
 def weights_path() -> Path:
@@ -108,9 +111,34 @@ class Windows:
     embeddings: np.ndarray
 
 
+class SpeakerEncoder(Protocol):
+    """What diarization and live labels need of a voice encoder (`VoiceEncoder` here, the
+    hub's ONNX models in engine/speakers/onnx_encoder.py); `kind` keys its clustering
+    thresholds (engine/speakers/choice.py, THRESHOLDS)."""
+
+    kind: ClassVar[str]
+
+    def windows(self, audio: np.ndarray, hop_s: float = 0.4) -> Windows: ...
+
+    def utterance(self, audio: np.ndarray) -> np.ndarray: ...
+
+    def utterances(self, clips: list[np.ndarray]) -> np.ndarray: ...
+
+
+def window_starts(frames: int, hop: int) -> list[int]:
+    """First frame of each WINDOW_FRAMES window every `hop` frames over `frames` (at least
+    WINDOW_FRAMES), the last one ending at the last frame."""
+    starts = list(range(0, frames - WINDOW_FRAMES + 1, hop))
+    if starts[-1] != frames - WINDOW_FRAMES:
+        starts.append(frames - WINDOW_FRAMES)
+    return starts
+
+
 class VoiceEncoder:
     """The network, loaded once; calls are serialized (one forward at a time) and
     synchronous: callers run them in a worker thread (`asyncio.to_thread`)."""
+
+    kind: ClassVar[str] = "resemblyzer"
 
     def __init__(self, path: Path | None = None) -> None:
         import torch
@@ -144,10 +172,7 @@ class VoiceEncoder:
         mel = mel_frames(normalize_volume(audio), self._filters)
         if len(mel) < WINDOW_FRAMES:
             mel = np.pad(mel, ((0, WINDOW_FRAMES - len(mel)), (0, 0)))
-        hop = max(1, round(hop_s * SAMPLE_RATE / MEL_HOP))
-        starts = list(range(0, len(mel) - WINDOW_FRAMES + 1, hop))
-        if starts[-1] != len(mel) - WINDOW_FRAMES:
-            starts.append(len(mel) - WINDOW_FRAMES)
+        starts = window_starts(len(mel), max(1, round(hop_s * SAMPLE_RATE / MEL_HOP)))
         batch = np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])
         centers = (np.asarray(starts) + WINDOW_FRAMES / 2) * MEL_HOP / SAMPLE_RATE
         return Windows(centers=centers, embeddings=self._forward(batch))
@@ -164,14 +189,18 @@ class VoiceEncoder:
         return np.stack([self.utterance(c) for c in clips])
 
 
-_shared: VoiceEncoder | None = None
+_shared: SpeakerEncoder | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_encoder() -> VoiceEncoder:
-    """The process's one encoder, loaded at first use (under a second)."""
+def shared_encoder() -> SpeakerEncoder:
+    """The process's one encoder, the one `SPEAKER_ENCODER` names, loaded at first use
+    (under a second; a hub model's first download takes longer). A failed load raises
+    EncoderMissing and is tried again at the next call (the network may be back)."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = VoiceEncoder()
+            from engine.speakers.choice import load_encoder
+
+            _shared = load_encoder()
         return _shared
