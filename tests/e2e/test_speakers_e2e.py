@@ -93,12 +93,19 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
 
 
-def _turn_of(text: str, references: list[tuple[str, str]]) -> int | None:
-    """The turn whose reference shares the most words with `text` (None: none shares one)."""
-    said = set(_words(text))
-    shared = [len(said & set(_words(ref))) for _, ref in references]
-    best = max(range(len(shared)), key=shared.__getitem__)
-    return best if shared[best] else None
+def _turns_of(texts: list[str], references: list[tuple[str, str]]) -> list[int | None]:
+    """Each final's turn: the one whose reference shares the most words with it, on a tie
+    the one nearest the previous final's (finals come in order; "Ask not!" shares "not"
+    with the reader's first sentence too). None: no reference shares a word."""
+    out: list[int | None] = []
+    previous = 0
+    for text in texts:
+        said = set(_words(text))
+        shared = [len(said & set(_words(ref))) for _, ref in references]
+        best = max(range(len(shared)), key=lambda t: (shared[t], -abs(t - previous)))
+        out.append(best if shared[best] else None)
+        previous = best if shared[best] else previous
+    return out
 
 
 def _labelled(lines: list[str]) -> list[tuple[str, str]]:
@@ -145,7 +152,7 @@ class TestSpeakers:
             _wait(lambda: "live" in _status(page), 60, "the stream to start")
 
             def heard_all() -> bool:
-                turns = {_turn_of(text, references) for _, text in _panel(page)}
+                turns = _turns_of([text for _, text in _panel(page)], references)
                 return time.monotonic() - started > seconds and len(TURNS) - 1 in turns and not _partial(page)
 
             _wait(heard_all, 180, "the last turn's final", interval=0.5)
@@ -156,7 +163,7 @@ class TestSpeakers:
             print("finals:\n" + "\n".join(f"  {label}: {text}" for label, text in shown))
 
             # Each final is one turn's: the reader is Speaker 1, before and after JFK (Speaker 2).
-            turns = [_turn_of(text, references) for _, text in shown]
+            turns = _turns_of([text for _, text in shown], references)
             assert None not in turns, f"a final matches no turn: {list(zip(turns, shown))}"
             assert set(turns) == set(range(len(TURNS))), f"a turn has no final: {list(zip(turns, shown))}"
             assert turns == sorted(turns), f"finals out of order: {list(zip(turns, shown))}"
