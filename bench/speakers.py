@@ -14,9 +14,12 @@ measures the speaker step alone, quickly; its hypothesis turns are cut to that s
 Scored: DER (collar 0.25 s, evaluation/der.py), whether the number of speakers is right,
 one-voice recordings labelled as one, and the cost in seconds per audio minute (windows'
 embeddings and clustering: wall time on a shared machine, and CPU time), each for every
-`--thresholds` and `--min-speaker` pair (embeddings computed once per recording).
+`--thresholds` and `--min-speaker` pair (embeddings computed once per recording), and
+for every `--encoder` (SPEAKER_ENCODER values, scored in the same run on the same
+recordings; a hub model needs the network the first time).
 
     python -m bench.speakers --conversations 24 --out bench/results/speakers.json
+    python -m bench.speakers --encoder resemblyzer,hub:Wespeaker/wespeaker-voxceleb-resnet34-LM/voxceleb_resnet34_LM.onnx
 """
 
 from __future__ import annotations
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conversations", type=int, default=24)
     p.add_argument("--one-voice", type=int, default=16, help="one-voice recordings")
     p.add_argument("--seed", type=int, default=19)
-    p.add_argument("--thresholds", default="0.4", help="comma-separated cosine-distance thresholds")
+    p.add_argument("--encoder", default="resemblyzer", help="comma-separated SPEAKER_ENCODER values to compare (resemblyzer, hub:<repo_id>[/<file>.onnx])")
+    p.add_argument("--thresholds", default="", help="comma-separated cosine-distance thresholds (default: each encoder's own, engine/speakers/choice.py)")
     p.add_argument("--min-speaker", default="3.0", help="comma-separated MIN_SPEAKER_S values (seconds)")
     p.add_argument("--live", default="", help="comma-separated live thresholds to score too (streaming.speakers), with each --live-min-speaker")
     p.add_argument("--live-min-speaker", default="1.2", help="comma-separated LIVE_MIN_SPEAKER_S values (seconds)")
@@ -247,20 +251,29 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from engine.speakers.encoder import VoiceEncoder
+    from engine.speakers.choice import load_encoder, thresholds_for
+    from engine.speakers.encoder import EncoderMissing
 
     torch.set_num_threads(args.threads)
-    thresholds = [(float(x), float(m)) for x in args.thresholds.split(",") for m in args.min_speaker.split(",")]
-    encoder = VoiceEncoder()
+    try:
+        encoders = {spec: load_encoder(spec) for spec in args.encoder.split(",")}
+    except EncoderMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     convs = conversations(args.conversations, args.seed)
     singles = one_voice(args.one_voice, args.seed)
     started = time.perf_counter()
     live = [(float(x), float(m)) for x in args.live.split(",") if x for m in args.live_min_speaker.split(",")]
-    rows = [r for c in convs for r in score(c, encoder, thresholds)] if args.files else []
-    single = [r for c in singles for r in score(c, encoder, thresholds)] if args.files else []
-    if live:
-        rows += [r for c in convs for r in score_live(c, encoder, live)]
-        single += [r for c in singles for r in score_live(c, encoder, live)]
+    by_encoder = {}
+    for spec, encoder in encoders.items():
+        cuts = [float(x) for x in args.thresholds.split(",") if x] or [thresholds_for(encoder).file]
+        thresholds = [(x, float(m)) for x in cuts for m in args.min_speaker.split(",")]
+        rows = [r for c in convs for r in score(c, encoder, thresholds)] if args.files else []
+        single = [r for c in singles for r in score(c, encoder, thresholds)] if args.files else []
+        if live:
+            rows += [r for c in convs for r in score_live(c, encoder, live)]
+            single += [r for c in singles for r in score_live(c, encoder, live)]
+        by_encoder[spec] = aggregate(rows, single)
     result = {
         "conversations": len(convs),
         "speakers": dict(sorted(((str(k), v) for k, v in _counts([c.speakers for c in convs]).items()))),
@@ -268,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "one_voice_recordings": len(singles),
         "seed": args.seed,
         "wall_s": round(time.perf_counter() - started, 1),
-        "by_threshold": aggregate(rows, single),
+        **({"by_threshold": by_encoder[args.encoder]} if len(by_encoder) == 1 else {"by_encoder": by_encoder}),
     }
     print(json.dumps(result, indent=1))
     if args.out:

@@ -2,7 +2,8 @@
 
 Why this model: it is the one speaker encoder found whose weights come inside a PyPI
 package (Apache-2.0, 17 MB), so it runs offline on a CPU with nothing fetched at run time
-(BENCHMARKS.md, "Speakers", has its scores). Only the wheel's `pretrained.pt` is used:
+(BENCHMARKS.md, "Speakers", has its scores and the packages checked). It is the default of
+`SPEAKER_ENCODER`; stronger models come from the hub as an option (engine/speakers/choice.py). Only the wheel's `pretrained.pt` is used:
 the package's own modules import webrtcvad (a C build) at import time, so the network
 (a 3-layer LSTM over 40 power-mel bands, 256-d output) is rebuilt here and its features
 are computed with numpy (librosa's values; see `mel_filters` for why not librosa).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -191,16 +193,28 @@ class VoiceEncoder:
 
 _shared: SpeakerEncoder | None = None
 _shared_lock = threading.Lock()
+#: After a failed load the same error is raised without trying again for this long: a hub
+#: that cannot be reached takes ~40 s to say so, which every live final would otherwise wait.
+RETRY_AFTER_S = 60.0
+_failed: tuple[float, EncoderMissing] | None = None
+_clock = time.monotonic
 
 
 def shared_encoder() -> SpeakerEncoder:
     """The process's one encoder, the one `SPEAKER_ENCODER` names, loaded at first use
     (under a second; a hub model's first download takes longer). A failed load raises
-    EncoderMissing and is tried again at the next call (the network may be back)."""
-    global _shared
+    EncoderMissing, again at once for RETRY_AFTER_S, then tries again (the network may be back)."""
+    global _shared, _failed
     with _shared_lock:
         if _shared is None:
+            if _failed is not None and _clock() - _failed[0] < RETRY_AFTER_S:
+                raise _failed[1]
             from engine.speakers.choice import load_encoder
 
-            _shared = load_encoder()
+            try:
+                _shared = load_encoder()
+            except EncoderMissing as exc:
+                _failed = (_clock(), exc)
+                raise
+            _failed = None
         return _shared

@@ -59,6 +59,7 @@ def fresh_choice(monkeypatch):
 
     monkeypatch.setattr(choice, "_configured", None)
     monkeypatch.setattr(encoder, "_shared", None)
+    monkeypatch.setattr(encoder, "_failed", None)
     return choice
 
 
@@ -172,9 +173,10 @@ def test_without_a_file_name_the_repos_one_onnx_file_is_taken(fresh_choice, hub)
         load_encoder("hub:o/r")
 
 
-def test_offline_is_a_503_that_says_why_and_the_next_call_tries_again(fresh_choice, hub, monkeypatch):
+def test_offline_is_a_503_that_says_why_and_is_tried_again_later(fresh_choice, hub, monkeypatch):
     """No network and nothing cached: the API's 503 speakers_unavailable names the model,
-    HF_HOME and the offline default; once the hub answers, the next request loads it."""
+    HF_HOME and the offline default. Requests within RETRY_AFTER_S get it at once (no second
+    wait on the hub); after it, with the hub back, the next request loads the model."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     from engine.base import Segment, Transcription, Word
@@ -193,7 +195,15 @@ def test_offline_is_a_503_that_says_why_and_the_next_call_tries_again(fresh_choi
     assert error.status == 503 and error.code == "speakers_unavailable"
     assert "wespeaker-voxceleb-resnet34-LM" in str(error.message) and "HF_HOME" in str(error.message)
     assert "SPEAKER_ENCODER=resemblyzer" in str(error.message)
+    from engine.speakers import encoder
+
+    now = encoder._clock()
+    monkeypatch.setattr(encoder, "_clock", lambda: now + encoder.RETRY_AFTER_S - 1)
     hub["error"] = None
+    with pytest.raises(diarized.EncoderMissing, match="HF_HOME"):
+        shared_encoder()
+    assert len(hub["calls"]) == 1
+    monkeypatch.setattr(encoder, "_clock", lambda: now + encoder.RETRY_AFTER_S + 1)
     assert shared_encoder() is not None and len(hub["calls"]) == 2
 
 
