@@ -129,6 +129,14 @@ def _history(page) -> list[tuple[str, str]]:
     return _labelled([re.sub(r"^\[[\d:]+\]\s*", "", line) for line in lines])
 
 
+def _shows(read, expected: list[tuple[str, str]], timeout: float, what: str) -> None:
+    """Wait until `read()` gives `expected`; at the deadline fail showing what it gives."""
+    try:
+        _wait(lambda: read() == expected, timeout, what)
+    except AssertionError:
+        assert read() == expected, f"timed out after {timeout:.0f} s waiting for {what}"
+
+
 def _rename(page, prefix: str, label: str, name: str) -> None:
     """Name `label` through the `{prefix}` Rename speaker control (web/speaker_names.py)."""
     pick = page.locator(f"#{prefix}-speaker-pick input")
@@ -174,14 +182,14 @@ class TestSpeakers:
             _wait(lambda: page.locator("#live-speakers").is_visible(), 30, "the Rename speaker control")
             _rename(page, "live", "Speaker 2", NAME)
             renamed = [(NAME if label == "Speaker 2" else label, text) for label, text in shown]
-            _wait(lambda: _panel(page) == renamed, 30, f"{NAME!r} in the panel")
+            _shows(lambda: _panel(page), renamed, 30, f"{NAME!r} in the panel")
             assert page.locator("#finals b").count() == 0, "the name was shown as markup"
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "speakers-renamed.png"), full_page=True)
 
             # A reload of the tab: the same labels and name.
             _reload(page)
-            _wait(lambda: _panel(page) == renamed, 60, "the labels and the name after the reload")
+            _shows(lambda: _panel(page), renamed, 60, "the labels and the name after the reload")
             assert page.locator("#finals b").count() == 0
             _wait(lambda: page.locator("#live-speakers").is_visible(), 30, "the Rename speaker control after the reload")
 
@@ -192,12 +200,12 @@ class TestSpeakers:
             item = page.locator("#history-list label")
             _wait(lambda: item.count() == 1, 30, "the transcript in the History list")
             item.click()
-            _wait(lambda: _history(page) == renamed, 30, "the labels and the name in the History's viewer")
+            _shows(lambda: _history(page), renamed, 30, "the labels and the name in the History's viewer")
 
             # The History's Rename speaker names Speaker 1 in the stored transcript.
             _rename(page, "history", "Speaker 1", HISTORY_NAME)
             both = [(HISTORY_NAME if label == "Speaker 1" else label, text) for label, text in renamed]
-            _wait(lambda: _history(page) == both, 30, f"{HISTORY_NAME!r} in the History's viewer")
+            _shows(lambda: _history(page), both, 30, f"{HISTORY_NAME!r} in the History's viewer")
             page.screenshot(path=str(ARTIFACTS / "speakers-history.png"), full_page=True)
         finally:
             browser.close()
