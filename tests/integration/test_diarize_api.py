@@ -122,3 +122,31 @@ def test_translation_has_no_diarized_json(client, conversation):
     with pytest.raises(openai.BadRequestError) as info:
         client.audio.translations.create(model="whisper-1", file=("talk.wav", conversation[0]), response_format="diarized_json")
     assert info.value.body["param"] in ("response_format", "model"), info.value.body
+
+
+def test_a_hub_encoder_that_cannot_be_fetched_is_503(client, conversation, monkeypatch):
+    """SPEAKER_ENCODER=hub:... with no network and nothing cached: the official client gets
+    503 `speakers_unavailable` naming the model and what to do (the hub is the one thing
+    replaced: it answers as huggingface_hub does offline)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from engine.speakers import choice, encoder
+
+    def offline(**_):
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic has been disabled.")
+
+    monkeypatch.setenv("SPEAKER_ENCODER", "hub:Wespeaker/wespeaker-voxceleb-resnet34-LM/voxceleb_resnet34_LM.onnx")
+    monkeypatch.setattr(choice, "_configured", None)
+    monkeypatch.setattr(encoder, "_shared", None)  # the loaded Resemblyzer comes back after the test
+    monkeypatch.setattr(encoder, "_failed", None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    url = "data:audio/wav;base64," + base64.b64encode(conversation[2]).decode()
+    with pytest.raises(openai.InternalServerError) as info:
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("talk.wav", conversation[0]), response_format="diarized_json",
+            known_speaker_names=["Linda"], known_speaker_references=[url],
+        )
+    error = info.value.body
+    assert info.value.status_code == 503 and error["code"] == "speakers_unavailable", error
+    assert "wespeaker-voxceleb-resnet34-LM" in error["message"] and "SPEAKER_ENCODER=resemblyzer" in error["message"], error
