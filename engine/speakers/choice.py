@@ -10,7 +10,8 @@
   `EncoderUnavailable` (an `EncoderMissing`: the API's 503 `speakers_unavailable`) saying why.
 
 Cosine distances differ between encoders, so the thresholds that cut clusters are per
-encoder kind, here (THRESHOLDS); `thresholds_for(encoder)` gives the loaded one's.
+encoder kind, here (THRESHOLDS); `thresholds_for(encoder)` gives a loaded one's,
+`configured_thresholds()` those of the encoder SPEAKER_ENCODER names, before it is loaded.
 """
 
 from __future__ import annotations
@@ -156,18 +157,33 @@ def configure(text: str, token: str | None = None) -> EncoderSpec:
     return spec
 
 
+def _configured_choice() -> tuple[str, str | None]:
+    """(SPEAKER_ENCODER, HF_TOKEN or None): as `configure` set them, else the environment's."""
+    with _configured_lock:
+        configured = _configured
+    if configured is None:
+        from settings import Settings
+
+        settings = Settings.from_env()
+        configured = (settings.speaker_encoder, settings.hf_token.get_secret_value() or None)
+    return configured
+
+
+def configured_thresholds() -> Thresholds:
+    """The thresholds of the encoder SPEAKER_ENCODER names, without loading it (a live
+    stream sets its cut while the encoder is still loading). A bad value gives the
+    default's; loading it then says what is wrong."""
+    try:
+        return THRESHOLDS[parse_spec(_configured_choice()[0]).kind]
+    except ValueError:
+        return THRESHOLDS[RESEMBLYZER]
+
+
 def load_encoder(text: str | None = None, token: str | None = None) -> SpeakerEncoder:
     """The encoder `text` names (default: the configured choice, else SPEAKER_ENCODER from
     the environment). Raises EncoderMissing / EncoderUnavailable when it cannot be had."""
     if text is None:
-        with _configured_lock:
-            configured = _configured
-        if configured is None:
-            from settings import Settings
-
-            settings = Settings.from_env()
-            configured = (settings.speaker_encoder, settings.hf_token.get_secret_value() or None)
-        text, token = configured
+        text, token = _configured_choice()
     try:
         spec = parse_spec(text)
     except ValueError as exc:

@@ -119,6 +119,21 @@ def test_the_default_is_the_wheels_encoder(monkeypatch):
     assert Settings.from_env().speaker_encoder == "resemblyzer"
 
 
+def test_thresholds_follow_the_configured_encoder_before_it_loads(fresh_choice, monkeypatch):
+    """A hub model's cosine distances are not Resemblyzer's: each kind has its own cuts,
+    known from the setting alone (nothing fetched), and from a loaded encoder's kind."""
+    from engine.speakers.cluster import FILE_THRESHOLD, LIVE_THRESHOLD
+    from engine.speakers.encoder import VoiceEncoder
+
+    monkeypatch.delenv("SPEAKER_ENCODER", raising=False)
+    assert (fresh_choice.configured_thresholds().file, fresh_choice.configured_thresholds().live) == (FILE_THRESHOLD, LIVE_THRESHOLD)
+    assert fresh_choice.THRESHOLDS["resemblyzer"] == fresh_choice.THRESHOLDS[VoiceEncoder.kind]
+    monkeypatch.setenv("SPEAKER_ENCODER", "hub:Wespeaker/wespeaker-voxceleb-resnet34-LM")
+    assert fresh_choice.configured_thresholds() == fresh_choice.THRESHOLDS["onnx"] != fresh_choice.THRESHOLDS["resemblyzer"]
+    fresh_choice.configure("resemblyzer")  # a flag wins over the environment
+    assert fresh_choice.configured_thresholds() == fresh_choice.THRESHOLDS["resemblyzer"]
+
+
 def test_kaldi_fbank_frames_and_band():
     """Kaldi's framing (whole 25 ms frames every 10 ms) and mel scale: a 1 kHz tone is
     loudest in the band centred nearest 1 kHz on the mel scale 1127 ln(1 + f / 700)."""
