@@ -147,6 +147,31 @@ def test_kaldi_fbank_frames_and_band():
     assert int(np.argmax(feats.mean(axis=0))) == int(np.argmin(np.abs(centres - mel(1000))))
 
 
+def test_the_features_are_kaldis():
+    """The hub models were trained on Kaldi fbank (WeSpeaker computes it with torchaudio's
+    Kaldi port, its runtime with kaldi-native-fbank): the features here, from transformers'
+    audio_utils, equal kaldi-native-fbank's (Hamming window, no dither, 80 bins)."""
+    import kaldi_native_fbank as knf
+
+    from engine.speakers.onnx_encoder import FbankFeatures
+
+    rng = np.random.default_rng(7)
+    audio = (rng.normal(0, 0.05, 3 * SR) + 0.2 * np.sin(2 * np.pi * 440 * np.arange(3 * SR) / SR)).astype(np.float32)
+    options = knf.FbankOptions()
+    options.frame_opts.dither = 0
+    options.frame_opts.window_type = "hamming"
+    options.frame_opts.samp_freq = SR
+    options.frame_opts.snip_edges = True
+    options.mel_opts.num_bins = 80
+    kaldi = knf.OnlineFbank(options)
+    kaldi.accept_waveform(SR, (audio * 32768).tolist())
+    kaldi.input_finished()
+    reference = np.stack([kaldi.get_frame(i) for i in range(kaldi.num_frames_ready)])
+    mine = FbankFeatures()(audio)
+    assert mine.shape == reference.shape == (298, 80)
+    assert np.abs(mine - reference).max() < 1e-2  # log energies of about 20: float32 rounding
+
+
 def test_a_hub_model_labels_two_voices_apart(fresh_choice, hub, monkeypatch):
     """SPEAKER_ENCODER=hub:... loads the fetched ONNX file at first use (HF_TOKEN passed),
     gives VoiceEncoder's windows, and the real clustering at its thresholds finds the two
