@@ -79,12 +79,15 @@ class Segment:
 class Word:
     """One word with its time in the audio's timeline (seconds) and the decoder's
     confidence in it (mean probability of its tokens, 0-1). `word` keeps Whisper's
-    leading space, so joining the words gives the text back."""
+    leading space, so joining the words gives the text back. `speaker` is the voice's
+    label where speakers were told apart word by word (a live final whose voice changes
+    inside it: `engine.speakers.parts`); None elsewhere."""
 
     word: str
     start: float
     end: float
     probability: float
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
 * Speakers (`speakers`, setting `LIVE_SPEAKERS`): each final's audio is embedded in a
   worker thread while it decodes and labelled in utterance order ("Speaker 1", never
   changed once given; `streaming.speakers`); a final waiting for its label counts in
-  `lag_s` and its latency like a decode.
+  `lag_s` and its latency like a decode. With word times on too, a final holding two
+  voices labels its words one by one (`Word.speaker`; `speaker` is its first words').
 * Guards on every decode: `strip_repetition`, then `drop_reason` with the VAD's speech
   ratio and the decoder's confidence, so silence, noise and music give no text and a
   loop is never committed nor fed back as a prompt.
@@ -610,14 +611,19 @@ class Session:
             return  # nothing was said: no event at all
         # Labelled in utterance order (the previous final has left), so "Speaker 2" is the
         # second voice heard; only finals with text count.
+        words = final_words(result.words, text, ev.start_s) if result is not None else ()
         speaker = None
         if voice is not None and text:
-            speaker = await self._speakers.label(voice)
+            # With word times, a voice change inside the utterance is kept word by word.
+            voices = await self._speakers.label(voice, split=bool(words))
+            if voices is not None:
+                words = voices.label_words(words, ev.start_s)
+                speaker = words[0].speaker if words and words[0].speaker else voices.speaker
             now = self._clock()  # a label still computing delays the final: its latency says so
         latency = max(0.0, now - self._arrival(ev.end_s))
         event = TranscriptEvent(
             "final", ev.id, text, "", round(ev.start_s, 3), round(ev.end_s, 3), round(latency, 3), language,
-            words=final_words(result.words, text, ev.start_s) if result is not None else (),
+            words=words,
             logprobs=final_logprobs(result.logprobs, text) if result is not None else (),
             speaker=speaker,
         )

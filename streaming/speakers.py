@@ -7,6 +7,12 @@ file's are, and the final takes the label its cluster was shown with before, or 
 one. Labels are given in order of first appearance and never change once shown. A new
 voice gets its own label once it has spoken LIVE_MIN_SPEAKER_S; before that it takes the
 nearest voice's, which also keeps a one-voice stream one speaker.
+
+Two voices in one utterance (no pause between them long enough to end it): where the final
+has word times (`LIVE_WORD_TIMES`), its windows are labelled one by one and each word takes
+the voice around it (`Voices.label_words`); the page, the History and the exports then show
+one part per speaker (`engine.speakers.parts`). Without word times the utterance gets its
+main voice's label.
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from engine.base import Word
 from engine.speakers.cluster import StableSpeakers
+from engine.speakers.diarize import Turn, speaker_at, window_turns
+from engine.speakers.encoder import Windows
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +41,28 @@ def speaker_label(index: int) -> str:
     return f"Speaker {index + 1}"
 
 
-def embed(audio: np.ndarray) -> np.ndarray:
-    """(windows, 256) embeddings of one utterance (the shared encoder; synchronous)."""
+def embed(audio: np.ndarray) -> Windows:
+    """One utterance's 1.6 s windows (centres in utterance time, embeddings), by the shared
+    encoder (synchronous)."""
     from engine.speakers.encoder import shared_encoder
 
-    return shared_encoder().windows(np.asarray(audio, dtype=np.float32), HOP_S).embeddings
+    return shared_encoder().windows(np.asarray(audio, dtype=np.float32), HOP_S)
+
+
+@dataclass(frozen=True)
+class Voices:
+    """Who spoke in one utterance: `speaker` its main voice (the voice of its first words
+    once `words` are labelled), `turns` each voice's stretch in utterance time."""
+
+    speaker: str
+    turns: tuple[Turn, ...]
+
+    def label_words(self, words: Sequence[Word], offset_s: float) -> tuple[Word, ...]:
+        """The final's words (session time; the utterance starts at `offset_s`) with their
+        speaker, where the utterance holds two voices or more; unchanged otherwise."""
+        if len({t.speaker for t in self.turns}) < 2:
+            return tuple(words)
+        return tuple(replace(w, speaker=speaker_at(self.turns, w.start - offset_s, w.end - offset_s)) for w in words)
 
 
 def _load() -> None:
@@ -67,8 +94,10 @@ class LiveSpeakers:
         """The utterance's window embeddings, computed in a worker thread."""
         return asyncio.ensure_future(asyncio.to_thread(embed, np.array(audio, dtype=np.float32, copy=True)))
 
-    async def label(self, task: asyncio.Task) -> str | None:
-        """The final's label (None when the embedding failed: the final is shown without one).
+    async def label(self, task: asyncio.Task, split: bool = False) -> Voices | None:
+        """The final's voices (None when the embedding failed: the final is shown without a
+        label). `split`: each window labelled, so a voice change inside the utterance is
+        kept (its words then carry their speakers); else the utterance gets one label.
         The clustering runs in a worker thread too (tens of ms after an hour of speech)."""
         try:
             windows = await task
@@ -76,4 +105,9 @@ class LiveSpeakers:
             raise
         except Exception:  # noqa: BLE001 -- a missing encoder never costs the final its text
             return None
-        return speaker_label(await asyncio.to_thread(self._speakers.assign, windows))
+        assign = self._speakers.assign_windows if split else self._speakers.assign
+        indices = np.atleast_1d(await asyncio.to_thread(assign, windows.embeddings))
+        labels = [speaker_label(int(i)) for i in indices]
+        if len(labels) == 1 and len(windows.centers) > 1:
+            labels *= len(windows.centers)
+        return Voices(labels[0], tuple(window_turns(windows.centers, labels)))

@@ -3,7 +3,8 @@
 Only finals are kept (partials are a display concern); a final with no text (an
 utterance whose words were all dropped by the guards) is not a line of the transcript.
 Formatting reuses `engine.formats`, so a live transcript and a file transcription
-export to the same shapes.
+export to the same shapes; a final whose words change speaker is written as one segment
+per speaker (`engine.speakers.parts`), as a file's segments are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from engine import formats
+from engine.speakers.parts import SpeakerPart, speaker_parts
 from streaming.events import TranscriptEvent
 
 __all__ = ["Transcript"]
@@ -50,8 +52,12 @@ class Transcript:
     def duration(self) -> float:
         return max((e.end_s for e in self.finals), default=0.0)
 
+    def _parts(self) -> list[tuple[TranscriptEvent, SpeakerPart]]:
+        """Each final as one part per speaker (one part unless its words change voice)."""
+        return [(e, part) for e in self.finals for part in speaker_parts(e.start_s, e.end_s, e.text, e.speaker, e.words)]
+
     def _cues(self) -> list[_Cue]:
-        return [_Cue(e.start_s, e.end_s, e.text, e.speaker) for e in self.finals]
+        return [_Cue(p.start, p.end, p.text, p.speaker) for _, p in self._parts()]
 
     def to_txt(self) -> str:
         """One final per line."""
@@ -73,12 +79,12 @@ class Transcript:
                 {
                     "id": i,
                     "utterance_id": e.utterance_id,
-                    "start": round(e.start_s, 3),
-                    "end": round(e.end_s, 3),
-                    "text": e.text.strip(),
-                    **({"speaker": e.speaker} if e.speaker else {}),
+                    "start": round(p.start, 3),
+                    "end": round(p.end, 3),
+                    "text": p.text,
+                    **({"speaker": p.speaker} if p.speaker else {}),
                 }
-                for i, e in enumerate(self.finals)
+                for i, (e, p) in enumerate(self._parts())
             ],
         }
 

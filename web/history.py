@@ -26,6 +26,7 @@ from typing import Any
 
 import gradio as gr
 
+from engine.speakers.parts import parts_of
 from streaming.events import TranscriptEvent
 from streaming.transcript import Transcript
 from web.exports import EXPORTS, ExportFiles
@@ -37,6 +38,7 @@ from web.speaker_names import (
     rename_stored,
     shown_speaker,
     speaker_control,
+    speakers_of,
 )
 from web.store import StoredTranscript, StoreError, TranscriptInfo, TranscriptStore
 from web.word_spans import words_html
@@ -94,8 +96,9 @@ def shown_text(stored: StoredTranscript) -> str:
     """One line per segment, `[m:ss] text` (`[m:ss] Speaker: text` where speakers were labelled)."""
     names = stored.info.speaker_names
     return "\n".join(
-        f"[{_duration(seg.start)}] {shown_speaker(seg.speaker, names) + ': ' if seg.speaker else ''}{seg.text}"
+        f"[{_duration(part.start)}] {shown_speaker(part.speaker, names) + ': ' if part.speaker else ''}{part.text}"
         for seg in stored.segments
+        for part in parts_of(seg)
     )
 
 
@@ -106,9 +109,10 @@ def words_view_html(stored: StoredTranscript) -> str:
         return ""
     names = stored.info.speaker_names
     lines = [
-        f'<p class="rtw-final"><span class="rtw-time">[{_duration(seg.start)}]</span> '
-        f'{html.escape(shown_speaker(seg.speaker, names) or "") + ": " if seg.speaker else ""}{words_html(seg.text, seg.words)}</p>'
+        f'<p class="rtw-final"><span class="rtw-time">[{_duration(part.start)}]</span> '
+        f'{html.escape(shown_speaker(part.speaker, names) or "") + ": " if part.speaker else ""}{words_html(part.text, part.words)}</p>'
         for seg in stored.segments
+        for part in parts_of(seg)
     ]
     return '<div class="rtw-history-words">' + "".join(lines) + "</div>"
 
@@ -171,7 +175,7 @@ def build_history_tab(
         tid = stored.info.id
         paths = await asyncio.to_thread(exports.write, session or tid, "history", export_files(stored), transcript_id=tid)
         timed = words_view_html(stored)
-        labels = labels_of(seg.speaker for seg in stored.segments)
+        labels = labels_of(speakers_of(stored.segments))
         return [
             gr.update(visible=True), shown_text(stored), gr.update(value=timed, visible=bool(timed)),
             *[gr.update(value=p, interactive=True) for p in paths],

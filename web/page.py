@@ -40,9 +40,10 @@ from web.speaker_names import (
     rename_live,
     shown_speaker,
     speaker_control,
+    speakers_of,
 )
 from web.store import TranscriptStore
-from web.word_spans import WORD_CSS, words_html
+from web.word_spans import WORD_CSS, piece_html
 
 #: Finals shown in the panel; older ones stay in the downloads (keeps an hour-long page light).
 MAX_SHOWN_FINALS = 400
@@ -105,11 +106,6 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def speaker_html(speaker: str | None) -> str:
-    """The final's speaker ("Speaker 1:", or the name a person gave it) before its text, or "" without one."""
-    return f'<span class="rtw-speaker">{html.escape(speaker)}:</span>' if speaker else ""
-
-
 def render_finals(tab: TabState) -> str:
     finals = tab.transcript.finals
     if not finals:
@@ -122,7 +118,7 @@ def render_finals(tab: TabState) -> str:
     for ev in shown:
         lines.append(
             f'<p class="rtw-final" title="{_fmt_time(ev.start_s)}–{_fmt_time(ev.end_s)}">'
-            f"{speaker_html(shown_speaker(ev.speaker, tab.speaker_names))}{words_html(ev.text, ev.words)}</p>"
+            f"{piece_html(ev.start_s, ev.end_s, ev.text, ev.speaker, ev.words, lambda label: shown_speaker(label, tab.speaker_names))}</p>"
         )
     # column-reverse keeps the newest line in view; the inner div keeps reading order.
     return '<div class="rtw-transcript"><div>' + "".join(lines) + "</div></div>"
@@ -223,7 +219,7 @@ def render(tab: TabState, engine: Engine, slots: StreamSlots, *, force: bool = F
     if force or marks.finals_version != tab.version:
         finals = render_finals(tab)
         marks.finals_version = tab.version
-        labels = labels_of(ev.speaker for ev in tab.transcript.finals)
+        labels = labels_of(speakers_of(tab.transcript.finals))
         shown = (tuple(labels), tuple(sorted(tab.speaker_names.items())))
         if force or shown != marks.speakers:
             speakers = control_updates(labels, tab.speaker_names, keep_choice=bool(marks.speakers and marks.speakers[0]))

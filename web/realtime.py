@@ -312,7 +312,7 @@ class Connection:
                 usage=Usage(seconds=round(max(0.0, ev.end_s - ev.start_s), 3)),
                 latency_s=round(ev.latency_s, 3),
                 language=ev.language,
-                words=[WordTime(word=w.word, start=w.start, end=w.end, probability=w.probability) for w in ev.words]
+                words=[WordTime(word=w.word, start=w.start, end=w.end, probability=w.probability, speaker=w.speaker) for w in ev.words]
                 if self.stream is not None and self.stream.session.options.word_times
                 else None,
                 logprobs=[LogProb(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in ev.logprobs]

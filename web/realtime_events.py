@@ -301,6 +301,8 @@ class WordTime(BaseModel):
     start: float
     end: float
     probability: float
+    #: With `LIVE_SPEAKERS` too: the word's speaker, where the utterance holds two voices.
+    speaker: str | None = None
 
 
 class LogProb(BaseModel):

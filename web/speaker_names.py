@@ -43,6 +43,15 @@ def labels_of(speakers: Iterable[str | None]) -> list[str]:
     return list(dict.fromkeys(s for s in speakers if s))
 
 
+def speakers_of(pieces: Iterable[Any]) -> Iterable[str | None]:
+    """Every speaker label of finals or segments in order: each one's own, then its words'
+    (a final whose voice changes inside it labels its words)."""
+    for piece in pieces:
+        yield piece.speaker
+        for word in getattr(piece, "words", None) or ():
+            yield word.speaker
+
+
 def renamed(names: Mapping[str, str], labels: Iterable[str], label: str | None, name: str | None) -> dict[str, str]:
     """The transcript's names after naming `label` `name` ("" gives the label back)."""
     if not label or label not in set(labels):
@@ -63,9 +72,15 @@ def shown_speaker(label: str | None, names: Mapping[str, str]) -> str | None:
 
 def named(events: Iterable[TranscriptEvent], names: Mapping[str, str]) -> Transcript:
     """A transcript whose finals carry the speakers' names, for its downloads."""
-    return Transcript(
-        [dataclasses.replace(e, speaker=names[e.speaker]) if e.speaker in names else e for e in events]
-    )
+    return Transcript([_renamed_event(e, names) for e in events])
+
+
+def _renamed_event(event: TranscriptEvent, names: Mapping[str, str]) -> TranscriptEvent:
+    """The final with its speaker's and its words' speakers' names."""
+    if not names:
+        return event
+    words = tuple(dataclasses.replace(w, speaker=names[w.speaker]) if w.speaker in names else w for w in event.words)
+    return dataclasses.replace(event, speaker=names.get(event.speaker, event.speaker) if event.speaker else None, words=words)
 
 
 # -- the control ---------------------------------------------------------------------------
@@ -117,7 +132,7 @@ def rename_live(tab: Any, label: str | None, name: str | None) -> Future[bool] |
     `web.recorder.restore`). Raises gr.Error for a label the transcript does not have.
 
     Returns the store's write (failures also land in the tab's message), None without one."""
-    labels = labels_of(e.speaker for e in tab.transcript.finals)
+    labels = labels_of(speakers_of(tab.transcript.finals))
     try:
         tab.speaker_names = renamed(tab.speaker_names, labels, label, name)
     except RenameRefused as exc:
@@ -141,7 +156,7 @@ async def rename_stored(
         if stored is None:
             raise gr.Error("That transcript is gone (deleted, or kept by another browser).", title="Not renamed")
         try:
-            names = renamed(stored.info.speaker_names, labels_of(s.speaker for s in stored.segments), label, name)
+            names = renamed(stored.info.speaker_names, labels_of(speakers_of(stored.segments)), label, name)
         except RenameRefused as exc:
             raise gr.Error(str(exc), title="Not renamed") from exc
         kept = await asyncio.wrap_future(store.name_speaker(transcript_id, browser_id, str(label), names.get(str(label), "")))

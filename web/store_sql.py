@@ -172,11 +172,16 @@ class StoredSegment:
 
 
 def words_json(words: Any) -> str | None:
-    """A segment's words as stored: compact JSON rows [word, start, end, probability]
-    (None without words). Takes anything with those four attributes."""
+    """A segment's words as stored: compact JSON rows [word, start, end, probability],
+    with a fifth item, its speaker, on a word that has one (None without words). Takes
+    anything with those attributes."""
     if not words:
         return None
-    rows = [[str(w.word), round(float(w.start), 3), round(float(w.end), 3), round(float(w.probability), 4)] for w in words]
+    rows = [
+        [str(w.word), round(float(w.start), 3), round(float(w.end), 3), round(float(w.probability), 4)]
+        + ([str(w.speaker)] if getattr(w, "speaker", None) else [])
+        for w in words
+    ]
     return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -184,8 +189,11 @@ def _words_from_json(text: str | None) -> tuple[Word, ...]:
     if not text:
         return ()
     try:
-        return tuple(Word(str(w), float(s), float(e), float(p)) for w, s, e, p in json.loads(text))
-    except (ValueError, TypeError) as exc:  # a damaged row loses its word times, not its text
+        return tuple(
+            Word(str(row[0]), float(row[1]), float(row[2]), float(row[3]), str(row[4]) if len(row) > 4 else None)
+            for row in json.loads(text)
+        )
+    except (ValueError, TypeError, IndexError) as exc:  # a damaged row loses its word times, not its text
         log.warning("a stored segment's words could not be read: %s", exc)
         return ()
 

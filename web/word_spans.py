@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from engine.speakers.parts import speaker_parts
 from engine.word_times import LOW_CONFIDENCE
 
 #: CSS of the spans (added to the page's CSS): a subtle dotted underline for doubt.
@@ -40,3 +41,17 @@ def words_html(text: str, words: Sequence[Any]) -> str:
         space = " " if spans and w.word[:1].isspace() else ""
         spans.append(f'{space}<span class="rtw-word{low}" title="{html.escape(word_title(w))}">{html.escape(w.word.strip())}</span>')
     return "".join(spans)
+
+
+def speaker_html(speaker: str | None) -> str:
+    """A speaker's label ("Speaker 1:", or the name a person gave it) before its words, or
+    "" without one."""
+    return f'<span class="rtw-speaker">{html.escape(speaker)}:</span>' if speaker else ""
+
+
+def piece_html(
+    start: float, end: float, text: str, speaker: str | None, words: Sequence[Any], shown: Callable[[str | None], str | None]
+) -> str:
+    """A final or segment as HTML: each speaker's part (one unless its words change voice)
+    with the label `shown` gives its speaker, then its words."""
+    return " ".join(f"{speaker_html(shown(p.speaker))}{words_html(p.text, p.words)}" for p in speaker_parts(start, end, text, speaker, words))

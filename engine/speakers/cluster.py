@@ -6,6 +6,8 @@
   window that straddles two voices is not a person).
 - Live (`StableSpeakers`): the stream's windows so far clustered again at each final, the
   final's cluster matched to the labels already shown; a label once given never changes.
+  A final's windows get one label (`assign`) or one each (`assign_windows`: a voice change
+  inside the utterance, runs under MIN_TURN_S absorbed).
 - Names (`name_speakers`): clusters matched one-to-one to known speakers' reference
   embeddings (Hungarian assignment on cosine similarity).
 """
@@ -13,7 +15,9 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -31,6 +35,12 @@ LIVE_THRESHOLD = 0.35
 LIVE_MIN_SPEAKER_S = 1.2
 #: A known speaker's reference must be at least this similar to a cluster to name it.
 NAME_SIMILARITY = 0.60
+
+T = TypeVar("T")
+#: A run of one speaker's windows shorter than this (seconds) is not a turn of its own: it
+#: takes a neighbouring run's speaker (files: between two runs of one speaker; inside a
+#: live utterance: the longer neighbour).
+MIN_TURN_S = 0.8
 
 
 def letter(index: int) -> str:
@@ -97,6 +107,34 @@ def name_speakers(
     return [label if label is not None else next(letters) for label in labels]
 
 
+def absorb_short_runs(labels: np.ndarray, min_windows: int) -> np.ndarray:
+    """Runs shorter than `min_windows` take the label of their longer neighbouring run,
+    shortest first, until every run is long enough or one run is left."""
+    labels = np.asarray(labels).copy()
+    while True:
+        runs = [(start, length) for start, length, _ in label_runs(labels)]
+        if len(runs) < 2:
+            return labels
+        i = min(range(len(runs)), key=lambda k: runs[k][1])
+        start, length = runs[i]
+        if length >= min_windows:
+            return labels
+        neighbours = [k for k in (i - 1, i + 1) if 0 <= k < len(runs)]
+        k = max(neighbours, key=lambda n: runs[n][1])
+        labels[start : start + length] = labels[runs[k][0]]
+
+
+def label_runs(labels: Sequence[T]) -> list[tuple[int, int, T]]:
+    """(start index, length, label) of each run of equal labels."""
+    runs: list[tuple[int, int, T]] = []
+    for i, label in enumerate(labels):
+        if runs and runs[-1][2] == label:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, label)
+        else:
+            runs.append((i, 1, label))
+    return runs
+
+
 @dataclass
 class StableSpeakers:
     """Live labels: speaker indices in order of first appearance, never changed once given.
@@ -119,25 +157,40 @@ class StableSpeakers:
     count: int = 0
 
     def assign(self, windows: np.ndarray) -> int:
-        """The speaker index of one utterance, given its windows' embeddings (n, dim)."""
+        """The speaker index of one utterance (its windows' main voice), given its
+        windows' embeddings (n, dim)."""
+        return int(self._label(windows, split=False)[0])
+
+    def assign_windows(self, windows: np.ndarray) -> np.ndarray:
+        """A speaker index per window of one utterance: a voice change inside it is kept
+        where each side lasts at least MIN_TURN_S (shorter runs join a neighbour)."""
+        return self._label(windows, split=True)
+
+    def _label(self, windows: np.ndarray, split: bool) -> np.ndarray:
         windows = np.atleast_2d(np.asarray(windows, dtype=np.float32))
         new = len(windows)
         self._windows.extend(windows)
         del self._windows[: -self.max_windows]
         labels = cluster_windows(np.stack(self._windows), self.hop_s, self.threshold, self.min_speaker_s)
         old, mine = labels[:-new], labels[-new:]
-        current = int(np.bincount(mine).argmax())
+        if split:
+            mine = absorb_short_runs(mine, max(1, round(MIN_TURN_S / self.hop_s)))
+        else:
+            mine = np.full(new, np.bincount(mine).argmax())
         shown = np.asarray(self._shown[-len(old):] if len(old) else [], dtype=int)
-        speaker = None
+        matched: dict[int, int] = {}
         if self.count and len(old):
             overlap = np.zeros((int(labels.max()) + 1, self.count))
             np.add.at(overlap, (old, shown), 1)
             rows, cols = linear_sum_assignment(-overlap)
             matched = {int(r): int(c) for r, c in zip(rows, cols) if overlap[r, c] > 0}
-            speaker = matched.get(current)
-        if speaker is None:
-            speaker = self.count
-            self.count += 1
-        self._shown.extend([speaker] * new)
+        out = np.empty(new, dtype=int)
+        for i, cluster in enumerate(mine):  # new voices numbered in order of appearance
+            cluster = int(cluster)
+            if cluster not in matched:
+                matched[cluster] = self.count
+                self.count += 1
+            out[i] = matched[cluster]
+        self._shown.extend(int(x) for x in out)
         del self._shown[: -self.max_windows]
-        return speaker
+        return out

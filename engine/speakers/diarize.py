@@ -18,10 +18,13 @@ from engine.base import Segment, Transcription, Word
 from engine.speakers.cluster import (
     FILE_THRESHOLD,
     MIN_SPEAKER_S,
+    MIN_TURN_S,
     centroids,
     cluster_windows,
+    label_runs,
     name_speakers,
 )
+from engine.speakers.parts import word_runs
 from engine.speakers.encoder import WINDOW_S, VoiceEncoder, Windows
 
 #: Step between two embedding windows (seconds): finer places changes better, costs more.
@@ -29,8 +32,6 @@ HOP_S = 0.4
 #: A window is clustered when at least this share of its 1.6 s is speech: a window of
 #: mostly silence or noise embeds no voice, and would make a speaker of its own.
 MIN_SPEECH_SHARE = 0.5
-#: A run of one speaker shorter than this, between two runs of another, is that other's.
-MIN_TURN_S = 0.8
 
 
 @dataclass(frozen=True)
@@ -80,23 +81,12 @@ def _merged(spans: Sequence[tuple[float, float]], gap: float = 0.0) -> list[tupl
 def _smooth(labels: np.ndarray, min_windows: int) -> np.ndarray:
     """Short runs sandwiched between two runs of one other speaker take that speaker."""
     labels = labels.copy()
-    runs = _runs(labels)
+    runs = label_runs(labels)
     for i in range(1, len(runs) - 1):
         start, length, _ = runs[i]
         if length < min_windows and runs[i - 1][2] == runs[i + 1][2]:
             labels[start : start + length] = runs[i - 1][2]
     return labels
-
-
-def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """(start index, length, label) of each run of equal labels."""
-    runs: list[tuple[int, int, int]] = []
-    for i, label in enumerate(labels):
-        if runs and runs[-1][2] == label:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1, int(label))
-        else:
-            runs.append((i, 1, int(label)))
-    return runs
 
 
 def speaker_turns(
@@ -119,15 +109,22 @@ def speaker_turns(
     names = name_speakers(
         centroids(embeddings, labels), known.embeddings if known else None, known.names if known else None
     )
-    turns: list[Turn] = []
-    for start, length, label in _runs(labels):
-        first, last = start, start + length - 1
-        begin = 0.0 if first == 0 else (centers[first - 1] + centers[first]) / 2
-        end = float("inf") if last == len(centers) - 1 else (centers[last] + centers[last + 1]) / 2
-        turns.append(Turn(float(begin), float(end), names[label]))
+    turns = window_turns(centers, [names[label] for label in labels])
     # Turn edges that fall in silence are clipped to the speech they hold.
     first_speech, last_speech = min(s for s, _ in spans), max(e for _, e in spans)
     return [replace(t, start=max(t.start, first_speech), end=min(t.end, last_speech)) for t in turns]
+
+
+def window_turns(centers: np.ndarray, speakers: Sequence[str]) -> list[Turn]:
+    """Turns from a speaker per window: a change sits midway between the two windows that
+    differ; the first turn starts at 0, the last never ends."""
+    turns: list[Turn] = []
+    for start, length, _ in label_runs(list(speakers)):
+        first, last = start, start + length - 1
+        begin = 0.0 if first == 0 else (centers[first - 1] + centers[first]) / 2
+        end = float("inf") if last == len(centers) - 1 else (centers[last] + centers[last + 1]) / 2
+        turns.append(Turn(float(begin), float(end), speakers[first]))
+    return turns
 
 
 def speaker_at(turns: Sequence[Turn], start: float, end: float) -> str | None:
@@ -151,13 +148,7 @@ def split_segments(segments: Sequence[Segment], words: Sequence[Word], turns: Se
         if not inside or not segment.text.strip():
             out.append(replace(segment, speaker=speaker_at(turns, segment.start, segment.end)))
             continue
-        groups: list[tuple[str | None, list[Word]]] = []
-        for word in inside:
-            speaker = speaker_at(turns, word.start, word.end)
-            if groups and groups[-1][0] == speaker:
-                groups[-1][1].append(word)
-            else:
-                groups.append((speaker, [word]))
+        groups = word_runs(inside, lambda w: speaker_at(turns, w.start, w.end))
         if len(groups) == 1:  # one speaker: the segment stays as Whisper gave it
             out.append(replace(segment, speaker=groups[0][0]))
         else:

@@ -45,3 +45,33 @@ async def test_second_voice_gets_the_second_label(engine) -> None:
         voice = min(spans, key=lambda s: 0 if s[0] <= middle <= s[1] else min(abs(middle - s[0]), abs(middle - s[1])))[2]
         voices.setdefault(voice, set()).add(f.speaker)
     assert voices == {"lj": {"Speaker 1"}, "jfk": {"Speaker 2"}}, [(f.start_s, f.speaker, f.text) for f in finals]
+
+
+async def test_two_voices_in_one_utterance_are_cut_at_their_words(engine) -> None:
+    """The reader, then a man's voice 0.05 s later (one utterance: no pause of 0.5 s), then
+    the reader alone after a pause. With word times on, the first final's words carry
+    both labels, cut where the voice changes; the page and the exports show two parts."""
+    from bench.coverage import trimmed
+    from engine.speakers.parts import speaker_parts
+
+    reader = trimmed(_clip("ljspeech_coqui__LJ001-0004"))
+    man = trimmed(_clip("cmu_arctic__awb_arctic_a0007"))
+    change_s = 1.0 + len(reader) / 16000 + 0.025  # the middle of the 0.05 s gap
+    audio = np.concatenate([silence(1.0), reader, silence(0.05), man, silence(1.5), trimmed(_clip("ljspeech_coqui__LJ001-0006")), silence(1.0)])
+    session = Session(engine, SessionOptions(language="en", speakers=True, word_times=True))
+    events = await run(session, audio, pace=0.005)
+    finals = transcript_events(events, "final")
+    assert not [e for e in events if isinstance(e, ErrorEvent)]
+    first = finals[0]
+    assert first.start_s < change_s < first.end_s, [(f.start_s, f.end_s, f.text) for f in finals]  # one utterance holds both
+    who = [(w.word, w.start, w.speaker) for w in first.words]
+    assert {w.speaker for w in first.words} == {"Speaker 1", "Speaker 2"}, (first.speaker, who)
+    assert first.speaker == "Speaker 1"
+    # Every word well before the change is the reader's, every word well after it the man's.
+    assert all(w.speaker == "Speaker 1" for w in first.words if w.end < change_s - 0.5), who
+    assert all(w.speaker == "Speaker 2" for w in first.words if w.start > change_s + 0.5), who
+    parts = speaker_parts(first.start_s, first.end_s, first.text, first.speaker, first.words)
+    assert [p.speaker for p in parts] == ["Speaker 1", "Speaker 2"], who
+    # The reader heard again later keeps her label.
+    later = [f for f in finals[1:] if f.start_s > change_s + 3]
+    assert later and {f.speaker for f in later} == {"Speaker 1"}, [(f.speaker, f.text) for f in later]
