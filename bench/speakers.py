@@ -180,30 +180,45 @@ def score(conv: Conversation, encoder, thresholds: list[float]) -> list[dict]:
 def score_live(conv: Conversation, encoder, settings: list[tuple[float, float]]) -> list[dict]:
     """Live labels as a stream gives them: utterances cut at 0.5 s of silence (the VAD, as
     the live segmenter with MIN_SILENCE_MS=500), each embedded and labelled in order
-    (`StableSpeakers`, as `streaming.speakers`), a label never changed. No Whisper: the
-    speaker step alone; the cost includes the re-clustering at every utterance."""
+    (`StableSpeakers`, as `streaming.speakers`), a label never changed; each setting twice:
+    one label per utterance (`assign`, live without word times) and one per window
+    (`assign_windows`, "split": with LIVE_WORD_TIMES a final holding two voices is cut at
+    its words; here the cut is where the windows change, the words' snap is not
+    simulated). No Whisper: the speaker step alone; the cost includes the re-clustering at
+    every utterance."""
     from engine.speakers.cluster import StableSpeakers
+    from engine.speakers.diarize import window_turns
     from engine.vad import speech_regions
     from evaluation.der import der
     from streaming.speakers import HOP_S
 
     utterances = speech_regions(conv.audio, min_silence_s=0.5)
     t, cpu = time.perf_counter(), time.process_time()
-    embeddings = [encoder.windows(conv.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)], HOP_S).embeddings for a, b in utterances]
+    windows = [encoder.windows(conv.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)], HOP_S) for a, b in utterances]
     embed_s, embed_cpu = time.perf_counter() - t, time.process_time() - cpu
     rows = []
     for threshold, min_speaker_s in settings:
-        online = StableSpeakers(threshold, min_speaker_s, HOP_S)
-        t, cpu = time.perf_counter(), time.process_time()
-        hyp = [(a, b, str(online.assign(e))) for (a, b), e in zip(utterances, embeddings)]
-        embed_s, embed_cpu = embed_s + time.perf_counter() - t, embed_cpu + time.process_time() - cpu
-        result = der(conv.turns, hyp, collar=0.25)
-        rows.append({
-            "threshold": f"live {threshold}/{min_speaker_s}",
-            "der": result.der, "missed": result.missed, "false_alarm": result.false_alarm, "confusion": result.confusion,
-            "speakers": conv.speakers, "found": online.count,
-            "cost_s_per_min": embed_s / conv.minutes, "cpu_s_per_min": embed_cpu / conv.minutes,
-        })
+        for split in (False, True):
+            online = StableSpeakers(threshold, min_speaker_s, HOP_S)
+            t, cpu = time.perf_counter(), time.process_time()
+            hyp = []
+            for (a, b), w in zip(utterances, windows):
+                if not split:
+                    hyp.append((a, b, str(online.assign(w.embeddings))))
+                    continue
+                labels = [str(x) for x in online.assign_windows(w.embeddings)]
+                for turn in window_turns(w.centers, labels):
+                    lo, hi = a + turn.start, min(b, a + turn.end)
+                    if hi > lo:
+                        hyp.append((lo, hi, turn.speaker))
+            wall, used = time.perf_counter() - t, time.process_time() - cpu
+            result = der(conv.turns, hyp, collar=0.25)
+            rows.append({
+                "threshold": f"live {threshold}/{min_speaker_s}{' split' if split else ''}",
+                "der": result.der, "missed": result.missed, "false_alarm": result.false_alarm, "confusion": result.confusion,
+                "speakers": conv.speakers, "found": online.count,
+                "cost_s_per_min": (embed_s + wall) / conv.minutes, "cpu_s_per_min": (embed_cpu + used) / conv.minutes,
+            })
     return rows
 
 

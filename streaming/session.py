@@ -107,11 +107,12 @@ class _Utt:
     ended: bool = False
 
 
-def _live_speakers():
-    """A stream's speaker labels (scikit-learn and the encoder: imported when a stream asks)."""
+def _live_speakers(split: bool):
+    """A stream's speaker labels (scikit-learn and the encoder: imported when a stream asks);
+    `split` where its finals have word times (a voice change inside one is kept)."""
     from streaming.speakers import LiveSpeakers
 
-    return LiveSpeakers()
+    return LiveSpeakers(split=split)
 
 
 class Session:
@@ -154,7 +155,7 @@ class Session:
         self._turn_key: tuple[int, float] | None = None  # (utterance, pending end) asked
         self._finals: dict[int, asyncio.Task] = {}  # utterance id -> final task
         self._last_final: asyncio.Task | None = None
-        self._speakers = _live_speakers() if opts.speakers else None
+        self._speakers = _live_speakers(opts.word_times) if opts.speakers else None
         self._final_texts: deque[str] = deque(maxlen=8)
         self._pending_final_ends: dict[int, float] = {}  # id -> arrival time of end_s
         self._last_status_s = 0.0
@@ -615,7 +616,7 @@ class Session:
         speaker = None
         if voice is not None and text:
             # With word times, a voice change inside the utterance is kept word by word.
-            voices = await self._speakers.label(voice, split=bool(words))
+            voices = await self._speakers.label(voice, has_words=bool(words))
             if voices is not None:
                 words = voices.label_words(words, ev.start_s)
                 speaker = words[0].speaker if words and words[0].speaker else voices.speaker

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from engine.base import Word
-from engine.speakers.cluster import StableSpeakers
+from engine.speakers.choice import configured_thresholds
+from engine.speakers.cluster import LIVE_MIN_SPEAKER_S, LIVE_SPLIT_MIN_SPEAKER_S, StableSpeakers
 from engine.speakers.diarize import Turn, speaker_at, window_turns
 from engine.speakers.encoder import Windows
 
@@ -83,21 +84,28 @@ def preload() -> None:
 @dataclass
 class LiveSpeakers:
     """One stream's speakers. `start(audio)` early (the embedding runs while the final
-    decodes), then `label(task)` in utterance order."""
+    decodes), then `label(task)` in utterance order. `split`: the stream's finals have
+    word times, so a voice change inside one is kept (a speaker then needs
+    LIVE_SPLIT_MIN_SPEAKER_S, measured for that mode)."""
 
-    _speakers: StableSpeakers = field(default_factory=lambda: StableSpeakers(hop_s=HOP_S))
+    split: bool = False
+    _speakers: StableSpeakers = field(init=False)
 
     def __post_init__(self) -> None:
+        min_speaker_s = LIVE_SPLIT_MIN_SPEAKER_S if self.split else LIVE_MIN_SPEAKER_S
+        # The distance cut of the encoder SPEAKER_ENCODER names (each has its own).
+        self._speakers = StableSpeakers(configured_thresholds().live, min_speaker_s, HOP_S)
         preload()
 
     def start(self, audio: np.ndarray) -> asyncio.Task:
         """The utterance's window embeddings, computed in a worker thread."""
         return asyncio.ensure_future(asyncio.to_thread(embed, np.array(audio, dtype=np.float32, copy=True)))
 
-    async def label(self, task: asyncio.Task, split: bool = False) -> Voices | None:
+    async def label(self, task: asyncio.Task, has_words: bool = False) -> Voices | None:
         """The final's voices (None when the embedding failed: the final is shown without a
-        label). `split`: each window labelled, so a voice change inside the utterance is
-        kept (its words then carry their speakers); else the utterance gets one label.
+        label). In a `split` stream, a final with words (`has_words`) has each window
+        labelled, so a voice change inside it is kept (its words then carry their
+        speakers); else the utterance gets one label.
         The clustering runs in a worker thread too (tens of ms after an hour of speech)."""
         try:
             windows = await task
@@ -105,7 +113,7 @@ class LiveSpeakers:
             raise
         except Exception:  # noqa: BLE001 -- a missing encoder never costs the final its text
             return None
-        assign = self._speakers.assign_windows if split else self._speakers.assign
+        assign = self._speakers.assign_windows if self.split and has_words else self._speakers.assign
         indices = np.atleast_1d(await asyncio.to_thread(assign, windows.embeddings))
         labels = [speaker_label(int(i)) for i in indices]
         if len(labels) == 1 and len(windows.centers) > 1:

@@ -19,13 +19,15 @@ from engine.speakers.cluster import (
     FILE_THRESHOLD,
     MIN_SPEAKER_S,
     MIN_TURN_S,
+    NAME_SIMILARITY,
     centroids,
     cluster_windows,
     label_runs,
     name_speakers,
 )
 from engine.speakers.parts import word_runs
-from engine.speakers.encoder import WINDOW_S, VoiceEncoder, Windows
+from engine.speakers.choice import thresholds_for
+from engine.speakers.encoder import WINDOW_S, SpeakerEncoder, Windows
 
 #: Step between two embedding windows (seconds): finer places changes better, costs more.
 HOP_S = 0.4
@@ -96,6 +98,7 @@ def speaker_turns(
     threshold: float = FILE_THRESHOLD,
     min_speaker_s: float = MIN_SPEAKER_S,
     hop_s: float = HOP_S,
+    name_similarity: float = NAME_SIMILARITY,
 ) -> list[Turn]:
     """Turns over the speech spans: a change sits midway between the two windows that differ."""
     keep = _in_speech(windows.centers, spans)
@@ -107,7 +110,8 @@ def speaker_turns(
     labels = cluster_windows(embeddings, hop_s, threshold, min_speaker_s)
     labels = _smooth(labels, max(1, round(MIN_TURN_S / hop_s)))
     names = name_speakers(
-        centroids(embeddings, labels), known.embeddings if known else None, known.names if known else None
+        centroids(embeddings, labels), known.embeddings if known else None, known.names if known else None,
+        min_similarity=name_similarity,
     )
     turns = window_turns(centers, [names[label] for label in labels])
     # Turn edges that fall in silence are clipped to the speech they hold.
@@ -161,13 +165,14 @@ def _from_words(segment: Segment, words: list[Word], speaker: str | None) -> Seg
 
 
 def diarize(
-    encoder: VoiceEncoder, audio: np.ndarray, transcription: Transcription, known: KnownSpeakers | None = None
+    encoder: SpeakerEncoder, audio: np.ndarray, transcription: Transcription, known: KnownSpeakers | None = None
 ) -> list[Segment]:
     """The transcription's segments with speakers (synchronous: run it in a worker thread)."""
     spans = speech_spans(transcription)
     if not spans:
         return list(transcription.segments)
-    turns = speaker_turns(encoder.windows(audio, HOP_S), spans, known)
+    cuts = thresholds_for(encoder)  # each encoder's embeddings have their own distances
+    turns = speaker_turns(encoder.windows(audio, HOP_S), spans, known, threshold=cuts.file, name_similarity=cuts.name_similarity)
     return split_segments(transcription.segments, transcription.words, turns)
 
 
