@@ -73,6 +73,10 @@ class Segment:
     kind: str = "speech"
     #: Who said it (engine/speakers): None unless the caller asked for speakers.
     speaker: str | None = None
+    #: Its words with their times, where the caller keeps them with the segment (an
+    #: upload's transcript in the History: `engine.word_times.with_segment_words`); the
+    #: transcription's own `words` list is the source.
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True)

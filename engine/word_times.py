@@ -12,10 +12,11 @@ synthetic attention in milliseconds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from engine.base import Word
+from engine.base import Transcription, Word
 
 #: One encoder output frame (audio token) of Whisper: 30 s are 1500 of them.
 FRAME_S = 0.02
@@ -227,3 +228,24 @@ def snap_to_speech(words: list[Word], regions: Sequence[tuple[float, float]]) ->
                 end = max(earlier)
         snapped.append(Word(w.word, round(start, 3), round(end, 3), w.probability))
     return snapped
+
+
+def with_segment_words(transcription: Transcription) -> Transcription:
+    """The transcription with each segment holding its words (those whose middle falls in
+    it, each word in one segment), for whoever keeps segments rather than the flat list
+    (the History's store). Segments that already hold words keep them."""
+    words = list(transcription.words or ())
+    if not words:
+        return transcription
+    segments, i = [], 0
+    for segment in transcription.segments:
+        if segment.words:
+            segments.append(segment)
+            continue
+        mine = []
+        while i < len(words) and (words[i].start + words[i].end) / 2 <= segment.end + 0.01:
+            if (words[i].start + words[i].end) / 2 >= segment.start - 0.01:
+                mine.append(words[i])
+            i += 1
+        segments.append(replace(segment, words=tuple(mine)))
+    return replace(transcription, segments=segments)

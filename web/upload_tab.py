@@ -23,6 +23,7 @@ import gradio as gr
 from engine.audio import load_audio
 from engine.base import SAMPLE_RATE, DecodeRequest, Engine, TranscriptionError
 from engine.formats import to_srt, to_text, to_vtt
+from engine.word_times import with_segment_words
 from engine.languages import supported_languages
 from web.errors import public_reason
 from web.exports import EXPORTS, ExportFiles
@@ -81,6 +82,10 @@ def build_upload_tab(
                 False, label="Label speakers (A, B, …)", elem_id="upload-speakers",
                 info="Who said what: each line starts with its speaker; kept in the History and the downloads.",
             )
+            word_times = gr.Checkbox(
+                False, label="Word times", elem_id="upload-word-times",
+                info="Each word's time and confidence, kept in the History (hover a word there); the file takes longer.",
+            )
             button = gr.Button("Transcribe", variant="primary", elem_id="upload-run")
             stop = gr.Button("Stop", variant="stop", elem_id="upload-stop", size="sm")
     text = gr.Textbox(label="Transcript", lines=8, interactive=False, elem_id="upload-text", show_copy_button=True)
@@ -91,7 +96,7 @@ def build_upload_tab(
     srt = gr.Textbox(label="Subtitles (SRT)", lines=8, interactive=False, elem_id="upload-srt")
 
     async def transcribe(
-        path: str | None, lang: str, task_: str, diarize: bool, browser_value: Any, request: gr.Request,
+        path: str | None, lang: str, task_: str, diarize: bool, words: bool, browser_value: Any, request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
         if not path:
@@ -100,14 +105,14 @@ def build_upload_tab(
         try:
             # One queue with the API: MAX_JOBS at once; the tab's jobs end when it is closed.
             return await jobs.run(
-                lambda: _job(path, lang, task_, progress, browser_value, owner, bool(diarize)), source="page", owner=owner
+                lambda: _job(path, lang, task_, progress, browser_value, owner, bool(diarize), bool(words)), source="page", owner=owner
             )
         except JobsFull as exc:
             raise gr.Error(str(exc), title="Busy") from None
 
     async def _job(
         path: str, lang: str, task_: str, progress: gr.Progress, browser_value: Any = None, owner: str | None = None,
-        diarize: bool = False,
+        diarize: bool = False, words: bool = False,
     ) -> tuple[Any, ...]:
         name = os.path.basename(path)
         progress(0.0, desc="reading the file")
@@ -136,7 +141,8 @@ def build_upload_tab(
                     language=language,
                     task=(task_ if multilingual and task_ in ("transcribe", "translate") else "transcribe"),
                     timestamps=True,
-                    word_timestamps=diarize,  # a segment is cut where the speaker changes, between words
+                    # Speakers need them too: a segment is cut where the speaker changes, between words.
+                    word_timestamps=diarize or words,
                     progress=report,
                 )
             )
@@ -152,6 +158,8 @@ def build_upload_tab(
                 result = await asyncio.to_thread(label_speakers, audio, result)
             except EncoderMissing as exc:  # an install without the encoder's wheel: the text, unlabelled
                 gr.Warning(f"Speakers could not be labelled: {exc}.")
+        if words or diarize:  # speakers computed them anyway
+            result = with_segment_words(result)  # the History keeps words with their segment
         segments = result.segments
         transcript_id = await keep_upload(store, browser_value, name, result, total)
         stem = os.path.splitext(name)[0] or "transcript"
@@ -167,7 +175,7 @@ def build_upload_tab(
 
     event = button.click(
         transcribe,
-        inputs=[upload, language, task, speakers, browser if browser is not None else gr.State(None)],
+        inputs=[upload, language, task, speakers, word_times, browser if browser is not None else gr.State(None)],
         outputs=[text, srt, dl_txt, dl_srt, dl_vtt],
         concurrency_limit=None,  # the JobQueue is the limit (MAX_JOBS / MAX_QUEUED), with a clear message
     )

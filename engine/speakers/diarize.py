@@ -161,7 +161,9 @@ def split_segments(segments: Sequence[Segment], words: Sequence[Word], turns: Se
 
 
 def _from_words(segment: Segment, words: list[Word], speaker: str | None) -> Segment:
-    return Segment(words[0].start, max(words[-1].end, words[0].start), "".join(w.word for w in words).strip(), segment.kind, speaker)
+    return Segment(
+        words[0].start, max(words[-1].end, words[0].start), "".join(w.word for w in words).strip(), segment.kind, speaker, tuple(words)
+    )
 
 
 def diarize(

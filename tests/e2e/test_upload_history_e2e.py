@@ -115,6 +115,7 @@ class TestUploadHistory:
             assert _uploads(server) == 2, f"B's job failed after A's job on the same file: {_toasts(b)!r}"
             _wait(lambda: b.input_value("#upload-text textarea").strip() == text, 30, "the transcript on b's page")  # stored first, shown a moment later
 
+            a.check("#upload-word-times input")  # the second click asks for word times (issue 18)
             _transcribe(a)  # a second click on the same upload
             _wait(lambda: _uploads(server) == 3 or _toasts(a), 240, "A's second job to end")
             print(f"A's second click: toasts {_toasts(a)!r}")
@@ -130,6 +131,13 @@ class TestUploadHistory:
             a.get_by_role("tab", name="History").click()
             items = a.locator("#history-list label")
             _wait(lambda: items.count() == 2, 30, "A's two transcripts in the History")
+            # The newest (listed first) was transcribed with word times: the History keeps them,
+            # each word a span with its time and confidence on hover.
+            items.nth(0).click()
+            spans = a.locator("#history-words .rtw-word")
+            _wait(lambda: spans.count() > 3, 30, "the word-timed transcript's words in the History")
+            titles = [spans.nth(k).get_attribute("title") for k in range(3)]
+            assert all(re.fullmatch(r"\d+\.\d\d–\d+\.\d\d s · p [01]\.\d\d", t or "") for t in titles), titles
             most = 0
             for i in range(8):
                 items.nth(i % 2).click()

@@ -201,3 +201,18 @@ def test_remote_words_are_read_leniently_and_unknown_probability_is_null() -> No
     assert word_json(words[0])["probability"] is None and word_json(words[1])["probability"] == 0.8
     assert [w.word for w in words_of([{"word": "你好", "start": 0, "end": 1}], duration=2.0, offset=0.0, language="zh")] == ["你好"]
     assert words_of(None, duration=1.0, offset=0.0) == []
+
+
+def test_each_segment_gets_the_words_whose_middle_falls_in_it() -> None:
+    """An upload's words kept with their segments (the History stores segments, not the
+    flat list): each word once, in order; a word in a gap between segments is nobody's."""
+    from engine.word_times import with_segment_words
+
+    words = [Word(" One", 0.0, 0.4, 0.9), Word(" two.", 0.4, 1.02, 0.8), Word(" um", 1.3, 1.5, 0.2), Word(" Three", 2.0, 2.5, 0.7)]
+    result = Transcription(
+        "One two. Three", "en", 3.0, [Segment(0.0, 1.0, "One two."), Segment(2.0, 3.0, "Three")], words=words
+    )
+    out = with_segment_words(result)
+    assert [tuple(w.word for w in s.words) for s in out.segments] == [(" One", " two."), (" Three",)]
+    assert [s.text for s in out.segments] == ["One two.", "Three"] and out.words == words
+    assert with_segment_words(Transcription("x", "en", 1.0, [Segment(0.0, 1.0, "x")])).segments[0].words == ()
