@@ -136,6 +136,12 @@ class Aligner:
         self.heads = alignment_heads(model_dir, config.decoder_layers, config.decoder_attention_heads)
         self._decode = decode
         self._eot = eot
+        #: Clips whose encoder output came from vLLM's own pass, and clips encoded here.
+        self.reused = 0
+        self.encoded = 0
+        from engine.encoder_outputs import SHARED
+
+        SHARED.enable()  # word times are in use: the in-process engine keeps its encoder outputs
         self.worker = BatchWorker(self.align)
 
     async def words(self, job: AlignJob) -> list[Word]:
@@ -146,14 +152,25 @@ class Aligner:
         return await asyncio.wrap_future(self.worker.submit(job))
 
     def align(self, jobs: list[AlignJob]) -> list[list[Word]]:
-        """One batched teacher-forced pass; blocking (runs in the worker thread)."""
+        """Batched teacher-forced passes, one per encoder window among the jobs (each
+        window as vLLM encoded it); blocking (runs in the worker thread)."""
+        results: list[list[Word]] = [[] for _ in jobs]
+        groups: dict[float, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.window_s, []).append(i)
+        for window_s, indices in groups.items():
+            for i, words in zip(indices, self._align_window([jobs[i] for i in indices], window_s)):
+                results[i] = words
+        return results
+
+    def _align_window(self, jobs: list[AlignJob], window_s: float) -> list[list[Word]]:
         torch = self._torch
         rows = [job.prefix + job.tokens + [self._eot] for job in jobs]
         width = max(len(r) for r in rows)
         # Right-padding with end-of-text: the decoder is causal, so padding changes no real position.
         ids = torch.tensor([r + [self._eot] * (width - len(r)) for r in rows], device=self._device)
         with torch.inference_mode():
-            encoded = self._encode([job.audio for job in jobs], max(job.window_s for job in jobs))
+            encoded = self._encode([job.audio for job in jobs], window_s)
             out = self._model(encoder_outputs=(encoded,), decoder_input_ids=ids, output_attentions=True)
         logprobs = torch.log_softmax(out.logits.float(), dim=-1)
         attention = torch.stack([out.cross_attentions[layer][:, head] for layer, head in self.heads], dim=1)
@@ -181,23 +198,38 @@ class Aligner:
         return results
 
     def _encode(self, audios: list[np.ndarray], window_s: float) -> Any:
-        """The encoder over a window of `window_s` seconds instead of always 30 s.
+        """The encoder's output for clips in a window of `window_s` seconds (vLLM's bucket
+        for them, not always 30 s): the output vLLM's own encoder just computed for the
+        same features where this process keeps it (engine/encoder_outputs.py), else this
+        model's encoder.
 
-        transformers' encoder refuses anything but 3000 mel frames, so its own modules
-        are run here in its order (convolutions, the first positions' embeddings, the
-        layers, the final norm), which is what vLLM's bucketed encoder does too."""
+        The features are computed exactly as vLLM's processor does (padded to the window,
+        engine/whisper_bucketed_model.py), so the same clip finds its output. transformers'
+        encoder refuses anything but 3000 mel frames, so its own modules are run here in
+        its order (convolutions, the first positions' embeddings, the layers, the final
+        norm), which is what vLLM's bucketed encoder does too."""
         from torch.nn.functional import gelu
 
-        from engine.whisper_buckets import mel_frames
+        from engine.encoder_outputs import SHARED
 
+        samples = min(round(window_s * SAMPLE_RATE), round(30.0 * SAMPLE_RATE))
+        features = [
+            self._features(
+                audio, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=samples, truncation=True, return_tensors="pt"
+            ).input_features[0]
+            for audio in audios
+        ]
+        kept = [SHARED.get(f) for f in features]
+        if all(k is not None for k in kept):
+            self.reused += len(kept)
+            return self._torch.stack(kept).to(self._device, self._model.dtype)
         encoder = self._model.model.encoder
-        frames = min(mel_frames(round(window_s * SAMPLE_RATE)), mel_frames(round(30.0 * SAMPLE_RATE)))
-        features = self._features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        x = features[..., :frames].to(self._device, self._model.dtype)
+        x = self._torch.stack(features).to(self._device, self._model.dtype)
         x = gelu(encoder.conv2(gelu(encoder.conv1(x)))).permute(0, 2, 1)
         x = x + encoder.embed_positions.weight[: x.shape[1]]
         for layer in encoder.layers:
             x = layer(x, None)
+        self.encoded += len(audios)
         return encoder.layer_norm(x)
 
 

@@ -9,7 +9,9 @@ patched in site-packages:
   read from the features themselves, so the scheduler's encoder budget, the
   cross-attention KV blocks (`mm_position.length`) and `encoder_seq_lens` all follow;
 * the model encodes clips of different lengths in one step by grouping equal lengths
-  (stock `WhisperEncoder.forward` stacks every clip of a step, which needs one length).
+  (stock `WhisperEncoder.forward` stacks every clip of a step, which needs one length),
+  and keeps each clip's output for the word aligner where it is in use
+  (engine/encoder_outputs.py: the aligner then skips its own encoder pass).
 
 The encoder's positional embedding is already sliced to the input length upstream, and
 the profiling dummy input stays 30 s (the largest bucket), so memory is sized for it.
@@ -31,6 +33,7 @@ from vllm.model_executor.models.whisper import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 
+from engine.encoder_outputs import SHARED as ENCODER_OUTPUTS
 from engine.whisper_buckets import (
     ARCHITECTURE,
     CONFIG_KEY,
@@ -116,6 +119,9 @@ class WhisperBucketedForConditionalGeneration(WhisperForConditionalGeneration):
             assert encoded is not None
             for i, out in zip(indices, encoded.unbind(0)):
                 outputs[i] = out
+        if ENCODER_OUTPUTS.enabled:  # the word aligner reuses them instead of encoding again
+            for clip, out in zip(clips, outputs):
+                ENCODER_OUTPUTS.put(clip, out)
         return tuple(outputs)  # type: ignore[return-value]
 
 

@@ -62,3 +62,39 @@ async def test_long_form_words_are_in_the_whole_recordings_timeline(engine, engl
     assert later and abs(later[0].start - (25.0 + onset_b)) <= ONSET_TOLERANCE_S, (later[0], 25.0 + onset_b)
     assert abs(result.words[-1].end - (25.0 + offset_b)) <= OFFSET_TOLERANCE_S
     assert abs(result.words[0].start - onset_a) <= ONSET_TOLERANCE_S
+
+
+async def test_the_aligner_reuses_vllms_encoder_output_and_gets_the_same_words(engine, english_clips) -> None:
+    """The aligner takes the encoder output vLLM just computed for the window (keyed by the
+    same features) instead of encoding again, and the words are the ones its own encoder
+    pass gives; a long file's 30 s pieces find theirs too."""
+    from engine.aligner import _aligners
+    from engine.encoder_outputs import SHARED
+
+    clip = min((c for c in english_clips if 3 <= c.duration <= 10), key=lambda c: abs(c.duration - 6))
+    audio, _, _ = constructed(load_audio(str(clip.path)), 5)
+    await engine.transcribe(DecodeRequest(audio[: SAMPLE_RATE], language="en", word_timestamps=True))  # the aligner is loaded
+    aligner = next(iter(_aligners.values()))
+    assert SHARED.enabled  # loading the aligner turned the store on
+
+    reused, encoded = aligner.reused, aligner.encoded
+    again = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
+    assert (aligner.reused - reused, aligner.encoded - encoded) == (1, 0)
+
+    SHARED.enabled = False  # the aligner's own encoder pass, for comparison
+    try:
+        SHARED._items.clear()
+        own = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
+    finally:
+        SHARED.enabled = True
+    assert aligner.encoded - encoded == 1
+    assert [(w.word, w.start, w.end) for w in again.words] == [(w.word, w.start, w.end) for w in own.words]
+    assert max(abs(a.probability - b.probability) for a, b in zip(again.words, own.words)) < 0.01
+
+    # A long file: every piece's window is found (30 s windows, batched).
+    first, second = sorted(english_clips, key=lambda c: c.duration)[-2:]
+    long_audio = np.concatenate([load_audio(str(first.path)), np.zeros(22 * SAMPLE_RATE, np.float32), load_audio(str(second.path))])
+    reused, encoded = aligner.reused, aligner.encoded
+    result = await engine.transcribe(DecodeRequest(long_audio, language="en", word_timestamps=True))
+    _check_words(result, len(long_audio) / SAMPLE_RATE)
+    assert aligner.reused - reused >= 2 and aligner.encoded == encoded, (aligner.reused - reused, aligner.encoded - encoded)
