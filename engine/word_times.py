@@ -40,13 +40,14 @@ LOW_CONFIDENCE = 0.5
 
 
 def median_filter(x: np.ndarray, width: int = MEDIAN_WIDTH) -> np.ndarray:
-    """Median over the last axis in windows of `width` (odd), edges reflected (numpy only:
-    scipy is no dependency of the app)."""
+    """Median over the last axis in windows of `width` (odd), edges reflected as numpy's
+    `pad(mode="reflect")` does (scipy's "mirror"). scipy's C filter: numpy's median over a
+    sliding window took 0.15 s for one 30 s window's heads, most of the DTW step."""
+    from scipy.ndimage import median_filter as filter_
+
     if width <= 1 or x.shape[-1] <= width // 2:
         return x
-    half = width // 2
-    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)], mode="reflect")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+    return filter_(x, size=(1,) * (x.ndim - 1) + (width,), mode="mirror")
 
 
 def attention_cost(attention: np.ndarray, num_frames: int, width: int = MEDIAN_WIDTH) -> np.ndarray:

@@ -189,3 +189,16 @@ def test_english_clips_are_mostly_speech() -> None:
         if np.sum(probs > 0.5) * 0.032 < 0.25:
             weak.append(m["audio"])
     assert not weak
+
+
+def test_recordings_batched_get_the_same_probabilities_and_regions_as_one_by_one(speech) -> None:
+    """The word aligner runs the VAD over a batch of windows at once: the same numbers as
+    each recording alone, whatever their lengths (shorter than one window included)."""
+    from engine.vad import speech_probabilities, speech_probabilities_of, speech_regions, speech_regions_of
+
+    audios = [speech, np.zeros(16000, np.float32), speech[: len(speech) // 3], np.zeros(100, np.float32), np.concatenate([speech, speech])]
+    batched = speech_probabilities_of(audios)
+    for audio, probs in zip(audios, batched):
+        assert np.array_equal(probs, speech_probabilities(audio))
+    assert speech_regions_of(audios, pad_s=0.0) == [speech_regions(a, pad_s=0.0) for a in audios]
+    assert speech_probabilities_of([]) == []
