@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)")
     turn_detection: Literal["silence", "semantic"] = _field("TURN_DETECTION", "silence", "What ends an utterance: `silence` (`MIN_SILENCE_MS` of it) or `semantic` (the Smart Turn model, asked after 200 ms of silence; see BENCHMARKS.md)")
     live_word_times: bool = _field("LIVE_WORD_TIMES", False, "Live finals (page, realtime `words`, History) carry each word's time and probability: an aligning pass per final (see BENCHMARKS.md, word times)")
+    live_partial_word_times: bool = _field("LIVE_PARTIAL_WORD_TIMES", False, "With LIVE_WORD_TIMES: partials carry word times too (realtime `...partial` events get `words`): an aligning pass per partial (see BENCHMARKS.md, word times)")
     live_speakers: bool = _field("LIVE_SPEAKERS", False, "Live finals (page, realtime `speaker`, History) carry a speaker label, Speaker 1, 2...: each final's voice is embedded and grouped online (see README, Speakers)")
     speaker_encoder: str = _field("SPEAKER_ENCODER", "resemblyzer", "Voice encoder for speaker labels (files and live): `resemblyzer` (its weights ship in its PyPI wheel: offline) or `hub:<repo_id>[/<file>.onnx]`, a WeSpeaker-style ONNX model fetched from the Hugging Face hub at first use (`HF_TOKEN`, cached under `HF_HOME`; not measured here); see README, Speakers")
     partial_interval_s: float = _field("PARTIAL_INTERVAL_S", 0.6, "New audio between partial decodes (s); raised automatically under load")

@@ -48,6 +48,8 @@ CONFIGS = {
     "silence500_pad50": {"turn_detection": "silence", "min_silence_ms": 500, "pad_after_ms": 50},
     # Live word times (issue 18, `LIVE_WORD_TIMES`): the same silence rule, finals with words.
     "silence500_words": {"turn_detection": "silence", "min_silence_ms": 500, "word_times": True},
+    # ... and partials with words too (`LIVE_PARTIAL_WORD_TIMES`).
+    "silence500_partial_words": {"turn_detection": "silence", "min_silence_ms": 500, "word_times": True, "partial_words": True},
 }
 
 
@@ -203,6 +205,7 @@ async def run_config(engine, conv: Conversation, name: str, streams: int, stagge
         "aligner_passes": passes[0],  # speculative finals' included
         "aligner_skipped": passes[1],  # cancelled before their turn
         "max_lag_s": summary.get("max_lag_s"),
+        "partials_per_stream_s": round((summary.get("partials") or 0) / audio_s, 3),
         "turn_calls": rows,
         "turn_ms_per_call": round(1000 * busy / rows, 1) if rows else None,
         "turn_core_share_per_stream": round(busy / (audio_s * streams), 4) if rows else None,

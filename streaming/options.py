@@ -61,8 +61,11 @@ class SessionOptions:
     #: >= 1 s of silence anyway), its gain is to be measured quietly (BENCHMARKS.md, issue 20).
     pad_after_ms: int = 150
     #: Finals carry their words with times and probabilities (`TranscriptEvent.words`,
-    #: session time): the final's decode asks the engine for word times (partials never do).
+    #: session time): the final's decode asks the engine for word times.
     word_times: bool = False
+    #: Partials carry them too (with `word_times`): each partial's decode asks for them,
+    #: an aligning pass per partial (BENCHMARKS.md, word times), so off by default.
+    partial_words: bool = False
     #: Finals carry a speaker label (`TranscriptEvent.speaker`, "Speaker 1"...): each
     #: final's voice is embedded and assigned online (`streaming.speakers`).
     speakers: bool = False
@@ -86,6 +89,7 @@ class SessionOptions:
             vad_threshold=float(getattr(settings, "vad_threshold", 0.5)),
             turn_detection=getattr(settings, "turn_detection", "silence") or "silence",
             word_times=bool(getattr(settings, "live_word_times", False)),
+            partial_words=bool(getattr(settings, "live_partial_word_times", False)),
             speakers=bool(getattr(settings, "live_speakers", False)),
         )
 

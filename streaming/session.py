@@ -445,8 +445,9 @@ class Session:
                 prompt=prompt,
                 priority=PRIORITY_BACKGROUND if partial else PRIORITY_DEFAULT,
                 draft=partial,
-                # Word times cost an aligning pass (engine/aligner.py): finals only.
-                word_timestamps=self.options.word_times and not partial,
+                # Word times cost an aligning pass (engine/aligner.py): partials ask only
+                # where the stream wants their words too.
+                word_timestamps=self.options.word_times and (self.options.partial_words or not partial),
                 logprobs=self.options.logprobs and not partial,
             )
         )
@@ -525,6 +526,7 @@ class Session:
         utt.covered_s = end_s
         utt.partials += 1
         self.stats.partials += 1
+        shown = " ".join(part for part in (committed, tentative) if part)
         self._put(
             TranscriptEvent(
                 "partial",
@@ -535,6 +537,9 @@ class Session:
                 round(end_s, 3),
                 round(max(0.0, now - self._arrival(end_s)), 3),
                 result.language,
+                # Only where this decode's words spell what the partial shows (committed
+                # words from earlier decodes may differ): never a time for another word.
+                words=final_words(result.words, shown, utt.start_s),
             )
         )
         self._update_lag(now)

@@ -35,7 +35,8 @@ an extension; `logprobs` [{token, logprob, bytes}] when the session's `include` 
 `item.input_audio_transcription.logprobs`, as OpenAI's),
 `error {error: {type, code, message}}`. An extension,
 `conversation.item.input_audio_transcription.partial {item_id, committed, tentative, text}`,
-carries the whole current hypothesis for live display (OpenAI clients ignore it).
+carries the whole current hypothesis for live display (OpenAI clients ignore it), with its
+`words` too when `LIVE_PARTIAL_WORD_TIMES` is on (and its words spell what it shows).
 
 Bounds (issue: no client can exhaust the server): frames larger than `WS_MAX_SIZE` are
 refused by the server itself (`app.py`), events larger than `MAX_EVENT_CHARS` get an
@@ -60,11 +61,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Awaitable, Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from engine.base import AudioError, Engine
+from engine.base import AudioError, Engine, Word
 from engine.audio import decode_pcm16
 from settings import Settings
 from streaming.events import ErrorEvent, Event, TranscriptEvent
@@ -112,6 +114,11 @@ CLOSE_TRY_AGAIN_LATER = 1013
 #: The server restarts (a deploy): the client may reconnect in a moment (RFC 6455 registry).
 CLOSE_SERVICE_RESTART = 1012
 RESTART_MESSAGE = "The server is restarting: every final so far was sent. Reconnect in a moment."
+
+
+def word_times(words: Sequence[Word]) -> list[WordTime]:
+    """A final's or partial's words as the realtime events carry them."""
+    return [WordTime(word=w.word, start=w.start, end=w.end, probability=w.probability, speaker=w.speaker) for w in words]
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,11 @@ class Connection:
             self._sent[item] = committed
             await self.send(TranscriptDelta(item_id=item, delta=committed[len(already) :]))
         if ev.type == "partial":
-            await self.send(TranscriptPartial(item_id=item, committed=ev.committed, tentative=ev.tentative, text=ev.text))
+            await self.send(
+                TranscriptPartial(
+                    item_id=item, committed=ev.committed, tentative=ev.tentative, text=ev.text, words=word_times(ev.words) or None
+                )
+            )
             return
         await self.send(SpeechStopped(item_id=item, audio_end_ms=int(1000 * ev.end_s)))
         await self.send(Committed(item_id=item, previous_item_id=self._last_item))
@@ -312,7 +323,7 @@ class Connection:
                 usage=Usage(seconds=round(max(0.0, ev.end_s - ev.start_s), 3)),
                 latency_s=round(ev.latency_s, 3),
                 language=ev.language,
-                words=[WordTime(word=w.word, start=w.start, end=w.end, probability=w.probability, speaker=w.speaker) for w in ev.words]
+                words=word_times(ev.words)
                 if self.stream is not None and self.stream.session.options.word_times
                 else None,
                 logprobs=[LogProb(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in ev.logprobs]

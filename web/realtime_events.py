@@ -278,21 +278,6 @@ class TranscriptDelta(ServerEvent):
     delta: str
 
 
-class TranscriptPartial(ServerEvent):
-    """An extension: the whole current hypothesis for live display (OpenAI clients ignore it)."""
-
-    type: Literal["conversation.item.input_audio_transcription.partial"] = "conversation.item.input_audio_transcription.partial"
-    item_id: str
-    committed: str
-    tentative: str
-    text: str
-
-
-class Usage(BaseModel):
-    type: Literal["duration"] = "duration"
-    seconds: float
-
-
 class WordTime(BaseModel):
     """An extension: one word of a completed transcript with its time in the stream's
     audio (seconds from the connection's first audio) and the decoder's confidence."""
@@ -303,6 +288,23 @@ class WordTime(BaseModel):
     probability: float
     #: With `LIVE_SPEAKERS` too: the word's speaker, where the utterance holds two voices.
     speaker: str | None = None
+
+
+class TranscriptPartial(ServerEvent):
+    """An extension: the whole current hypothesis for live display (OpenAI clients ignore it)."""
+
+    type: Literal["conversation.item.input_audio_transcription.partial"] = "conversation.item.input_audio_transcription.partial"
+    item_id: str
+    committed: str
+    tentative: str
+    text: str
+    #: With `LIVE_PARTIAL_WORD_TIMES` (and `LIVE_WORD_TIMES`): the partial's words with times.
+    words: list[WordTime] | None = None
+
+
+class Usage(BaseModel):
+    type: Literal["duration"] = "duration"
+    seconds: float
 
 
 class LogProb(BaseModel):

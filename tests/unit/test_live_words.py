@@ -126,13 +126,45 @@ async def test_word_times_off_asks_for_none(speech) -> None:
     assert engine.prepared == 0
 
 
+async def test_partials_carry_words_only_when_asked(speech) -> None:
+    """LIVE_PARTIAL_WORD_TIMES: every decode asks for word times, and each partial's words
+    (session time) spell what it shows; off, partials carry none."""
+    events: list = []
+    engine = TimedEngine()
+    session = Session(engine, SessionOptions(word_times=True, partial_words=True))
+
+    async def collect() -> None:
+        async for ev in session.events():
+            events.append(ev)
+
+    consumer = asyncio.ensure_future(collect())
+    for frame in to_frames(speech):
+        session.feed(frame, 48_000)
+        await asyncio.sleep(0.002)  # slower than the default harness: partials get their turn
+    await session.finish()
+    await asyncio.wait_for(consumer, 30)
+    partials = [e for e in events if isinstance(e, TranscriptEvent) and e.type == "partial"]
+    assert partials and all(words for _, words, _ in engine.asked)
+    timed = [p for p in partials if p.words]
+    assert timed, [p.text for p in partials]
+    for p in timed:
+        assert " ".join(w.word.strip() for w in p.words) == p.text
+        assert p.words[0].start >= p.start_s - 0.002 and p.words[-1].end <= p.end_s + 0.5
+
+    engine = TimedEngine()
+    (final,) = await _finals(Session(engine, SessionOptions(word_times=True)), speech)
+    assert final.words and not any(words for draft, words, _ in engine.asked if draft)
+
+
 def test_setting_turns_it_on() -> None:
     from settings import Settings
 
     s = Settings.from_env()
     for on in (True, False):
         s.live_word_times = on
+        s.live_partial_word_times = on
         assert SessionOptions.from_settings(s).word_times is on
+        assert SessionOptions.from_settings(s).partial_words is on
 
 
 # -- the page ----------------------------------------------------------------------------
