@@ -132,6 +132,46 @@ def unsnapped(engine: object, audio: np.ndarray, words: list) -> list:
     return aligner.align([AlignJob(audio, prefix, tokens, 0.0, "en", window_s, snap=False)])[0]
 
 
+def cost_ab(ours, audios: list[np.ndarray], long_audio: np.ndarray) -> dict:
+    """Engine seconds with word times off, on with the aligner's own encoder pass, and on
+    reusing vLLM's encoder output (engine/encoder_outputs.py), the three in rotating order
+    per clip so drift on a shared machine hits all alike; then the long file three ways."""
+    from engine.base import DecodeRequest
+    from engine.encoder_outputs import SHARED
+
+    from engine.aligner import _aligners
+
+    modes = ("off", "own_encoder", "reuse")
+
+    def timed(audio: np.ndarray, mode: str) -> float:
+        SHARED.enabled = mode == "reuse"
+        SHARED._items.clear()
+        # Each mode decodes a copy scaled by its own 1e-4 (the same words), so vLLM's caches
+        # of an earlier mode's identical audio (processor, encoder) cannot serve it.
+        audio = audio * np.float32(1.0 + 1e-4 * modes.index(mode))
+        t = time.perf_counter()
+        ours.run(ours.engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=mode != "off")))
+        return time.perf_counter() - t
+
+    per_clip: dict[str, list[float]] = {m: [] for m in modes}
+    for i, audio in enumerate(audios):
+        for k in range(3):
+            mode = modes[(i + k) % 3]
+            per_clip[mode].append(timed(audio, mode))
+    minutes = len(long_audio) / SR / 60
+    per_file = {mode: timed(long_audio, mode) / minutes for mode in modes}
+    SHARED.enabled = True
+    aligner = next(iter(_aligners.values()))
+    out: dict = {"clips": len(audios), "windows_reused": aligner.reused, "windows_encoded": aligner.encoded}
+    for mode in modes:
+        out[f"final_median_s_{mode}"] = round(statistics.median(per_clip[mode]), 3)
+        out[f"long_s_per_minute_{mode}"] = round(per_file[mode], 2)
+    for mode in modes[1:]:
+        out[f"final_extra_share_{mode}"] = round(sum(per_clip[mode]) / sum(per_clip["off"]) - 1, 3)
+        out[f"long_extra_share_{mode}"] = round(per_file[mode] / per_file["off"] - 1, 3)
+    return out
+
+
 def main() -> None:
     from bench.peers import FasterWhisper, Ours
     from engine.audio import load_audio
@@ -143,12 +183,28 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N English clips only")
     parser.add_argument("--long", default=None, help="a long file for the per-file cost (default: the set's first long-form file)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--cost-only", action="store_true",
+        help="only the cost A/B: off, on with the aligner's own encoder, on reusing vLLM's encoder output",
+    )
     args = parser.parse_args()
     eval_dir = Path(args.eval_dir) if args.eval_dir else (ROOT / "tests" / "data" if eval_set_missing() else ROOT.parent / "shared" / "eval")
     rows = clips(eval_dir, args.limit)
     print(f"{len(rows)} English clips from {eval_dir}", flush=True)
 
     ours = Ours("tiny.en")
+    if args.cost_only:
+        long_file = Path(args.long) if args.long else eval_dir / json.loads((eval_dir / "longform.jsonl").read_text().splitlines()[0])["audio"]
+        ours.one(np.zeros(SR, dtype=np.float32) + 1e-3)  # warm-up
+        ours.run(ours.engine.transcribe(DecodeRequest(np.zeros(SR, dtype=np.float32) + 1e-3, language="en", word_timestamps=True)))
+        audios = [constructed(load_audio(str(eval_dir / row["audio"])), i)[0] for i, row in enumerate(rows)]
+        report = {"machine": f"{os.cpu_count()} CPU cores (this sandbox)", "long_file": long_file.name,
+                  "cost_ab": cost_ab(ours, audios, load_audio(str(long_file)))}
+        ours.close()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        return
     fw = FasterWhisper("tiny.en", "float32")
     results, cost_off, cost_on = [], [], []
     ours.one(np.zeros(SR, dtype=np.float32) + 1e-3)  # warm-up

@@ -45,8 +45,9 @@ def _app(engine, *, slots: int = 4, api_key: str = "", **settings_changes):
 @pytest.fixture(scope="module")
 def ws_url(engine):
     # Live word times on: the completed events carry `words` (test_official_openai_sdk_realtime_client);
-    # live speakers on: they carry `speaker` (test_clip_finals_match_offline_transcript).
-    with serve_app(_app(engine, slots=2, live_word_times=True, live_speakers=True)) as url:
+    # live speakers on: they carry `speaker` (test_clip_finals_match_offline_transcript);
+    # partial word times on: partial events carry `words` too.
+    with serve_app(_app(engine, slots=2, live_word_times=True, live_partial_word_times=True, live_speakers=True)) as url:
         yield url
 
 
@@ -305,10 +306,12 @@ async def test_official_openai_sdk_realtime_client(ws_url):
             await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 3200]).decode())
             await asyncio.sleep(0.01)
         await conn.input_audio_buffer.commit()
-        transcripts = []
+        transcripts, partial_words = [], []
         while True:
             event = await asyncio.wait_for(conn.recv(), 300)
             assert event.type != "error", event
+            if event.type == "conversation.item.input_audio_transcription.partial":
+                partial_words.append((_extra(event, "text"), _extra(event, "words")))
             if event.type == "conversation.item.input_audio_transcription.completed":
                 transcripts.append(event.transcript)
                 completed = event
@@ -320,6 +323,17 @@ async def test_official_openai_sdk_realtime_client(ws_url):
     assert [w["word"].strip() for w in words] == completed.transcript.split()
     times = [t for w in words for t in (w["start"], w["end"])]
     assert times == sorted(times) and 0.4 <= times[0] and times[-1] <= len(audio) / 16000
+    # LIVE_PARTIAL_WORD_TIMES: partials whose decode spells what they show carry its words.
+    timed = [(text, ws) for text, ws in partial_words if ws]
+    assert timed, partial_words
+    for text, ws in timed:
+        assert " ".join(w["word"].strip() for w in ws) == text
+
+
+def _extra(event, name: str):
+    """A field the SDK does not know (our extension): kept in `model_extra` or as an attribute."""
+    extra = getattr(event, "model_extra", None) or {}
+    return extra.get(name, getattr(event, name, None))
 
 
 def _speech_clips(n: int):
