@@ -87,7 +87,8 @@ def speech() -> np.ndarray:
     return np.concatenate([np.zeros(int(0.8 * SR), np.float32), clip, np.zeros(int(1.2 * SR), np.float32)])
 
 
-async def _finals(session: Session, audio: np.ndarray) -> list[TranscriptEvent]:
+async def _events(session: Session, audio: np.ndarray, kind: str = "final", pace: float = 0.0) -> list[TranscriptEvent]:
+    """The session's transcript events of one `kind` for the audio (frames `pace` s apart)."""
     events: list = []
 
     async def collect() -> None:
@@ -97,10 +98,14 @@ async def _finals(session: Session, audio: np.ndarray) -> list[TranscriptEvent]:
     consumer = asyncio.ensure_future(collect())
     for frame in to_frames(audio):
         session.feed(frame, 48_000)
-        await asyncio.sleep(0)
+        await asyncio.sleep(pace)
     await session.finish()
     await asyncio.wait_for(consumer, 30)
-    return [e for e in events if isinstance(e, TranscriptEvent) and e.type == "final"]
+    return [e for e in events if isinstance(e, TranscriptEvent) and e.type == kind]
+
+
+async def _finals(session: Session, audio: np.ndarray) -> list[TranscriptEvent]:
+    return await _events(session, audio)
 
 
 async def test_finals_carry_words_in_session_time(speech) -> None:
@@ -129,21 +134,9 @@ async def test_word_times_off_asks_for_none(speech) -> None:
 async def test_partials_carry_words_only_when_asked(speech) -> None:
     """LIVE_PARTIAL_WORD_TIMES: every decode asks for word times, and each partial's words
     (session time) spell what it shows; off, partials carry none."""
-    events: list = []
     engine = TimedEngine()
-    session = Session(engine, SessionOptions(word_times=True, partial_words=True))
-
-    async def collect() -> None:
-        async for ev in session.events():
-            events.append(ev)
-
-    consumer = asyncio.ensure_future(collect())
-    for frame in to_frames(speech):
-        session.feed(frame, 48_000)
-        await asyncio.sleep(0.002)  # slower than the default harness: partials get their turn
-    await session.finish()
-    await asyncio.wait_for(consumer, 30)
-    partials = [e for e in events if isinstance(e, TranscriptEvent) and e.type == "partial"]
+    # Frames 2 ms apart, slower than _finals: partials get their turn.
+    partials = await _events(Session(engine, SessionOptions(word_times=True, partial_words=True)), speech, "partial", 0.002)
     assert partials and all(words for _, words, _ in engine.asked)
     timed = [p for p in partials if p.words]
     assert timed, [p.text for p in partials]
