@@ -25,6 +25,7 @@ from engine.base import (
     Word,
     check_task,
 )
+from engine.encoder_outputs import SHARED as ENCODER_OUTPUTS
 from engine.gpu import GpuProbe, plan_for, usable_gpu
 from engine.longform import transcribe_any
 from engine.quality import compression_ratio, is_loop, is_low_confidence, overruns_audio, stuck_in_loop
@@ -237,6 +238,7 @@ class VllmEngine:
         began): its first final then does not wait seconds for the load. Idempotent."""
         from engine.aligner import aligner_for
 
+        ENCODER_OUTPUTS.enable()
         vocab = self.vocab
         args = (self._model_dir, vocab.tokenizer.decode, vocab.eot, self.options.device)
         threading.Thread(target=aligner_for, args=args, name="word-aligner-load", daemon=True).start()
@@ -314,6 +316,11 @@ class VllmEngine:
         check_task(self.info, request.language, request.task)
         if self.vocab.multilingual and request.language:
             self.vocab.language_id(request.language)  # raises a clear error for unknown codes
+        if request.word_timestamps:
+            # Keep the windows' encoder outputs from the first decode on, for the aligner
+            # (it loads when the first window's words are asked: windows encoded before
+            # that would be encoded a second time).
+            ENCODER_OUTPUTS.enable()
         return request
 
     async def _language_for(self, request: DecodeRequest) -> str | None:

@@ -81,19 +81,22 @@ async def test_the_aligner_reuses_vllms_encoder_output_and_gets_the_same_words(e
     again = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
     assert (aligner.reused - reused, aligner.encoded - encoded) == (1, 0)
 
-    SHARED.enabled = False  # the aligner's own encoder pass, for comparison
+    limit, SHARED.max_bytes = SHARED.max_bytes, 0  # nothing kept: the aligner's own encoder pass, for comparison
     try:
         SHARED._items.clear()
         own = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
     finally:
-        SHARED.enabled = True
+        SHARED.max_bytes = limit
     assert aligner.encoded - encoded == 1
     assert [(w.word, w.start, w.end) for w in again.words] == [(w.word, w.start, w.end) for w in own.words]
     assert max(abs(a.probability - b.probability) for a, b in zip(again.words, own.words)) < 0.01
 
-    # A long file: every piece's window is found (30 s windows, batched).
+    # A long file: every piece's window is found (30 s windows, batched), even where the
+    # store was off until this request: a request for words turns it on before its first
+    # decode (the aligner itself loads only when the first window's words are asked).
     first, second = sorted(english_clips, key=lambda c: c.duration)[-2:]
     long_audio = np.concatenate([load_audio(str(first.path)), np.zeros(22 * SAMPLE_RATE, np.float32), load_audio(str(second.path))])
+    SHARED.enabled = False
     reused, encoded = aligner.reused, aligner.encoded
     result = await engine.transcribe(DecodeRequest(long_audio, language="en", word_timestamps=True))
     _check_words(result, len(long_audio) / SAMPLE_RATE)
