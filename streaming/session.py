@@ -36,9 +36,10 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   unless that looks like a loop; a prompted final that comes back far too short is
   decoded again without it.
 * Word times (`word_times`, setting `LIVE_WORD_TIMES`): the final's decodes (the
-  speculative one included) ask the engine for word times, partials never; the aligning
-  pass is part of the final's decode, so it counts in `lag_s` and the final's latency.
-  The final carries the words that spell its text, in session time (`streaming.words`).
+  speculative one included) ask the engine for word times, partials only with
+  `partial_words` (LIVE_PARTIAL_WORD_TIMES); the aligning pass is part of the decode, so
+  it counts in `lag_s` and the final's latency. The final (and such a partial) carries
+  the words that spell its text, in session time (`streaming.words`).
 * Speakers (`speakers`, setting `LIVE_SPEAKERS`): each final's audio is embedded in a
   worker thread while it decodes and labelled in utterance order ("Speaker 1", never
   changed once given; `streaming.speakers`); a final waiting for its label counts in
