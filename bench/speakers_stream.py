@@ -34,27 +34,18 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bench.speakers import Conversation, conversations, one_voice
+from bench.speakers import Conversation, _cut_to, conversations, one_voice
 from engine.base import SAMPLE_RATE
+from engine.speakers.diarize import Turn
 
 MODES = ("words", "finals")
-
-
-def _speech_cut(spans: list[tuple[float, float, str]], speech: list[tuple[float, float]]) -> list[tuple[float, float, str]]:
-    out = []
-    for start, end, who in spans:
-        for a, b in speech:
-            lo, hi = max(start, a), min(end, b)
-            if hi > lo:
-                out.append((lo, hi, who))
-    return out
 
 
 def hypothesis(finals: list, mode: str, speech: list[tuple[float, float]]) -> list[tuple[float, float, str]]:
     """(start, end, speaker) the stream said: words with their speakers, or finals cut to speech."""
     if mode == "words":
         return [(w.start, w.end, w.speaker or f.speaker) for f in finals for w in f.words if (w.speaker or f.speaker)]
-    return _speech_cut([(f.start_s, f.end_s, f.speaker) for f in finals if f.speaker], speech)
+    return _cut_to([Turn(f.start_s, f.end_s, f.speaker) for f in finals if f.speaker], speech)
 
 
 def words_right(finals: list, turns: list[tuple[float, float, str]]) -> tuple[int, int]:

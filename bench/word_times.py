@@ -145,7 +145,7 @@ def cost_ab(ours, audios: list[np.ndarray], long_audio: np.ndarray) -> dict:
 
     def timed(audio: np.ndarray, mode: str) -> float:
         SHARED.enabled = mode == "reuse"
-        SHARED._items.clear()
+        SHARED.clear()
         # Each mode decodes a copy scaled by its own 1e-4 (the same words), so vLLM's caches
         # of an earlier mode's identical audio (processor, encoder) cannot serve it.
         audio = audio * np.float32(1.0 + 1e-4 * modes.index(mode))

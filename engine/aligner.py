@@ -139,9 +139,6 @@ class Aligner:
         #: Clips whose encoder output came from vLLM's own pass, and clips encoded here.
         self.reused = 0
         self.encoded = 0
-        from engine.encoder_outputs import SHARED
-
-        SHARED.enable()  # word times are in use: the in-process engine keeps its encoder outputs
         self.worker = BatchWorker(self.align)
 
     async def words(self, job: AlignJob) -> list[Word]:
@@ -216,14 +213,10 @@ class Aligner:
         from torch.nn.functional import gelu
 
         from engine.encoder_outputs import SHARED
+        from engine.whisper_buckets import FULL_WINDOW_S, window_features
 
-        samples = min(round(window_s * SAMPLE_RATE), round(30.0 * SAMPLE_RATE))
-        features = [
-            self._features(
-                audio, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=samples, truncation=True, return_tensors="pt"
-            ).input_features[0]
-            for audio in audios
-        ]
+        samples = round(min(window_s, FULL_WINDOW_S) * SAMPLE_RATE)
+        features = [window_features(self._features, audio, samples) for audio in audios]
         kept = [SHARED.get(f) for f in features]
         if all(k is not None for k in kept):
             self.reused += len(kept)

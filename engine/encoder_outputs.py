@@ -10,7 +10,8 @@ the same features for the same clip, takes it instead of encoding again.
 
 Only where it can work: vLLM's engine core in this process (the CPU runner; a GPU's
 AsyncLLM runs it in another process, where the aligner simply misses and encodes), and
-only once the aligner is in use (`enable`), so a process without word times keeps nothing.
+only once a request has asked the engine for word times (`enable`, called by the engine's
+request check), so a process without word times keeps nothing.
 Bounded by bytes, oldest out first.
 """
 
@@ -47,8 +48,14 @@ class EncoderOutputs:
         self._lock = threading.Lock()
 
     def enable(self) -> None:
-        """Start keeping outputs (the aligner was loaded: word times are in use)."""
+        """Start keeping outputs (a request asked for word times)."""
         self.enabled = True
+
+    def clear(self) -> None:
+        """Drop every kept output (benches and tests compare with and without them)."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
 
     def put(self, features: Any, output: Any) -> None:
         """Keep one clip's encoder output (a copy: vLLM may reuse its buffers)."""

@@ -238,7 +238,6 @@ class VllmEngine:
         began): its first final then does not wait seconds for the load. Idempotent."""
         from engine.aligner import aligner_for
 
-        ENCODER_OUTPUTS.enable()
         vocab = self.vocab
         args = (self._model_dir, vocab.tokenizer.decode, vocab.eot, self.options.device)
         threading.Thread(target=aligner_for, args=args, name="word-aligner-load", daemon=True).start()
@@ -319,7 +318,7 @@ class VllmEngine:
         if request.word_timestamps:
             # Keep the windows' encoder outputs from the first decode on, for the aligner
             # (it loads when the first window's words are asked: windows encoded before
-            # that would be encoded a second time).
+            # that would be encoded a second time). The one place the store is turned on.
             ENCODER_OUTPUTS.enable()
         return request
 

@@ -41,6 +41,7 @@ from engine.whisper_buckets import (
     MEL_FRAMES_PER_ENCODER_FRAME,
     PAD_KEY,
     bucket_samples,
+    window_features,
 )
 
 log = logging.getLogger(__name__)
@@ -70,18 +71,7 @@ class WhisperBucketedMultiModalProcessor(WhisperMultiModalProcessor):
         buckets, pad_s = self.info.buckets(), self.info.pad_s()
         features = []
         for audio in audios:
-            window = bucket_samples(len(audio), buckets, pad_s)
-            # Straight to the feature extractor: the HF processor would also pad the
-            # (dummy) text to `max_length` tokens.
-            out = extractor(
-                audio,
-                sampling_rate=extractor.sampling_rate,
-                padding="max_length",
-                max_length=window,
-                truncation=True,
-                return_tensors="pt",
-            )
-            features.append(out["input_features"][0])
+            features.append(window_features(extractor, audio, bucket_samples(len(audio), buckets, pad_s)))
         if all(f.shape == features[0].shape for f in features):
             stacked: Any = torch.stack(features)
         else:

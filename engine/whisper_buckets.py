@@ -103,6 +103,19 @@ def bucket_samples(num_samples: int, buckets: tuple[float, ...], pad_s: float = 
     return round(bucket_seconds(num_samples, buckets, pad_s) * SAMPLE_RATE)
 
 
+def window_features(extractor: Any, audio: Any, window_samples: int) -> Any:
+    """One clip's log-mel padded (or cut) to its encoder window of `window_samples`: what
+    vLLM's processor feeds the bucketed encoder (engine/whisper_bucketed_model.py) and what
+    the word aligner computes to find that encoder's output (engine/encoder_outputs.py is
+    keyed by these features, so both must come from here). Straight to the feature
+    extractor: the HF processor would also pad the (dummy) text to `max_length` tokens."""
+    out = extractor(
+        audio, sampling_rate=extractor.sampling_rate, padding="max_length", max_length=window_samples,
+        truncation=True, return_tensors="pt",
+    )
+    return out["input_features"][0]
+
+
 def mel_frames(window_samples: int) -> int:
     """Mel frames of a window: Whisper drops the last STFT frame, so 480000 samples -> 3000."""
     return window_samples // HOP_LENGTH

@@ -113,9 +113,9 @@ class LiveSpeakers:
             raise
         except Exception:  # noqa: BLE001 -- a missing encoder never costs the final its text
             return None
-        assign = self._speakers.assign_windows if self.split and has_words else self._speakers.assign
-        indices = np.atleast_1d(await asyncio.to_thread(assign, windows.embeddings))
-        labels = [speaker_label(int(i)) for i in indices]
-        if len(labels) == 1 and len(windows.centers) > 1:
-            labels *= len(windows.centers)
+        if self.split and has_words:
+            indices = await asyncio.to_thread(self._speakers.assign_windows, windows.embeddings)
+            labels = [speaker_label(int(i)) for i in indices]
+        else:
+            labels = [speaker_label(await asyncio.to_thread(self._speakers.assign, windows.embeddings))] * len(windows.centers)
         return Voices(labels[0], tuple(window_turns(windows.centers, labels)))

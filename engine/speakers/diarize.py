@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine.base import Segment, Transcription, Word
+from engine.speakers.choice import thresholds_for
 from engine.speakers.cluster import (
     FILE_THRESHOLD,
     MIN_SPEAKER_S,
@@ -25,9 +26,8 @@ from engine.speakers.cluster import (
     label_runs,
     name_speakers,
 )
-from engine.speakers.parts import word_runs
-from engine.speakers.choice import thresholds_for
 from engine.speakers.encoder import WINDOW_S, SpeakerEncoder, Windows
+from engine.speakers.parts import word_runs
 
 #: Step between two embedding windows (seconds): finer places changes better, costs more.
 HOP_S = 0.4

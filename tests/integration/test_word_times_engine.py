@@ -79,7 +79,7 @@ async def test_the_aligner_reuses_vllms_encoder_output_and_gets_the_same_words(e
     audio = constructed(load_audio(str(clip.path)), 5)[0] * unique
     await engine.transcribe(DecodeRequest(audio[: SAMPLE_RATE], language="en", word_timestamps=True))  # the aligner is loaded
     aligner = next(iter(_aligners.values()))
-    assert SHARED.enabled  # loading the aligner turned the store on
+    assert SHARED.enabled  # a request for words turned the store on
 
     reused, encoded = aligner.reused, aligner.encoded
     again = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
@@ -87,7 +87,7 @@ async def test_the_aligner_reuses_vllms_encoder_output_and_gets_the_same_words(e
 
     limit, SHARED.max_bytes = SHARED.max_bytes, 0  # nothing kept: the aligner's own encoder pass, for comparison
     try:
-        SHARED._items.clear()
+        SHARED.clear()
         own = await engine.transcribe(DecodeRequest(audio, language="en", word_timestamps=True))
     finally:
         SHARED.max_bytes = limit
