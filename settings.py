@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         "about 2x the throughput on short utterances at the same WER), `full`: 30 s for every clip (stock Whisper; "
         "comparison and fallback), or bucket sizes in seconds with optional padding such as `10,20,30+2`",
     )
+    cpu_dtype: Literal["float32", "bfloat16", "auto"] = _field(
+        "CPU_DTYPE",
+        "float32",
+        "CPU only: `float32`, `bfloat16` (faster decodes where the CPU has AVX-512 BF16 or AMX, slightly higher WER; "
+        "refused with the reason elsewhere) or `auto` (bfloat16 where the CPU has them)",
+    )
     kv_cache_dtype: str = _field("KV_CACHE_DTYPE", "auto", "`auto` (the model dtype) or a vLLM dtype; `fp8` is honoured on compute capability 9.x only (H100, H200), refused with the reason elsewhere")
     # Remote endpoint
     endpoint_url: str = _field(
@@ -100,7 +106,14 @@ class Settings(BaseSettings):
     remote_concurrency: int = _field("REMOTE_CONCURRENCY", 8, "Requests in flight to the remote endpoint at once")
     # Streaming (page and realtime WebSocket)
     min_silence_ms: int = _field("MIN_SILENCE_MS", 500, "Silence that ends an utterance (ms)")
-    turn_detection: Literal["silence", "semantic"] = _field("TURN_DETECTION", "silence", "What ends an utterance: `silence` (`MIN_SILENCE_MS` of it) or `semantic` (the Smart Turn model, asked after 200 ms of silence; see BENCHMARKS.md)")
+    turn_detection: Literal["silence", "semantic"] = _field(
+        "TURN_DETECTION",
+        "semantic",
+        "What ends an utterance: `semantic` (the Smart Turn model, asked after 200 ms of silence, ends a finished "
+        "sentence at once when the pause's decode ends it too, and keeps a pause it judges mid-sentence open up to "
+        "0.8 s: finals 0.13 s sooner and half the split sentences of 500 ms of silence, BENCHMARKS.md) or `silence` "
+        "(`MIN_SILENCE_MS` of it)",
+    )
     live_word_times: bool = _field("LIVE_WORD_TIMES", False, "Live finals (page, realtime `words`, History) carry each word's time and probability: an aligning pass per final (see BENCHMARKS.md, word times)")
     live_partial_word_times: bool = _field("LIVE_PARTIAL_WORD_TIMES", False, "With LIVE_WORD_TIMES: partials carry word times too (realtime `...partial` events get `words`): an aligning pass per partial (see BENCHMARKS.md, word times)")
     live_speakers: bool = _field("LIVE_SPEAKERS", False, "Live finals (page, realtime `speaker`, History) carry a speaker label, Speaker 1, 2...: each final's voice is embedded and grouped online (see README, Speakers)")

@@ -55,6 +55,12 @@ class SessionOptions:
     eagerness: EagernessName = "auto"
     #: Semantic turns only: silence after which the turn model is asked.
     turn_check_ms: int = 200
+    #: Semantic turns only: a "finished" answer also needs the pause's speculative final
+    #: to end a sentence (`streaming.turns.ends_sentence`); otherwise the utterance stays
+    #: open until speech resumes or the eagerness' silence passes. Measured in
+    #: BENCHMARKS.md (issue 20): the model hears phrase ends ("... to decrease your")
+    #: as finished; the decode's missing full stop catches some of them.
+    turn_text_check: bool = True
     #: Real audio kept after the last speech window in an utterance's audio. The
     #: speculative final starts once it has arrived, so it is a floor of a final's
     #: latency; 50 ms gave the same words on 74 short utterances (the encoder window adds
@@ -126,5 +132,6 @@ class SessionStats:
     turn_checks: int = 0  # turn model questions (semantic turns)
     turn_ends: int = 0  # utterances the turn model ended before the silence rule
     turn_wait_s: float = 0.0  # wall time spent waiting for the turn model
+    turn_text_holds: int = 0  # "finished" answers held open: the speculative final ends no sentence
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

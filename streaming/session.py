@@ -22,9 +22,10 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   while the speculative final runs.
 * Semantic turns (`turn_detection="semantic"`, `streaming.turns`): once the silence has
   lasted `turn_check_ms`, the turn model is asked (off the loop, on its worker thread)
-  whether the utterance so far is a finished turn. Yes: the utterance ends now, and the
-  speculative final above becomes the final. No: it stays open until speech resumes or
-  the eagerness' longer silence ends it. One question per pause; its wait counts in
+  whether the utterance so far is a finished turn. Yes, and the speculative final above
+  ends a sentence (`turn_text_check`: its text is the final, so reading it costs no
+  time): the utterance ends now, with that decode as its final. No, or words that stop
+  mid-phrase: it stays open until speech resumes or the eagerness' longer silence ends it. One question per pause; its wait counts in
   `lag_s` (the utterance stays open meanwhile) and in the final's latency.
 * Finals are never dropped: a failed decode is retried once, then reported as an
   `ErrorEvent` (and the words already committed by partials become the final text).
@@ -76,7 +77,7 @@ from streaming.segmenter import Segmenter, UtteranceEnded, UtteranceStarted
 from streaming.stabilize import LocalAgreement, LocalAgreementOptions, normalize_word
 from streaming.scheduler import gate_for
 from streaming.transcript import Transcript
-from streaming.turns import TurnScorer, eagerness_of, shared_detector
+from streaming.turns import TurnScorer, eagerness_of, ends_sentence, shared_detector
 from streaming.words import final_logprobs, final_words
 
 __all__ = ["Session", "SessionOptions", "SessionStats"]
@@ -415,11 +416,34 @@ class Session:
             return  # speech resumed or the utterance ended meanwhile
         if prob < eagerness_of(self.options.eagerness).threshold:
             return  # not finished: the utterance stays open
+        if self.options.turn_text_check and not await self._speculative_final_ends_sentence(key):
+            self.stats.turn_text_holds += 1
+            return  # the voice sounds finished, the words do not: the utterance stays open
+        pending = self._segmenter.pending_end_s
+        if self._done or self._current is not utt or pending is None or (utt.id, round(pending, 4)) != key:
+            return  # speech resumed while the speculative final was decoded
         self.stats.turn_ends += 1
         for ev in self._segmenter.end_turn():
             self._on_segment(ev)
         self._update_lag(self._clock())
         self._schedule()
+
+    async def _speculative_final_ends_sentence(self, key: tuple[int, float]) -> bool:
+        """Whether the speculative final of this pause ends a sentence (`ends_sentence`);
+        True where there is no such decode to read. Costs no latency where the turn ends:
+        the final is that decode, so it could not leave before it anyway."""
+        spec = self._spec if self._spec_key == key else None
+        if spec is None:
+            return True
+        try:
+            result = await asyncio.shield(spec)  # a resumed speech cancels this check, not the decode
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return True  # the decode was dropped (speech resumed): the caller sees the pause is over
+        except Exception:  # noqa: BLE001 -- the final retries it; the turn model's answer stands
+            return True
+        return ends_sentence(result.text)
 
     def _cancel_turn(self) -> None:
         if self._turn is not None:

@@ -20,6 +20,7 @@ from streaming.guards import is_repetition_loop
 from streaming.harness import to_frames
 from streaming.session import Session, SessionOptions, SessionStats
 from streaming.stabilize import normalize_word
+from streaming.turns import eagerness_of
 from tests.datasets import TEST_DATA
 from tests.fakes import FakeEngine
 
@@ -86,7 +87,11 @@ def test_options_from_settings() -> None:
     assert (o.min_silence_ms, o.partial_interval_s, o.vad_threshold, o.language) == (300, 0.9, 0.6, "de")
     s.language = ""
     assert SessionOptions.from_settings(s).language is None
-    seg = o.segmenter_options()
+    # Semantic turns (the default): MIN_SILENCE_MS gives way to the eagerness' fallback.
+    assert o.turn_detection == "semantic"
+    assert o.segmenter_options().min_silence_ms == eagerness_of("auto").max_silence_ms
+    s.turn_detection = "silence"
+    seg = SessionOptions.from_settings(s).segmenter_options()
     assert seg.min_silence_ms == 300 and seg.start_threshold == 0.6 and seg.end_threshold < 0.6
 
 

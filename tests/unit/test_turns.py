@@ -17,7 +17,7 @@ from evaluation import read_audio
 from streaming.events import TranscriptEvent
 from streaming.harness import to_frames
 from streaming.session import Session, SessionOptions
-from streaming.turns import EAGERNESS, TurnDetector, eagerness_of
+from streaming.turns import EAGERNESS, TurnDetector, eagerness_of, ends_sentence
 from tests.datasets import TEST_DATA
 from tests.fakes import FakeEngine
 
@@ -146,8 +146,9 @@ async def stream(
     audio: np.ndarray, options: SessionOptions, scorer, engine=None
 ) -> tuple[list[tuple[float, TranscriptEvent]], Session]:
     """Feed `audio` frame by frame, each question answered before the next frame; the
-    finals with the stream's audio clock when each arrived. A fake engine unless given."""
-    engine = engine or FakeEngine()
+    finals with the stream's audio clock when each arrived. A fake engine that writes a
+    finished sentence unless given."""
+    engine = engine or FakeEngine(text=FINISHED)
     settled = Settled(scorer)
     session = Session(engine, options, turns=settled)
     finals: list[tuple[float, TranscriptEvent]] = []
@@ -168,6 +169,11 @@ async def stream(
     await session.finish()
     await asyncio.wait_for(consumer, 30)
     return finals, session
+
+
+#: What the fake engine writes: a sentence that ends (`ends_sentence`), so the scripted
+#: answers alone decide; the text check has its own tests below.
+FINISHED = "In being comparatively modern."
 
 
 def semantic(eagerness: str = "auto") -> SessionOptions:
@@ -224,6 +230,38 @@ async def test_a_pause_inside_a_sentence_keeps_one_utterance() -> None:
     one, session = await stream(audio, semantic(), scorer)
     assert len(one) == 1 and session.stats.turn_ends == 1
     assert len(scorer.asked) >= 2
+
+
+@pytest.mark.parametrize(
+    ("text", "ends"),
+    [
+        ("In being comparatively modern.", True),
+        ("Is it finished?", True),
+        ('He said "stop!"', True),
+        ("これはペンです。", True),
+        ("", True),
+        ("to decrease your", False),
+        ("produced the block books,", False),
+        ("Basil", False),
+    ],
+)
+def test_ends_sentence(text: str, ends: bool) -> None:
+    assert ends_sentence(text) is ends
+
+
+async def test_a_finished_voice_with_unfinished_words_waits_for_the_eagerness_silence() -> None:
+    # The model says "finished" but the speculative final ends mid-phrase: held open
+    # until the fallback silence, once; without the text check it ends at the check.
+    speech = clip(COMPLETE[0])
+    audio = np.concatenate([silence(0.5), speech, silence(2.0)])
+    held, session = await stream(audio, semantic(), ScriptedTurns([0.9]), FakeEngine(text="to decrease your"))
+    assert len(held) == 1 and session.stats.turn_ends == 0 and session.stats.turn_text_holds == 1
+    gap = lambda f: f[0][0] - (f[0][1].end_s - PAD_AFTER_S)
+    assert gap(held) > EAGERNESS["medium"].max_silence_ms / 1000 - 0.1
+    options = semantic()
+    options.turn_text_check = False
+    ended, session = await stream(audio, options, ScriptedTurns([0.9]), FakeEngine(text="to decrease your"))
+    assert len(ended) == 1 and session.stats.turn_ends == 1 and gap(ended) < 0.45
 
 
 async def test_a_failing_turn_model_falls_back_to_the_silence_rule() -> None:
