@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     tr.add_argument("-v", "--verbose", action="store_true")
     engine_settings = ["model", "model_cache", "engine", "endpoint_url", "hf_token", "device", "enforce_eager"]
-    engine_settings += ["max_num_seqs", "kv_cache_mb", "kv_cache_dtype", "max_audio_seconds"]
+    engine_settings += ["max_num_seqs", "kv_cache_mb", "kv_cache_dtype", "cpu_dtype", "max_audio_seconds"]
     engine_settings += [name for name in Settings.model_fields if name.startswith("remote_")]
     Settings.add_arguments(tr, engine_settings)
     return parser

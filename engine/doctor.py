@@ -437,7 +437,7 @@ async def _texts_only(settings: Settings, quick: bool) -> dict[str, str]:
 
 
 #: The settings `python -m engine doctor` takes as flags too (the environment gives the rest).
-ENGINE_SETTINGS = ["model", "model_cache", "device", "enforce_eager", "kv_cache_dtype", "max_num_seqs", "kv_cache_mb", "encoder_window"]
+ENGINE_SETTINGS = ["model", "model_cache", "device", "enforce_eager", "kv_cache_dtype", "cpu_dtype", "max_num_seqs", "kv_cache_mb", "encoder_window"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -46,6 +46,10 @@ class EncoderOutputs:
         self._items: OrderedDict[bytes, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        #: The dtype of the features vLLM hands the model (the model's: bfloat16 with
+        #: `CPU_DTYPE=bfloat16` or on a GPU); the aligner's float32 features are cast to
+        #: it before their key is taken, so the two meet on one key.
+        self._feature_dtype: Any = None
 
     def enable(self) -> None:
         """Start keeping outputs (a request asked for word times)."""
@@ -61,6 +65,7 @@ class EncoderOutputs:
         """Keep one clip's encoder output (a copy: vLLM may reuse its buffers)."""
         if not self.enabled:
             return
+        self._feature_dtype = features.dtype
         key = features_key(features)
         kept = output.detach().to("cpu").clone()
         size = kept.numel() * kept.element_size()
@@ -78,6 +83,8 @@ class EncoderOutputs:
 
     def get(self, features: Any) -> Any | None:
         """The encoder output of a clip with these features, or None."""
+        if self._feature_dtype is not None and features.dtype != self._feature_dtype:
+            features = features.to(self._feature_dtype)
         key = features_key(features)
         with self._lock:
             found = self._items.get(key)

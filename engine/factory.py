@@ -28,6 +28,7 @@ def create_engine(settings: Settings) -> Engine:
         max_num_seqs=settings.max_num_seqs,
         kv_cache_mb=settings.kv_cache_mb,
         gpu_memory_utilization=settings.gpu_memory_utilization,
+        cpu_dtype=settings.cpu_dtype,
     )
     spec = settings.model or default_model(options.device == "cuda")
     model_path = resolve_model(spec, Path(settings.model_cache))

@@ -42,6 +42,15 @@ def test_the_key_tells_shapes_and_values_apart():
     assert features_key(changed) != features_key(feats)
 
 
+def test_float32_features_find_an_output_kept_under_bfloat16_features():
+    # CPU_DTYPE=bfloat16: vLLM hands the model bf16 features, the aligner computes float32.
+    store = EncoderOutputs()
+    store.enable()
+    feats = _features(7)
+    store.put(feats.to(torch.bfloat16), torch.ones(10, 4))
+    assert store.get(feats) is not None and store.hits == 1
+
+
 def test_bytes_are_bounded_oldest_out_first():
     one = 100 * 4 * 4  # a (100, 4) float32 output
     store = EncoderOutputs(max_bytes=3 * one)

@@ -16,6 +16,28 @@ def test_cpu_defaults_are_the_measured_best():
     assert options.kv_cache_memory_bytes == 256 * 1024 * 1024 and options.max_num_seqs == 8
 
 
+@pytest.mark.parametrize(
+    ("requested", "flags", "dtype", "reason"),
+    [
+        ("float32", {"avx512_bf16"}, "float32", "CPU_DTYPE=float32"),
+        ("bfloat16", {"avx512_bf16"}, "bfloat16", "avx512_bf16"),
+        ("bfloat16", {"amx_bf16", "avx512f"}, "bfloat16", "amx_bf16"),
+        ("bfloat16", {"avx2"}, "float32", "refused"),
+        ("auto", {"avx512_bf16"}, "bfloat16", "CPU_DTYPE=auto"),
+        ("auto", {"avx2"}, "float32", "no AVX-512 BF16"),
+    ],
+)
+def test_cpu_dtype_follows_the_cpu(requested, flags, dtype, reason):
+    options = choose_options(device="cpu", cpu_dtype=requested, find_cpu_flags=lambda: frozenset(flags))
+    assert options.dtype == dtype
+    assert any(reason in r for r in options.reasons), options.reasons
+
+
+def test_cpu_dtype_rejects_other_names():
+    with pytest.raises(ValueError, match="CPU_DTYPE"):
+        choose_options(device="cpu", cpu_dtype="float16")
+
+
 def test_cpu_refuses_fp8_with_a_reason():
     options = choose_options(device="cpu", kv_cache_dtype="fp8", enforce_eager="true", kv_cache_mb=128)
     assert options.kv_cache_dtype == "auto" and options.enforce_eager is True
