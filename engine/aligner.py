@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from engine.base import SAMPLE_RATE, Word
-from engine.word_times import Decode, attention_cost, snap_to_speech, token_start_frames, words_from_alignment
+from engine.word_times import Decode, attention_cost, end_at_sound, snap_to_speech, token_start_frames, words_from_alignment
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +239,11 @@ def _snapped(words: list[list[Word]], jobs: list[AlignJob]) -> list[list[Word]]:
         return []
     # No padding: a padded region would move every snapped edge 50 ms into the silence.
     found = speech_regions_of([job.audio for job in jobs], pad_s=0.0)
-    return [
-        snap_to_speech(w, [(job.offset + a, job.offset + b) for a, b in regions]) for w, job, regions in zip(words, jobs, found)
-    ]
+    out = []
+    for w, job, regions in zip(words, jobs, found):
+        shifted = [(job.offset + a, job.offset + b) for a, b in regions]
+        out.append(end_at_sound(snap_to_speech(w, shifted), job.audio, job.offset, shifted))
+    return out
 
 
 _aligners: dict[str, Aligner] = {}

@@ -231,6 +231,42 @@ def snap_to_speech(words: list[Word], regions: Sequence[tuple[float, float]]) ->
     return snapped
 
 
+#: A word before a pause ends where its sound has fallen this far below its loudest
+#: 10 ms frame (the VAD's end lags the sound: Silero's 32 ms windows and its end
+#: hysteresis put it a median 0.08 s late, BENCHMARKS.md, word times).
+SOUND_FALL_DB = 35.0
+#: ... moved back by this much at most (the VAD's lag, not a word's tail).
+MAX_SOUND_TRIM_S = 0.2
+_SOUND_FRAME = 160  # 10 ms at 16 kHz
+
+
+def end_at_sound(words: list[Word], audio: np.ndarray, offset: float, regions: Sequence[tuple[float, float]]) -> list[Word]:
+    """Words that end where a speech region ends (before a pause, after `snap_to_speech`)
+    end instead where their sound does: the end of their last 10 ms frame within
+    `SOUND_FALL_DB` of their loudest, at most `MAX_SOUND_TRIM_S` earlier. In noise
+    louder than that fall nothing moves (every frame stays "within"); a word is never
+    made shorter than a frame. `audio` starts at `offset` seconds (the window's)."""
+    ends = {round(b, 3) for _, b in regions}
+    out = []
+    for w in words:
+        if round(w.end, 3) not in ends:
+            out.append(w)
+            continue
+        a = max(0, int(round((w.start - offset) * 16000)))
+        b = min(len(audio), int(round((w.end - offset) * 16000)))
+        n = (b - a) // _SOUND_FRAME
+        if n < 3:
+            out.append(w)
+            continue
+        frames = np.asarray(audio[a : a + n * _SOUND_FRAME], dtype=np.float64).reshape(n, _SOUND_FRAME)
+        level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+        last = int(np.nonzero(level >= level.max() - SOUND_FALL_DB)[0][-1])
+        end = offset + (a + (last + 1) * _SOUND_FRAME) / 16000
+        end = max(end, w.end - MAX_SOUND_TRIM_S, w.start + _SOUND_FRAME / 16000)
+        out.append(replace(w, end=round(min(end, w.end), 3)))
+    return out
+
+
 def with_segment_words(transcription: Transcription) -> Transcription:
     """The transcription with each segment holding its words (those whose middle falls in
     it, each word in one segment), for whoever keeps segments rather than the flat list

@@ -12,6 +12,8 @@ import pytest
 from engine.base import Segment, Transcription, Word
 from engine.formats import to_json, to_srt, to_vtt, word_cues, word_json
 from engine.word_times import (
+    MAX_SOUND_TRIM_S,
+    end_at_sound,
     FRAME_S,
     attention_cost,
     dtw,
@@ -216,3 +218,27 @@ def test_each_segment_gets_the_words_whose_middle_falls_in_it() -> None:
     assert [tuple(w.word for w in s.words) for s in out.segments] == [(" One", " two."), (" Three",)]
     assert [s.text for s in out.segments] == ["One two.", "Three"] and out.words == words
     assert with_segment_words(Transcription("x", "en", 1.0, [Segment(0.0, 1.0, "x")])).segments[0].words == ()
+
+
+def _tone_then(seconds_tone: float, after: np.ndarray) -> np.ndarray:
+    t = np.arange(int(seconds_tone * 16000)) / 16000
+    return np.concatenate([0.3 * np.sin(2 * np.pi * 220 * t), after]).astype(np.float32)
+
+
+def test_a_word_before_a_pause_ends_where_its_sound_does() -> None:
+    # The VAD's region ends 0.12 s after the sound (its lag): the word's end comes back.
+    audio = _tone_then(0.5, np.zeros(8000))
+    offset = 10.0  # the window's place in the file
+    words = [Word(" one", 10.1, 10.62, 0.9)]
+    out = end_at_sound(words, audio, offset, [(10.05, 10.62)])
+    assert abs(out[0].end - 10.5) <= 0.011, out
+
+
+def test_no_trim_in_noise_nor_off_a_region_end_nor_past_the_limit() -> None:
+    noisy = _tone_then(0.5, (0.05 * np.random.default_rng(0).standard_normal(8000)))
+    assert end_at_sound([Word(" one", 0.1, 0.62, 0.9)], noisy, 0.0, [(0.05, 0.62)])[0].end == 0.62
+    quiet = _tone_then(0.5, np.zeros(8000))
+    inner = Word(" one", 0.1, 0.55, 0.9)  # ends inside speech, not at the region's end
+    assert end_at_sound([inner], quiet, 0.0, [(0.05, 0.9)])[0] == inner
+    far = end_at_sound([Word(" one", 0.1, 0.9, 0.9)], quiet, 0.0, [(0.05, 0.9)])[0]
+    assert far.end == pytest.approx(0.9 - MAX_SOUND_TRIM_S)
