@@ -50,6 +50,8 @@ CONFIGS = {
     "silence500_pad50": {"turn_detection": "silence", "min_silence_ms": 500, "pad_after_ms": 50},
     # Live word times (issue 18, `LIVE_WORD_TIMES`): the same silence rule, finals with words.
     "silence500_words": {"turn_detection": "silence", "min_silence_ms": 500, "word_times": True},
+    # The default turn rule (semantic) with word times on every final.
+    "semantic_words": {"turn_detection": "semantic", "eagerness": "auto", "word_times": True},
     # ... and partials with words too (`LIVE_PARTIAL_WORD_TIMES`).
     "silence500_partial_words": {"turn_detection": "silence", "min_silence_ms": 500, "word_times": True, "partial_words": True},
 }
