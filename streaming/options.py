@@ -61,6 +61,9 @@ class SessionOptions:
     #: BENCHMARKS.md (issue 20): the model hears phrase ends ("... to decrease your")
     #: as finished; the decode's missing full stop catches some of them.
     turn_text_check: bool = True
+    #: ... waiting at most this long for that decode (about one decode on a 2-core CPU);
+    #: past it the model's answer alone ends the turn, as without the check.
+    turn_text_wait_s: float = 0.3
     #: Real audio kept after the last speech window in an utterance's audio. The
     #: speculative final starts once it has arrived, so it is a floor of a final's
     #: latency; 50 ms gave the same words on 74 short utterances (the encoder window adds

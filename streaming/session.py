@@ -436,12 +436,15 @@ class Session:
         if spec is None:
             return True
         try:
-            result = await asyncio.shield(spec)  # a resumed speech cancels this check, not the decode
+            # shield: a resumed speech cancels this check, not the decode. Bounded: under
+            # load the decode may come after the next turn has begun, and an utterance
+            # held open meanwhile would swallow it (8 streams: merges 3 -> 8 per 100).
+            result = await asyncio.wait_for(asyncio.shield(spec), self.options.turn_text_wait_s)
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise
             return True  # the decode was dropped (speech resumed): the caller sees the pause is over
-        except Exception:  # noqa: BLE001 -- the final retries it; the turn model's answer stands
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 -- no evidence in time: the model's answer stands
             return True
         return ends_sentence(result.text)
 

@@ -264,6 +264,22 @@ async def test_a_finished_voice_with_unfinished_words_waits_for_the_eagerness_si
     assert len(ended) == 1 and session.stats.turn_ends == 1 and gap(ended) < 0.45
 
 
+async def test_a_slow_decode_does_not_hold_a_finished_turn_open() -> None:
+    # Under load the pause's decode comes late: past turn_text_wait_s the model's answer
+    # alone ends the turn (else the next turn could begin inside the held utterance).
+    # Fed on a real clock (the wait is wall time), the decode takes 1 s.
+    speech = clip(COMPLETE[0])
+    audio = np.concatenate([silence(0.3), speech, silence(1.5)])
+    session = Session(FakeEngine(text="to decrease your", delay=1.0), semantic(), turns=ScriptedTurns([0.9]))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for k, frame in enumerate(to_frames(audio)):
+        session.feed(frame, 48_000)
+        await asyncio.sleep(max(0.0, start + (k + 1) * 0.02 - loop.time()))
+    await session.finish()
+    assert session.stats.turn_ends == 1 and session.stats.turn_text_holds == 0
+
+
 async def test_a_failing_turn_model_falls_back_to_the_silence_rule() -> None:
     speech = clip(COMPLETE[0])
     audio = np.concatenate([silence(0.5), speech, silence(2.0)])
