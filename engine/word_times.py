@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from engine.base import Transcription, Word
+from engine.base import SAMPLE_RATE, Transcription, Word
 
 #: One encoder output frame (audio token) of Whisper: 30 s are 1500 of them.
 FRAME_S = 0.02
@@ -237,7 +237,7 @@ def snap_to_speech(words: list[Word], regions: Sequence[tuple[float, float]]) ->
 SOUND_FALL_DB = 35.0
 #: ... moved back by this much at most (the VAD's lag, not a word's tail).
 MAX_SOUND_TRIM_S = 0.2
-_SOUND_FRAME = 160  # 10 ms at 16 kHz
+_SOUND_FRAME = SAMPLE_RATE // 100  # 10 ms
 
 
 def end_at_sound(words: list[Word], audio: np.ndarray, offset: float, regions: Sequence[tuple[float, float]]) -> list[Word]:
@@ -252,8 +252,8 @@ def end_at_sound(words: list[Word], audio: np.ndarray, offset: float, regions: S
         if round(w.end, 3) not in ends:
             out.append(w)
             continue
-        a = max(0, int(round((w.start - offset) * 16000)))
-        b = min(len(audio), int(round((w.end - offset) * 16000)))
+        a = max(0, int(round((w.start - offset) * SAMPLE_RATE)))
+        b = min(len(audio), int(round((w.end - offset) * SAMPLE_RATE)))
         n = (b - a) // _SOUND_FRAME
         if n < 3:
             out.append(w)
@@ -261,8 +261,8 @@ def end_at_sound(words: list[Word], audio: np.ndarray, offset: float, regions: S
         frames = np.asarray(audio[a : a + n * _SOUND_FRAME], dtype=np.float64).reshape(n, _SOUND_FRAME)
         level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
         last = int(np.nonzero(level >= level.max() - SOUND_FALL_DB)[0][-1])
-        end = offset + (a + (last + 1) * _SOUND_FRAME) / 16000
-        end = max(end, w.end - MAX_SOUND_TRIM_S, w.start + _SOUND_FRAME / 16000)
+        end = offset + (a + (last + 1) * _SOUND_FRAME) / SAMPLE_RATE
+        end = max(end, w.end - MAX_SOUND_TRIM_S, w.start + _SOUND_FRAME / SAMPLE_RATE)
         out.append(replace(w, end=round(min(end, w.end), 3)))
     return out
 

@@ -25,8 +25,9 @@ for long: resampling and VAD cost well under a millisecond per 20 ms frame):
   whether the utterance so far is a finished turn. Yes, and the speculative final above
   ends a sentence (`turn_text_check`: its text is the final, so reading it costs no
   time): the utterance ends now, with that decode as its final. No, or words that stop
-  mid-phrase: it stays open until speech resumes or the eagerness' longer silence ends it. One question per pause; its wait counts in
-  `lag_s` (the utterance stays open meanwhile) and in the final's latency.
+  mid-phrase: it stays open until speech resumes or the eagerness' longer silence ends
+  it. One question per pause; its wait counts in `lag_s` (the utterance stays open
+  meanwhile) and in the final's latency.
 * Finals are never dropped: a failed decode is retried once, then reported as an
   `ErrorEvent` (and the words already committed by partials become the final text).
   The final decode sees the whole utterance and is authoritative: where it disagrees
@@ -411,22 +412,25 @@ class Session:
             self.stats.turn_wait_s = round(self.stats.turn_wait_s + self._clock() - t0, 4)
             if self._turn is me:
                 self._turn = None
-        pending = self._segmenter.pending_end_s
-        if self._done or self._current is not utt or pending is None or (utt.id, round(pending, 4)) != key:
+        if not self._still_in_pause(utt, key):
             return  # speech resumed or the utterance ended meanwhile
         if prob < eagerness_of(self.options.eagerness).threshold:
             return  # not finished: the utterance stays open
         if self.options.turn_text_check and not await self._speculative_final_ends_sentence(key):
             self.stats.turn_text_holds += 1
             return  # the voice sounds finished, the words do not: the utterance stays open
-        pending = self._segmenter.pending_end_s
-        if self._done or self._current is not utt or pending is None or (utt.id, round(pending, 4)) != key:
+        if not self._still_in_pause(utt, key):
             return  # speech resumed while the speculative final was decoded
         self.stats.turn_ends += 1
         for ev in self._segmenter.end_turn():
             self._on_segment(ev)
         self._update_lag(self._clock())
         self._schedule()
+
+    def _still_in_pause(self, utt: _Utt, key: tuple[int, float]) -> bool:
+        """Whether the pause a turn question was asked in (`key`) is still going on."""
+        pending = self._segmenter.pending_end_s
+        return not self._done and self._current is utt and pending is not None and (utt.id, round(pending, 4)) == key
 
     async def _speculative_final_ends_sentence(self, key: tuple[int, float]) -> bool:
         """Whether the speculative final of this pause ends a sentence (`ends_sentence`);
@@ -436,9 +440,10 @@ class Session:
         if spec is None:
             return True
         try:
-            # shield: a resumed speech cancels this check, not the decode. Bounded: under
-            # load the decode may come after the next turn has begun, and an utterance
-            # held open meanwhile would swallow it (8 streams: merges 3 -> 8 per 100).
+            # shield: only the decode's own owner may cancel it (speech resuming does, and
+            # then this check ends too). Bounded: under load the decode may come after the
+            # next turn has begun, and an utterance held open meanwhile would swallow it
+            # (8 streams with word times: merges 3 -> 8 per 100).
             result = await asyncio.wait_for(asyncio.shield(spec), self.options.turn_text_wait_s)
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
