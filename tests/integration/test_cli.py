@@ -147,3 +147,21 @@ def test_cli_diarize_labels_two_voices(tmp_path):
     assert lines[0].startswith("A: Printing") and lines[-1].startswith("B: "), lines
     assert {line.split(":")[0] for line in lines} == {"A", "B"}
     assert "americans" in normalize(" ".join(line for line in lines if line.startswith("B: ")))
+
+
+def test_cli_cpu_dtype_bfloat16_where_the_cpu_can_and_a_clear_refusal_where_it_cannot():
+    """`--cpu-dtype bfloat16` (CPU_DTYPE): on a CPU with AVX-512 BF16 / AMX the engine runs
+    bf16 and still gets the words right, word times included; elsewhere it says why it runs
+    float32 instead, and still transcribes."""
+    from engine.vllm_engine import BF16_CPU_FLAGS, cpu_flags
+
+    proc = run_cli(str(jfk_path()), "--cpu-dtype", "bfloat16", "--format", "json", "--word-timestamps", "-v")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert wer([JFK_TEXT], [normalize(data["text"])]) <= 0.05, data["text"]
+    words = data["words"]
+    assert words and all(0 <= w["start"] <= w["end"] <= 11.0 for w in words)
+    if cpu_flags() & BF16_CPU_FLAGS:
+        assert "CPU: bfloat16 (CPU_DTYPE=bfloat16" in proc.stderr
+    else:
+        assert "CPU_DTYPE=bfloat16 refused, float32 instead" in proc.stderr
