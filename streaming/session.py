@@ -394,8 +394,20 @@ class Session:
         self._turn = asyncio.ensure_future(self._run_turn(utt, key, audio))
         self._turn.add_done_callback(_consume_exception)
 
+    @property
+    def deciding_turn(self) -> bool:
+        """Whether a turn question is open: the model's answer, then the pause's words."""
+        return self._turn is not None
+
     async def _run_turn(self, utt: _Utt, key: tuple[int, float], audio: np.ndarray) -> None:
         me = asyncio.current_task()
+        try:
+            await self._decide_turn(utt, key, audio)
+        finally:
+            if self._turn is me:
+                self._turn = None
+
+    async def _decide_turn(self, utt: _Utt, key: tuple[int, float], audio: np.ndarray) -> None:
         scorer = self._turns
         if scorer is None:  # the options were switched to semantic after the start
             scorer = self._turns = shared_detector()
@@ -410,8 +422,6 @@ class Session:
         finally:
             self.stats.turn_checks += 1
             self.stats.turn_wait_s = round(self.stats.turn_wait_s + self._clock() - t0, 4)
-            if self._turn is me:
-                self._turn = None
         if not self._still_in_pause(utt, key):
             return  # speech resumed or the utterance ended meanwhile
         if prob < eagerness_of(self.options.eagerness).threshold:
@@ -440,15 +450,15 @@ class Session:
         if spec is None:
             return True
         try:
-            # shield: only the decode's own owner may cancel it (speech resuming does, and
-            # then this check ends too). Bounded: under load the decode may come after the
+            # shield: cancelling this question (speech resumed) must not cancel the
+            # decode, which the final may still take. Bounded: under load the decode may come after the
             # next turn has begun, and an utterance held open meanwhile would swallow it
             # (8 streams with word times: merges 3 -> 8 per 100).
             result = await asyncio.wait_for(asyncio.shield(spec), self.options.turn_text_wait_s)
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise
-            return True  # the decode was dropped (speech resumed): the caller sees the pause is over
+                raise  # this question was cancelled (speech resumed, the stream closed)
+            return True  # the decode was dropped: the caller sees the pause is over
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 -- no evidence in time: the model's answer stands
             return True
         return ends_sentence(result.text)

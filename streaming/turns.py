@@ -28,6 +28,7 @@ flight (the session asks once per pause).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EAGERNESS",
@@ -160,7 +163,18 @@ class TurnDetector:
         return await future
 
     def _drain(self) -> None:
-        """Worker thread: score what waits, in batches, until nothing does."""
+        """Worker thread: score what waits, in batches, until nothing does. If this ever
+        dies the flag is cleared, so the next question starts a new drain instead of
+        waiting forever (a closed caller loop once killed it and hung every stream after)."""
+        try:
+            self._drain_batches()
+        except BaseException:
+            with self._lock:
+                self._draining = False
+            log.exception("turn model worker stopped")
+            raise
+
+    def _drain_batches(self) -> None:
         while True:
             with self._lock:
                 batch = [w for w in self._waiting[: self.max_batch] if not w[1].cancelled()]
@@ -180,7 +194,10 @@ class TurnDetector:
             self.stats.rows += len(batch)
             self.stats.busy_s += time.perf_counter() - t0
             for i, (_, future, loop) in enumerate(batch):
-                loop.call_soon_threadsafe(_resolve, future, probs if isinstance(probs, BaseException) else probs[i])
+                try:
+                    loop.call_soon_threadsafe(_resolve, future, probs if isinstance(probs, BaseException) else probs[i])
+                except RuntimeError:  # that caller's event loop is closed: nobody waits for this answer
+                    pass
 
 
 def _resolve(future: asyncio.Future, value: float | BaseException) -> None:

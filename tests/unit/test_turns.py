@@ -164,7 +164,7 @@ async def stream(
         for _ in range(3):
             await asyncio.sleep(0)
         deadline = asyncio.get_running_loop().time() + 10
-        while settled.in_flight and asyncio.get_running_loop().time() < deadline:
+        while (settled.in_flight or session.deciding_turn) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.001)
     await session.finish()
     await asyncio.wait_for(consumer, 30)
@@ -296,6 +296,24 @@ async def test_real_model_keeps_a_mid_sentence_pause_and_ends_the_sentence(detec
     heard_at, final = finals[0]
     assert session.stats.turn_ends == 1
     assert heard_at - (final.end_s - PAD_AFTER_S) < 0.5
+
+
+class _Constant:
+    def complete_probabilities(self, audios):
+        return [0.7 for _ in audios]
+
+
+async def test_a_question_from_a_closed_event_loop_does_not_stop_the_detector() -> None:
+    # With semantic turns the default, a test's (or a server's) loop closed while its
+    # question waited made resolving it raise in the worker thread: the worker died with
+    # its "draining" flag set and every later question hung (seen in a full CI run).
+    d = TurnDetector(_Constant)
+    dead = asyncio.new_event_loop()
+    orphan = dead.create_future()
+    dead.close()
+    d._waiting.append((silence(0.5), orphan, dead))
+    assert await asyncio.wait_for(d.complete_probability(silence(0.5)), 10) == 0.7
+    assert await asyncio.wait_for(d.complete_probability(silence(0.5)), 10) == 0.7
 
 
 async def test_the_shared_detector_starts_loading_its_model_when_made() -> None:
