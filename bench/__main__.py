@@ -187,8 +187,9 @@ def machine_info() -> dict:
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
                 break
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-        info["avx512"] = " avx512f" in flags
+        from engine.vllm_engine import cpu_flags
+
+        info["avx512"] = "avx512f" in cpu_flags()
         mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
         info["memory_gb"] = round(mem_kb / 1024 / 1024, 1)
         info["load_avg_at_start"] = [round(x, 2) for x in os.getloadavg()]

@@ -43,9 +43,9 @@ CONFIGS = {
     "semantic": {"turn_detection": "semantic", "eagerness": "auto"},
     "semantic_high": {"turn_detection": "semantic", "eagerness": "high"},
     "semantic_low": {"turn_detection": "semantic", "eagerness": "low"},
-    # issue 20: the speculative final starts once the pad after the speech has arrived
     # issue 20: the turn model's "finished" alone, without the speculative final's full stop
     "semantic_notext": {"turn_detection": "semantic", "eagerness": "auto", "turn_text_check": False},
+    # issue 20: the speculative final starts once the pad after the speech has arrived
     "semantic_pad50": {"turn_detection": "semantic", "eagerness": "auto", "pad_after_ms": 50},
     "silence500_pad50": {"turn_detection": "silence", "min_silence_ms": 500, "pad_after_ms": 50},
     # Live word times (issue 18, `LIVE_WORD_TIMES`): the same silence rule, finals with words.

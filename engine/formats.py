@@ -133,6 +133,21 @@ def token_json(token: TokenLogprob) -> dict[str, Any]:
     return {"token": token.token, "logprob": round(float(token.logprob), 6), "bytes": list(token.bytes)}
 
 
+#: Marks that end a sentence in Whisper's output (Latin, CJK, Arabic, Devanagari, ...).
+SENTENCE_END = frozenset(".?!…。？！؟।።")
+#: Closing marks that may follow them ('... he said."').
+_CLOSERS = "\"'”’»)]}」』 \t\n"
+
+
+def ends_sentence(text: str | None) -> bool:
+    """Whether text ends a sentence (its last mark, after closing quotes and brackets, is a
+    full stop, question or exclamation mark): a subtitle cue closes after such a word, and
+    a live turn needs its pause's decode to end so (streaming.turns). Empty text counts as
+    ended: no words, no evidence that the speaker goes on."""
+    stripped = (text or "").rstrip(_CLOSERS)
+    return not stripped or stripped[-1] in SENTENCE_END
+
+
 def word_cues(words: Iterable[Word], max_words: int = CUE_MAX_WORDS, max_seconds: float = CUE_MAX_SECONDS) -> list[Segment]:
     """Words grouped into short subtitle cues (for `to_srt` / `to_vtt`): a cue ends after
     `max_words` words, before a word that would make it longer than `max_seconds`, and
@@ -150,7 +165,7 @@ def word_cues(words: Iterable[Word], max_words: int = CUE_MAX_WORDS, max_seconds
         if current and (len(current) >= max_words or word.end - current[0].start > max_seconds):
             close()
         current.append(word)
-        if word.word.strip().endswith((".", "?", "!", "。", "？", "！")):
+        if ends_sentence(word.word):
             close()
     close()
     return cues

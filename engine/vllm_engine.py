@@ -87,8 +87,7 @@ def cpu_dtype_for(requested: str, flags: frozenset[str]) -> tuple[str, str]:
     (AVX-512 BF16 or AMX; `python -m bench.cpu_dtype` on a 2-core EPYC with AVX-512 BF16:
     one final 415 -> 265 ms, 8 clips at once x1.48, a long file x1.44) and costs some
     accuracy (the 175 English clips' WER 0.0432 -> 0.0457, the LJ file's equal:
-    BENCHMARKS.md); on AVX2
-    it is 3-4x slower, so it is refused there whatever was asked."""
+    BENCHMARKS.md); on AVX2 it is 3-4x slower, so it is refused there whatever was asked."""
     if requested not in ("float32", "bfloat16", "auto"):
         raise ValueError(f"CPU_DTYPE={requested!r}: use 'float32', 'bfloat16' or 'auto'")
     native = bool(flags & BF16_CPU_FLAGS)

@@ -56,7 +56,7 @@ class SessionOptions:
     #: Semantic turns only: silence after which the turn model is asked.
     turn_check_ms: int = 200
     #: Semantic turns only: a "finished" answer also needs the pause's speculative final
-    #: to end a sentence (`streaming.turns.ends_sentence`); otherwise the utterance stays
+    #: to end a sentence (`engine.formats.ends_sentence`); otherwise the utterance stays
     #: open until speech resumes or the eagerness' silence passes. Measured in
     #: BENCHMARKS.md (issue 20): the model hears phrase ends ("... to decrease your")
     #: as finished; the decode's missing full stop catches some of them.

@@ -9,8 +9,9 @@ model (`engine.turn`, Smart Turn v3.2) hears whether a pause ends a sentence or 
 inside one; the pause's speculative decode must end a sentence too (`ends_sentence`):
 the model hears many phrase ends of read speech as finished, and the decode's missing
 full stop catches some of them (on bench.turns' conversation: splits 20 -> 10 per 100
-turns at the same latency, BENCHMARKS.md). The speculative final decode already starts at the first silence
-(`streaming.session`), so a "complete" answer turns that decode into the final at once.
+turns at the same latency, BENCHMARKS.md). The speculative final decode already starts
+at the first silence (`streaming.session`), so a "complete" answer turns that decode
+into the final at once.
 
 Eagerness (OpenAI's `semantic_vad` vocabulary, `auto` = `medium`) sets two things: the
 probability above which a pause ends the turn, and the longer silence that ends it
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+
+from engine.formats import ends_sentence  # the one rule (subtitle cues use it too)
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +78,6 @@ EAGERNESS: dict[str, Eagerness] = {
     "medium": Eagerness(threshold=0.3, max_silence_ms=800),
     "low": Eagerness(threshold=0.5, max_silence_ms=1500),
 }
-
-
-#: Marks that end a sentence in Whisper's output (Latin, CJK, Arabic, Devanagari, ...).
-SENTENCE_END = frozenset(".?!…。？！؟।።")
-#: Closing marks that may follow them ('... he said."').
-_CLOSERS = "\"'”’»)]}」』 \t\n"
-
-
-def ends_sentence(text: str | None) -> bool:
-    """Whether a decode's text ends a sentence (its last mark, after closing quotes and
-    brackets, is a full stop, question or exclamation mark). Empty text counts as ended:
-    no words, no evidence that the speaker goes on."""
-    stripped = (text or "").rstrip(_CLOSERS)
-    return not stripped or stripped[-1] in SENTENCE_END
 
 
 def eagerness_of(name: str | None) -> Eagerness:

@@ -142,6 +142,12 @@ def test_word_json_and_word_cues() -> None:
     assert "00:00:02.000 --> 00:00:04.400\nw4 w5 w6 w7 w8" in to_vtt(cues)
 
 
+def test_a_cue_also_closes_after_a_quoted_sentence_end() -> None:
+    # The cues and the live turn check share one sentence-end rule (engine.formats.ends_sentence).
+    words = [Word(" He", 0.0, 0.3, 0.9), Word(' said "stop!"', 0.3, 0.9, 0.9), Word(" Then", 1.2, 1.5, 0.9)]
+    assert [c.text for c in word_cues(words, max_words=10, max_seconds=10.0)] == ['He said "stop!"', "Then"]
+
+
 def test_json_export_has_words_only_when_timed() -> None:
     plain = Transcription("hi there", "en", 1.0, [Segment(0.0, 1.0, "hi there")])
     assert "words" not in to_json(plain)
