@@ -1,6 +1,6 @@
-"""float32 vs bfloat16 on this CPU: one process per dtype, same clips, same files.
+"""float32 vs bfloat16 (the encoder alone, or all of it) on this CPU: one process per dtype, same clips, same files.
 
-    python -m bench.cpu_dtype [--dtypes float32,bfloat16] [--out bench/results/cpu_dtype.json]
+    python -m bench.cpu_dtype [--dtypes float32,bfloat16-encoder,bfloat16] [--out bench/results/cpu_dtype.json]
 
 Per dtype (`CPU_DTYPE`, engine.vllm_engine.cpu_dtype_for; a CPU without AVX-512 BF16 / AMX
 runs float32 whatever is asked, and the record says so): the engine's load time; one final
@@ -54,7 +54,8 @@ def measure() -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "dtype": ours.engine.options.dtype,  # type: ignore[attr-defined]
-            "asked": os.environ.get("CPU_DTYPE", "float32"),
+            "encoder_dtype": ours.engine.options.encoder_dtype or ours.engine.options.dtype,  # type: ignore[attr-defined]
+            "asked": os.environ.get("CPU_DTYPE", "auto"),
             "load_s": round(load_s, 1),
             "one_final_ms": round(1000 * one_s / 40),
             "conc8_rtfx": round(sum(len(a) for a in audios) / 16000 / batch_s, 2),
@@ -70,7 +71,7 @@ def measure() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cpu_dtype", description=__doc__.splitlines()[0])
-    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--dtypes", default="float32,bfloat16-encoder,bfloat16")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

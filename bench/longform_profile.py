@@ -5,7 +5,9 @@
 Files: the evaluation set's long-form files (the LJ file whole, the mixed file cut in a
 pause after `--mixed-s` seconds, 0 for all of it) and `unseen`: the English clips of the
 sources the long-form files and the tuning never used (LibriSpeech, FLEURS, OSR, WeNet,
-Picovoice), joined in a seeded order with 0.4-1.6 s pauses over a -70 dBFS floor.
+Picovoice), joined in a seeded order with 0.4-1.6 s pauses over a -70 dBFS floor, and
+`speech between music and noise`: English clips each followed by 4-10 s of a non-speech
+clip (music, noise, dishes, a whale), where a decode made to go on could invent words.
 
 Per file and configuration of ours (`engine.longform.LongformOptions`, one engine for all,
 run in the same process one after the other): RTFx, WER, speech coverage (Silero VAD
@@ -134,6 +136,12 @@ def instrument(engine: Any, probe_ref: list[Probe]) -> None:
 
 def unseen_file(seed: int = 21) -> tuple[np.ndarray, str]:
     """The untuned sources' English clips joined with natural pauses: (audio, reference)."""
+    audio, sentences = unseen_sentences(seed)
+    return audio, " ".join(sentences)
+
+
+def unseen_sentences(seed: int = 21) -> tuple[np.ndarray, list[str]]:
+    """The untuned file and each of its clips' texts, in the file's order."""
     from evaluation.evalset import clips, read_audio
 
     rng = np.random.default_rng(seed)
@@ -147,7 +155,27 @@ def unseen_file(seed: int = 21) -> tuple[np.ndarray, str]:
         parts.append(read_audio(clip.path))
         texts.append(clip.text)
     parts.append(np.zeros(SR // 2, np.float32))
-    return np.concatenate(parts), " ".join(texts)
+    return np.concatenate(parts), texts
+
+
+def noise_file(seed: int = 5) -> tuple[np.ndarray, str]:
+    """English clips each followed by 4-10 s of a non-speech clip (music, noise, dishes, a
+    whale) at a random level: where a decode made to go on to a window's last sound
+    (`LongformOptions.keep_decoding`) could put words on music or noise."""
+    from evaluation.evalset import clips, read_audio
+
+    rng = np.random.default_rng(seed)
+    speech = clips(kind="speech", lang="en")
+    rng.shuffle(speech)
+    noises = [c for c in clips(kind="nonspeech") if "silence" not in c.path.name]
+    pause = np.zeros(int(0.7 * SR), np.float32)
+    parts, texts = [], []
+    for clip, noise in zip(speech, noises):
+        parts += [read_audio(clip.path), pause]
+        texts.append(clip.text)
+        sound = read_audio(noise.path)[: int(rng.uniform(4, 10) * SR)]
+        parts += [sound * np.float32(rng.uniform(0.2, 1.0)), pause]
+    return np.concatenate(parts).astype(np.float32), " ".join(texts)
 
 
 def files(mixed_s: float) -> list[tuple[str, np.ndarray, str]]:
@@ -163,6 +191,8 @@ def files(mixed_s: float) -> list[tuple[str, np.ndarray, str]]:
         out.append((name, audio, ref))
     audio, ref = unseen_file()
     out.append(("unseen (untuned sources)", audio, ref))
+    audio, ref = noise_file()
+    out.append(("speech between music and noise", audio, ref))
     return out
 
 

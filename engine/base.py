@@ -160,6 +160,10 @@ class DecodeRequest:
     decodes to perfect it. `word_timestamps` asks for `Transcription.words` (an extra
     aligning pass: only finals and files ask for it); `logprobs` asks for
     `Transcription.logprobs`, the decoder's own log-probability of each text token.
+    `end_not_before` (seconds into the audio, with `timestamps`): the decode may not end
+    before its timestamps reach it; the long-form path sets it at a window's last sound
+    (engine/longform.py); an engine that cannot honour it (a remote API) ignores it and
+    the coverage check decodes again what an early end lost.
     """
 
     audio: np.ndarray = field(repr=False)
@@ -172,6 +176,7 @@ class DecodeRequest:
     draft: bool = False
     word_timestamps: bool = False
     logprobs: bool = False
+    end_not_before: float | None = None
     progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
 
     @property

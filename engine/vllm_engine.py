@@ -29,7 +29,7 @@ from engine.encoder_outputs import SHARED as ENCODER_OUTPUTS
 from engine.gpu import GpuProbe, plan_for, usable_gpu
 from engine.longform import transcribe_any
 from engine.quality import compression_ratio, is_loop, is_low_confidence, overruns_audio, stuck_in_loop
-from engine.tokens import WhisperVocabulary
+from engine.tokens import TIMESTAMP_STEP_S, WhisperVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,12 @@ class VllmOptions:
     attention_backend: str | None = None
     #: The GPU as NVML described it ("" on the CPU): name, compute capability, driver.
     gpu: str = ""
+    #: The encoder's dtype where it differs from `dtype` (CPU_DTYPE=bfloat16-encoder); None: `dtype`.
+    encoder_dtype: str | None = None
 
+
+#: The logits processor that keeps a window's decode going to its last sound (vLLM loads it by name).
+KEEP_DECODING_PROCESSOR = "engine.keep_decoding:KeepDecodingUntilSound"
 
 #: CPU flags with native bfloat16 matrix instructions (Linux /proc/cpuinfo names).
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -80,23 +85,44 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def cpu_dtype_for(requested: str, flags: frozenset[str]) -> tuple[str, str]:
-    """The CPU dtype for `CPU_DTYPE` on a CPU with these flags, and why.
+#: `CPU_DTYPE` values.
+CPU_DTYPES = ("float32", "bfloat16-encoder", "bfloat16", "auto")
 
-    float32 is the default: bfloat16 is faster only with native bf16 instructions
-    (AVX-512 BF16 or AMX; `python -m bench.cpu_dtype` on a 2-core EPYC with AVX-512 BF16:
-    one final 415 -> 265 ms, 8 clips at once x1.48, a long file x1.44) and costs some
-    accuracy (the 175 English clips' WER 0.0432 -> 0.0457, the LJ file's equal:
-    BENCHMARKS.md); on AVX2 it is 3-4x slower, so it is refused there whatever was asked."""
-    if requested not in ("float32", "bfloat16", "auto"):
-        raise ValueError(f"CPU_DTYPE={requested!r}: use 'float32', 'bfloat16' or 'auto'")
+
+@dataclass(frozen=True)
+class CpuDtype:
+    """The dtypes a CPU engine runs: the model's (the decoder's) and the encoder's, and why."""
+
+    dtype: str
+    encoder_dtype: str
+    reason: str
+
+
+def cpu_dtype_for(requested: str, flags: frozenset[str]) -> CpuDtype:
+    """The CPU dtypes for `CPU_DTYPE` on a CPU with these flags, and why.
+
+    bfloat16 is faster only with native bf16 instructions (AVX-512 BF16 or AMX; on AVX2 it
+    is 3-4x slower, so it is refused there whatever was asked). `bfloat16-encoder` runs the
+    encoder (two thirds of a long file's engine time, all matrix products and attention
+    over 1500 frames) in bf16 and keeps the decoder, which picks every token, in float32:
+    `python -m bench.cpu_dtype` on a 2-core EPYC with AVX-512 BF16 gives the same WER as
+    float32 at most of bf16's speed (BENCHMARKS.md); it is what `auto`, the default, takes
+    on such a CPU. `bfloat16` throughout is a little faster still and changes more text
+    (the clips' WER 0.0432 -> 0.0457)."""
+    if requested not in CPU_DTYPES:
+        raise ValueError(f"CPU_DTYPE={requested!r}: use one of {', '.join(CPU_DTYPES)}")
     native = bool(flags & BF16_CPU_FLAGS)
-    if requested == "float32" or (requested == "auto" and not native):
-        why = "no AVX-512 BF16 / AMX" if requested == "auto" else "CPU_DTYPE=float32"
-        return "float32", f"CPU: float32 ({why}; bf16 without native instructions is 3-4x slower and changes text)"
+    have = "/".join(sorted(flags & BF16_CPU_FLAGS))
+    if requested == "float32":
+        return CpuDtype("float32", "float32", "CPU: float32 (CPU_DTYPE=float32)")
     if not native:
-        return "float32", "CPU: CPU_DTYPE=bfloat16 refused, float32 instead: this CPU has no AVX-512 BF16 / AMX (bf16 would be 3-4x slower)"
-    return "bfloat16", f"CPU: bfloat16 (CPU_DTYPE={requested}; {'/'.join(sorted(flags & BF16_CPU_FLAGS))}: faster decodes, slightly higher WER)"
+        why = "no AVX-512 BF16 / AMX" if requested == "auto" else f"CPU_DTYPE={requested} refused: this CPU has no AVX-512 BF16 / AMX"
+        return CpuDtype("float32", "float32", f"CPU: float32 ({why}; bf16 without native instructions is 3-4x slower)")
+    if requested == "bfloat16":
+        return CpuDtype("bfloat16", "bfloat16", f"CPU: bfloat16 (CPU_DTYPE=bfloat16; {have}: faster decodes, slightly higher WER)")
+    return CpuDtype(
+        "float32", "bfloat16", f"CPU: bfloat16 encoder, float32 decoder (CPU_DTYPE={requested}; {have}: faster encoder, same text)"
+    )
 
 
 def choose_options(
@@ -107,7 +133,7 @@ def choose_options(
     max_num_seqs: int = 0,
     kv_cache_mb: int = 0,
     gpu_memory_utilization: float = 0.85,
-    cpu_dtype: str = "float32",
+    cpu_dtype: str = "auto",
     find_gpu: Callable[[str], GpuProbe | None] = usable_gpu,
     find_cpu_flags: Callable[[], frozenset[str]] = cpu_flags,
 ) -> VllmOptions:
@@ -142,14 +168,15 @@ def choose_options(
         )
     if kv_cache_dtype not in ("auto", ""):
         reasons.append(f"KV cache dtype {kv_cache_dtype} requested on CPU; fp8 needs AVX-512/AMX, using auto")
-    dtype, why = cpu_dtype_for(cpu_dtype, find_cpu_flags())
-    reasons.append(why)
+    dtypes = cpu_dtype_for(cpu_dtype, find_cpu_flags())
+    reasons.append(dtypes.reason)
     eager = enforce_eager == "true"
     reasons.append("CPU: eager (ENFORCE_EAGER)" if eager else "CPU: torch.compile on (faster decode, ~40 s start)")
     reasons.append("CPU: in-process engine loop, both cores for the model")
     return VllmOptions(
         device="cpu",
-        dtype=dtype,
+        dtype=dtypes.dtype,
+        encoder_dtype=dtypes.encoder_dtype if dtypes.encoder_dtype != dtypes.dtype else None,
         enforce_eager=eager,
         kv_cache_dtype="auto",
         max_num_seqs=max_num_seqs or 8,
@@ -173,7 +200,9 @@ class VllmEngine:
         self.options = options
         for reason in options.reasons:
             log.info("vLLM setting: %s", reason)
-        window_args, window = engine_kwargs(parse_window(encoder_window), runner=options.runner)
+        window_args, window = engine_kwargs(
+            parse_window(encoder_window), runner=options.runner, encoder_dtype=options.encoder_dtype
+        )
         # AsyncLLM reads fields only its own argument class has (enable_log_requests).
         args_class = EngineArgs if options.runner == "inprocess" else AsyncEngineArgs
         args = args_class(
@@ -193,6 +222,8 @@ class VllmEngine:
             # One encoder pass fits a step (max_num_batched_tokens), so the order of the
             # waiting queue decides who waits: finals before partials (engine.base).
             scheduling_policy="priority",
+            # A long file's window may not end before its last sound (engine/keep_decoding.py).
+            logits_processors=[KEEP_DECODING_PROCESSOR],
             **({"attention_backend": options.attention_backend} if options.attention_backend else {}),
             **window_args,
         )
@@ -213,6 +244,7 @@ class VllmEngine:
             multilingual=self.vocab.multilingual,
             settings={
                 "dtype": options.dtype,
+                "encoder_dtype": window.encoder_dtype or options.dtype,
                 "enforce_eager": options.enforce_eager,
                 "kv_cache_dtype": options.kv_cache_dtype,
                 "max_num_seqs": options.max_num_seqs,
@@ -415,6 +447,8 @@ class VllmEngine:
         stuck = False
         next_check = max(2 * LOOP_CHECK_TOKENS, int(USUAL_TOKENS_PER_SECOND * duration))
         params = self._params(audio, decoder, request.temperature, logprobs=True)
+        if timestamps and request.end_not_before:
+            params.extra_args = self._end_not_before(request.end_not_before)
         outputs = self._runner.generate(self._prompt(audio, decoder, full_window=full_window), params, request.priority)
         async with aclosing(outputs):  # leaving early aborts the request in the engine
             async for output in outputs:
@@ -445,6 +479,16 @@ class VllmEngine:
             logprobs=self._token_logprobs(token_ids, token_logprobs) if request.logprobs else [],
         )
         return result, stuck, token_ids
+
+    def _end_not_before(self, seconds: float) -> dict[str, Any]:
+        """The request's part for engine/keep_decoding.py: end-of-text only once a timestamp
+        token at or past `seconds` has been decoded."""
+        from engine.keep_decoding import EXTRA_ARG
+
+        vocab = self.vocab
+        last = vocab.timestamp_begin + round(WINDOW_S / TIMESTAMP_STEP_S)
+        allowed_from = min(last, vocab.timestamp_begin + int(seconds / TIMESTAMP_STEP_S))
+        return {EXTRA_ARG: (vocab.eot, vocab.timestamp_begin, allowed_from)}
 
     def _token_logprobs(self, token_ids: list[int], logprobs: list[float]) -> list[TokenLogprob]:
         """The text tokens (no timestamps, no end-of-text) with their log-probabilities."""

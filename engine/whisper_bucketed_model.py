@@ -11,7 +11,10 @@ patched in site-packages:
 * the model encodes clips of different lengths in one step by grouping equal lengths
   (stock `WhisperEncoder.forward` stacks every clip of a step, which needs one length),
   and keeps each clip's output for the word aligner where it is in use
-  (engine/encoder_outputs.py: the aligner then skips its own encoder pass).
+  (engine/encoder_outputs.py: the aligner then skips its own encoder pass);
+* where the config names an encoder dtype (CPU_DTYPE=bfloat16-encoder), the encoder's
+  weights are cast to it right after loading, so vLLM packs its matrix products for
+  that dtype, and its output is cast back to the model's dtype for the decoder.
 
 The encoder's positional embedding is already sliced to the input length upstream, and
 the profiling dummy input stays 30 s (the largest bucket), so memory is sized for it.
@@ -38,6 +41,7 @@ from engine.whisper_buckets import (
     ARCHITECTURE,
     CONFIG_KEY,
     DEFAULT_BUCKETS_S,
+    ENCODER_DTYPE_KEY,
     MEL_FRAMES_PER_ENCODER_FRAME,
     PAD_KEY,
     bucket_samples,
@@ -91,6 +95,21 @@ class WhisperBucketedMultiModalProcessor(WhisperMultiModalProcessor):
 class WhisperBucketedForConditionalGeneration(WhisperForConditionalGeneration):
     """Encodes the clips of one step in groups of equal length, in their order."""
 
+    def load_weights(self, weights: Any) -> set[str]:
+        """The checkpoint's weights; the encoder cast to its own dtype where one is set.
+
+        Cast before vLLM's post-load step (`process_weights_after_loading`), which packs
+        each linear layer's weight for the oneDNN kernel of the weight's dtype."""
+        loaded = super().load_weights(weights)
+        name = getattr(self.config, ENCODER_DTYPE_KEY, None)
+        if name:
+            self.model.encoder.to(getattr(torch, name))
+        return loaded
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        return self.model.encoder.conv1.weight.dtype
+
     def embed_multimodal(self, **kwargs: object) -> Any:
         features = kwargs.get("input_features")
         if features is None:
@@ -99,15 +118,16 @@ class WhisperBucketedForConditionalGeneration(WhisperForConditionalGeneration):
             clips = list(features.unbind(0))
         else:
             clips = list(features)  # type: ignore[arg-type]
-        clips = [c.to(self.dtype) for c in clips]
+        clips = [c.to(self.dtype) for c in clips]  # the store's key: the model's dtype, as the aligner's
+        encoder_dtype = self.encoder_dtype
         outputs: list[torch.Tensor | None] = [None] * len(clips)
         by_length: dict[int, list[int]] = {}
         for i, clip in enumerate(clips):
             by_length.setdefault(clip.shape[-1], []).append(i)
         for indices in by_length.values():
-            encoded = self.model.get_encoder_outputs(torch.stack([clips[i] for i in indices]))
+            encoded = self.model.get_encoder_outputs(torch.stack([clips[i] for i in indices]).to(encoder_dtype))
             assert encoded is not None
-            for i, out in zip(indices, encoded.unbind(0)):
+            for i, out in zip(indices, encoded.to(self.dtype).unbind(0)):
                 outputs[i] = out
         if ENCODER_OUTPUTS.enabled:  # the word aligner reuses them instead of encoding again
             for clip, out in zip(clips, outputs):

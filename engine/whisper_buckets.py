@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.base import SAMPLE_RATE, WINDOW_S
@@ -37,9 +37,11 @@ FULL_WINDOW_S = WINDOW_S  # Whisper's own window
 DEFAULT_BUCKETS_S: tuple[float, ...] = (10.0, 15.0, 20.0, 30.0)
 ARCHITECTURE = "WhisperBucketedForConditionalGeneration"
 DEFAULT_PAD_S = 1.0
-#: The attributes carrying the bucket sizes and padding on the model's Hugging Face config (hf_overrides).
+#: The attributes carrying the bucket sizes, padding and encoder dtype on the model's
+#: Hugging Face config (hf_overrides).
 CONFIG_KEY = "encoder_buckets_s"
 PAD_KEY = "encoder_bucket_pad_s"
+ENCODER_DTYPE_KEY = "encoder_dtype"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class EncoderWindow:
     buckets: tuple[float, ...] = ()
     pad_s: float = 0.0
     reason: str = ""
+    #: The encoder's dtype where it differs from the model's (CPU_DTYPE=bfloat16-encoder):
+    #: only this module's architecture can run it, so only in bucketed mode.
+    encoder_dtype: str | None = None
 
     def seconds_for(self, num_samples: int) -> float:
         """The encoder window (seconds) a clip of `num_samples` gets: 30 s in full mode."""
@@ -59,7 +64,8 @@ class EncoderWindow:
         if self.mode == "full":
             return "full (30 s for every clip)" + (f": {self.reason}" if self.reason else "")
         pad = f", >= {self.pad_s:g} s padding" if self.pad_s else ""
-        return "bucketed " + "/".join(f"{b:g}" for b in self.buckets) + " s" + pad
+        dtype = f", {self.encoder_dtype} encoder" if self.encoder_dtype else ""
+        return "bucketed " + "/".join(f"{b:g}" for b in self.buckets) + " s" + pad + dtype
 
 
 def parse_window(value: str) -> EncoderWindow:
@@ -151,8 +157,11 @@ def _register_here() -> None:
     register()
 
 
-def engine_kwargs(window: EncoderWindow, *, runner: str) -> tuple[dict[str, Any], EncoderWindow]:
-    """Extra `EngineArgs` for the chosen window, and the window that will really run.
+def engine_kwargs(
+    window: EncoderWindow, *, runner: str, encoder_dtype: str | None = None
+) -> tuple[dict[str, Any], EncoderWindow]:
+    """Extra `EngineArgs` for the chosen window (and encoder dtype, where it differs from
+    the model's), and the window that will really run.
 
     The in-process runner's engine core is this process: registering here is enough.
     `AsyncLLM` (the GPU runner) spawns its engine core in a child process, where the
@@ -161,6 +170,8 @@ def engine_kwargs(window: EncoderWindow, *, runner: str) -> tuple[dict[str, Any]
     window, with the reason in the log and /health.
     """
     if window.mode == "full":
+        if encoder_dtype:
+            log.warning("encoder dtype %s needs the bucketed encoder window: the encoder runs the model's dtype", encoder_dtype)
         log.info("encoder window: %s", window.describe())
         return {}, window
     if runner != "inprocess":
@@ -170,6 +181,9 @@ def engine_kwargs(window: EncoderWindow, *, runner: str) -> tuple[dict[str, Any]
             log.warning("encoder window: %s", window.describe())
             return {}, window
     _register_here()
+    window = replace(window, encoder_dtype=encoder_dtype)
     log.info("encoder window: %s", window.describe())
     overrides = {"architectures": [ARCHITECTURE], CONFIG_KEY: list(window.buckets), PAD_KEY: window.pad_s}
+    if encoder_dtype:
+        overrides[ENCODER_DTYPE_KEY] = encoder_dtype
     return {"hf_overrides": overrides}, window

@@ -93,7 +93,10 @@ async def test_the_aligner_reuses_vllms_encoder_output_and_gets_the_same_words(e
         SHARED.max_bytes = limit
     assert aligner.encoded - encoded == 1
     assert [(w.word, w.start, w.end) for w in again.words] == [(w.word, w.start, w.end) for w in own.words]
-    assert max(abs(a.probability - b.probability) for a, b in zip(again.words, own.words)) < 0.01
+    # vLLM's encoder runs bf16 on a CPU with AVX-512 BF16 (CPU_DTYPE=auto), the aligner's own
+    # pass float32: the same words and times, probabilities within bf16's precision.
+    same_dtype = engine.info.settings["encoder_dtype"] == "float32"
+    assert max(abs(a.probability - b.probability) for a, b in zip(again.words, own.words)) < (0.01 if same_dtype else 0.05)
 
     # A long file: every piece's window is found (30 s windows, batched), even where the
     # store was off until this request: a request for words turns it on before its first

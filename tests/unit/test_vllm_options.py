@@ -10,27 +10,38 @@ from engine.vllm_engine import choose_options
 
 
 def test_cpu_defaults_are_the_measured_best():
-    options = choose_options(device="cpu")
+    options = choose_options(device="cpu", find_cpu_flags=lambda: frozenset({"avx2"}))
     assert (options.device, options.dtype, options.runner) == ("cpu", "float32", "inprocess")
+    assert options.encoder_dtype is None
     assert options.enforce_eager is False and options.kv_cache_dtype == "auto"
     assert options.kv_cache_memory_bytes == 256 * 1024 * 1024 and options.max_num_seqs == 8
 
 
 @pytest.mark.parametrize(
-    ("requested", "flags", "dtype", "reason"),
+    ("requested", "flags", "dtype", "encoder_dtype", "reason"),
     [
-        ("float32", {"avx512_bf16"}, "float32", "CPU_DTYPE=float32"),
-        ("bfloat16", {"avx512_bf16"}, "bfloat16", "avx512_bf16"),
-        ("bfloat16", {"amx_bf16", "avx512f"}, "bfloat16", "amx_bf16"),
-        ("bfloat16", {"avx2"}, "float32", "refused"),
-        ("auto", {"avx512_bf16"}, "bfloat16", "CPU_DTYPE=auto"),
-        ("auto", {"avx2"}, "float32", "no AVX-512 BF16"),
+        ("float32", {"avx512_bf16"}, "float32", None, "CPU_DTYPE=float32"),
+        ("bfloat16", {"avx512_bf16"}, "bfloat16", None, "avx512_bf16"),
+        ("bfloat16", {"amx_bf16", "avx512f"}, "bfloat16", None, "amx_bf16"),
+        ("bfloat16", {"avx2"}, "float32", None, "CPU_DTYPE=bfloat16 refused"),
+        ("bfloat16-encoder", {"avx512_bf16"}, "float32", "bfloat16", "bfloat16 encoder, float32 decoder"),
+        ("bfloat16-encoder", {"avx2"}, "float32", None, "CPU_DTYPE=bfloat16-encoder refused"),
+        # The default: the split where the CPU has bf16 instructions, float32 elsewhere.
+        ("auto", {"avx512_bf16"}, "float32", "bfloat16", "CPU_DTYPE=auto"),
+        ("auto", {"avx2"}, "float32", None, "no AVX-512 BF16"),
     ],
 )
-def test_cpu_dtype_follows_the_cpu(requested, flags, dtype, reason):
+def test_cpu_dtype_follows_the_cpu(requested, flags, dtype, encoder_dtype, reason):
     options = choose_options(device="cpu", cpu_dtype=requested, find_cpu_flags=lambda: frozenset(flags))
-    assert options.dtype == dtype
+    assert (options.dtype, options.encoder_dtype) == (dtype, encoder_dtype)
     assert any(reason in r for r in options.reasons), options.reasons
+
+
+def test_cpu_dtype_default_is_auto():
+    flags = frozenset({"avx512_bf16"})
+    assert choose_options(device="cpu", find_cpu_flags=lambda: flags) == choose_options(
+        device="cpu", cpu_dtype="auto", find_cpu_flags=lambda: flags
+    )
 
 
 def test_cpu_dtype_rejects_other_names():

@@ -88,6 +88,25 @@ def test_a_child_process_engine_core_gets_buckets_through_the_entry_point(monkey
     assert window.mode == "bucketed" and kwargs["hf_overrides"]["architectures"] == [ARCHITECTURE]
 
 
+def test_an_encoder_dtype_travels_in_the_overrides_and_shows_in_the_description(monkeypatch) -> None:
+    # CPU_DTYPE=bfloat16-encoder: our architecture casts its encoder after loading.
+    import engine.whisper_buckets as buckets
+    from engine.whisper_buckets import ENCODER_DTYPE_KEY
+
+    monkeypatch.setattr(buckets, "_register_here", lambda: None)
+    kwargs, window = engine_kwargs(parse_window("bucketed"), runner="inprocess", encoder_dtype="bfloat16")
+    assert kwargs["hf_overrides"][ENCODER_DTYPE_KEY] == "bfloat16" and window.encoder_dtype == "bfloat16"
+    assert window.describe().endswith(", bfloat16 encoder")
+    kwargs, window = engine_kwargs(parse_window("bucketed"), runner="inprocess")
+    assert ENCODER_DTYPE_KEY not in kwargs["hf_overrides"] and window.encoder_dtype is None
+
+
+def test_the_full_window_runs_the_model_dtype_in_the_encoder() -> None:
+    # Stock vLLM Whisper (ENCODER_WINDOW=full) has no encoder dtype of its own.
+    kwargs, window = engine_kwargs(parse_window("full"), runner="inprocess", encoder_dtype="bfloat16")
+    assert kwargs == {} and window.encoder_dtype is None
+
+
 def test_without_the_entry_point_a_child_process_engine_core_falls_back_to_full(monkeypatch) -> None:
     monkeypatch.setenv("VLLM_PLUGINS", "some_other_plugin")
     kwargs, window = engine_kwargs(parse_window("bucketed"), runner="asyncllm")
