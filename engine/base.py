@@ -161,7 +161,7 @@ class DecodeRequest:
     aligning pass: only finals and files ask for it); `logprobs` asks for
     `Transcription.logprobs`, the decoder's own log-probability of each text token.
     `end_not_before` (seconds into the audio, with `timestamps`): the decode may not end
-    before its timestamps reach it; the long-form path sets it at a window's last sound
+    before its timestamps reach it; the long-form path sets it at a window's last speech
     (engine/longform.py); an engine that cannot honour it (a remote API) ignores it and
     the coverage check decodes again what an early end lost.
     """

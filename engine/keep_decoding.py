@@ -1,10 +1,10 @@
-"""A window's decode may not end before its timestamps reach the window's last sound.
+"""A window's decode may not end before its timestamps reach the window's last speech.
 
 Whisper ends a window with <|endoftext|> at a change of speaker or topic and says
 nothing of the rest (issue 21's profile: 6 of 11 pieces of the mixed file). The coverage
 check then decodes the rest again: a second encoder pass and a second decode. Here the
 end-of-text token is simply not allowed while the decode's last timestamp lies before
-`until_s` (the window's last sound, less a tolerance): the decoder goes on with the
+`end_not_before` (the window's last speech, less a tolerance): the decoder goes on with the
 next segment in the same pass, on the encoder output it already has.
 
 The rule is a vLLM per-request logits processor (`AdapterLogitsProcessor`), registered
@@ -34,7 +34,7 @@ def end_allowed(output_ids: list[int], timestamp_begin: int, allowed_from: int) 
 
 
 class KeepDecodingUntilSound(AdapterLogitsProcessor):
-    """End-of-text masked until the decode's timestamps reach the window's last sound."""
+    """End-of-text masked until the decode's timestamps reach the window's last speech."""
 
     def is_argmax_invariant(self) -> bool:
         return False

@@ -66,7 +66,7 @@ class VllmOptions:
     encoder_dtype: str | None = None
 
 
-#: The logits processor that keeps a window's decode going to its last sound (vLLM loads it by name).
+#: The logits processor that keeps a window's decode going to its last speech (vLLM loads it by name).
 KEEP_DECODING_PROCESSOR = "engine.keep_decoding:KeepDecodingUntilSound"
 
 #: CPU flags with native bfloat16 matrix instructions (Linux /proc/cpuinfo names).
@@ -222,7 +222,7 @@ class VllmEngine:
             # One encoder pass fits a step (max_num_batched_tokens), so the order of the
             # waiting queue decides who waits: finals before partials (engine.base).
             scheduling_policy="priority",
-            # A long file's window may not end before its last sound (engine/keep_decoding.py).
+            # A long file's window may not end before its last speech (engine/keep_decoding.py).
             logits_processors=[KEEP_DECODING_PROCESSOR],
             **({"attention_backend": options.attention_backend} if options.attention_backend else {}),
             **window_args,

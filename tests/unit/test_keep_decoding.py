@@ -1,4 +1,4 @@
-"""A long file's window decodes to its last sound (issue 21): the logits rule and where the
+"""A long file's window decodes to its last speech (issue 21): the logits rule and where the
 long-form path asks for it. The real engine's side is tests/integration/test_keep_decoding_engine.py."""
 
 from __future__ import annotations
