@@ -47,5 +47,11 @@ def test_health_shows_the_chosen_options_and_why(engine):
 
     settings = public_info(engine.info)["settings"]
     assert settings["attention_backend"] == "vLLM default" and settings["gpu"] is None
-    assert any(choice.startswith("CPU: float32") for choice in settings["choices"])
+    # CPU_DTYPE=auto: a bf16 encoder where the CPU has AVX-512 BF16 / AMX, float32 elsewhere; the decoder float32.
+    from engine.vllm_engine import BF16_CPU_FLAGS, cpu_flags
+
+    chosen = "CPU: bfloat16 encoder, float32 decoder" if cpu_flags() & BF16_CPU_FLAGS else "CPU: float32"
+    assert any(choice.startswith(chosen) for choice in settings["choices"]), settings["choices"]
+    assert settings["dtype"] == "float32"
+    assert settings["encoder_dtype"] == ("bfloat16" if cpu_flags() & BF16_CPU_FLAGS else "float32")
     assert not any("/" in choice and ("/home" in choice or "/root" in choice) for choice in settings["choices"])
